@@ -1,0 +1,26 @@
+/* matmul.h — the matrix products of the model, dispatched on the weight's storage type.
+ *
+ * A weight matrix W has `rows` outputs and `cols` inputs and is stored row-major as
+ * `rows` rows of qlm_type_row_bytes(type, cols) bytes.  Y = X W^T for T activation rows:
+ *   X: [T x cols] floats, Y: [T x rows] floats.
+ * T == 1 (decode) runs our own SIMD matrix-vector kernels; T > 1 (prefill) may use BLAS for f32. */
+#ifndef QLM_MATMUL_H
+#define QLM_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/threadpool.h"
+
+typedef struct qlm_mat {
+  int type;          /* qlm_type */
+  int64_t rows;      /* output features */
+  int64_t cols;      /* input features */
+  const void *data;  /* rows * row_bytes */
+  size_t row_bytes;  /* bytes per row */
+} qlm_mat;
+
+/* Y[T x rows] = X[T x cols] * W^T.  Work is split over the pool's threads by rows of W. */
+void qlm_matmul(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool);
+
+#endif

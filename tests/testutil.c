@@ -1,0 +1,49 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *join(const char *env, const char *dflt, const char *rel) {
+  const char *base = getenv(env);
+  if (!base || !*base) base = dflt;
+  size_t n = strlen(base) + strlen(rel) + 2;
+  char *p = malloc(n);
+  snprintf(p, n, "%s/%s", base, rel);
+  return p;
+}
+
+char *tu_shared(const char *rel) { return join("QLM_SHARED", "../shared", rel); }
+char *tu_testdata(const char *rel) { return join("QLM_TESTDATA", "tests/data", rel); }
+
+char *tu_tmpdir(void) {
+  char tmpl[] = "/tmp/qlm-test-XXXXXX";
+  char *d = mkdtemp(tmpl);
+  assert_non_null(d);
+  return strdup(d);
+}
+
+void tu_write_file(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(data, 1, n, f), n);
+  assert_int_equal(fclose(f), 0);
+}
+
+uint64_t tu_rand_u64(uint64_t *s) {
+  uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * 0x2545F4914F6CDD1Dull;
+}
+
+float tu_rand_uniform(uint64_t *s) { return (float)(tu_rand_u64(s) >> 40) / (float)(1ull << 24); }
+
+float tu_rand_normal(uint64_t *s) {
+  float u1 = tu_rand_uniform(s), u2 = tu_rand_uniform(s);
+  if (u1 < 1e-7f) u1 = 1e-7f;
+  return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
+}

@@ -1,0 +1,25 @@
+/* testutil.h — helpers shared by the cmocka tests. */
+#ifndef QLM_TESTUTIL_H
+#define QLM_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* Path of a file under the shared folder (env QLM_SHARED, set by ctest; default ../shared).
+ * Returns a malloc'd string. */
+char *tu_shared(const char *rel);
+/* Path under tests/data (env QLM_TESTDATA). malloc'd. */
+char *tu_testdata(const char *rel);
+/* A fresh temporary directory (removed by the OS's tmp cleaning; tests remove their files). malloc'd. */
+char *tu_tmpdir(void);
+/* Write bytes to a file; fails the test on error. */
+void tu_write_file(const char *path, const void *data, size_t n);
+/* Deterministic pseudo-random numbers (xorshift64*), for reproducible synthetic data. */
+uint64_t tu_rand_u64(uint64_t *state);
+float tu_rand_uniform(uint64_t *state);  /* [0,1) */
+float tu_rand_normal(uint64_t *state);   /* N(0,1), Box-Muller */
+
+#endif
