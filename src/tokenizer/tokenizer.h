@@ -35,4 +35,21 @@ int qlm_detokenize(const qlm_tokenizer *tok, const int32_t *ids, int n_ids, int 
 
 const qlm_vocab *qlm_tokenizer_vocab(const qlm_tokenizer *tok);
 
+/* Fill an (initialised, empty) vocab from a Hugging Face tokenizer.json:
+ *   model.type "BPE" with a ByteLevel pre-tokenizer/decoder -> QLM_TOK_BPE; the pre-tokenizer
+ *     sequence (Split regexes, Digits, ByteLevel) must equal one qlm knows, whose llama.cpp
+ *     name is stored in v->pre (e.g. Digits(individual)+ByteLevel -> "starcoder" regexes,
+ *     named "smollm");
+ *   model.type "BPE" with byte_fallback / "▁" (Metaspace or Replace+Prepend normalizers)
+ *     -> QLM_TOK_SPM with scores = -(rank of the merge that produces the token).
+ * added_tokens become CONTROL (special) or USER_DEFINED.  BOS comes from a TemplateProcessing
+ * post-processor when there is one.  Errors: QLM_EIO/QLM_ELIMIT reading, QLM_EFORMAT for bad
+ * JSON or structure, QLM_EUNSUPPORTED for other model types or pre-tokenizers (naming them).
+ * On failure v is left freed (re-initialised). */
+int qlm_vocab_from_tokenizer_json(const char *path, qlm_vocab *v, qlm_error *err);
+
+/* Apply a tokenizer_config.json: add_bos_token, add_eos_token, and bos/eos/unk/pad token
+ * texts (strings or {"content": ...}) resolved to ids in v.  Unknown token texts are errors. */
+int qlm_vocab_apply_tokenizer_config(const char *path, qlm_vocab *v, qlm_error *err);
+
 #endif
