@@ -47,6 +47,8 @@ void qlm_model_free(qlm_model *m);
 typedef struct qlm_state qlm_state;
 int qlm_state_new(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, qlm_state **out, qlm_error *err);
 void qlm_state_free(qlm_state *s);
+/* Context positions per sequence the state was created with. */
+int qlm_state_n_ctx(const qlm_state *s);
 /* Forget everything stored for sequence seq (positions restart at 0). */
 void qlm_state_clear(qlm_state *s, int seq);
 

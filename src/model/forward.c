@@ -1,0 +1,407 @@
+/* forward.c — the KV-cache state and the batched transformer forward pass.
+ *
+ * A batch of T rows (tokens of one or more sequences) goes through every layer together, so
+ * each weight matrix is applied once to all T rows (qlm_matmul with T rows: BLAS for prefill,
+ * our GEMV kernels for T == 1).  Per layer:
+ *   llama/qwen2: x += Wo·attn(rope(Wq·n), rope(Wk·n), Wv·n) with n = rmsnorm(x)
+ *                x += Wdown·(silu(Wgate·n) * Wup·n)          with n = rmsnorm(x)
+ *   gpt2:        x += Wo·attn(...) + bo                      with n = layernorm(x), qkv biases
+ *                x += Wdown·gelu(Wup·n + bup) + bdown        with n = layernorm(x)
+ * then logits = Wout·norm(x) for the rows whose logits are wanted.
+ * Keys and values are written to the cache at (seq, pos) before attention, so a row attends to
+ * positions 0..pos of its own sequence whether they came in earlier calls or earlier in this batch. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/gemv.h"
+#include "model/model.h"
+
+struct qlm_state {
+  const qlm_model *m;
+  int n_seq, n_ctx, max_batch;
+  int kv_dim;                  /* n_head_kv * head_dim */
+  size_t seq_stride;           /* floats per sequence in a cache: n_layer * n_ctx * kv_dim */
+  float *k_cache, *v_cache;    /* [n_seq][n_layer][n_ctx][kv_dim] */
+  int *n_past;                 /* [n_seq] positions filled */
+  int *batch_next;             /* [n_seq] scratch: next position expected in the batch, -1 = none yet */
+  int32_t *seq_pos, *seq_id;   /* [max_batch] qlm_forward_seq's batch arrays */
+  int8_t *seq_want;            /* [max_batch] */
+  float *x;                    /* [B][n_embd] residual stream */
+  float *xn;                   /* [B][n_embd] normalized input of a sub-layer */
+  float *q;                    /* [B][n_head * head_dim] */
+  float *k, *v;                /* [B][kv_dim] */
+  float *att;                  /* [B][n_head * head_dim] attention output */
+  float *tmp;                  /* [B][n_embd] sub-layer output before the residual add */
+  float *hb, *hb2;             /* [B][n_ff] */
+  float *rope_cos, *rope_sin;  /* [B][n_rot / 2] */
+  float *scores;               /* [n_threads][n_ctx] attention weights, one row per thread */
+  qlm_pool *pool;
+  qlm_dotd_f32_fn dot;         /* attention scores (double accumulation) */
+};
+
+int qlm_state_n_ctx(const qlm_state *s) { return s->n_ctx; }
+
+void qlm_state_free(qlm_state *s) {
+  if (!s) return;
+  free(s->k_cache);
+  free(s->v_cache);
+  free(s->n_past);
+  free(s->batch_next);
+  free(s->seq_pos);
+  free(s->seq_id);
+  free(s->seq_want);
+  free(s->x);
+  free(s->xn);
+  free(s->q);
+  free(s->k);
+  free(s->v);
+  free(s->att);
+  free(s->tmp);
+  free(s->hb);
+  free(s->hb2);
+  free(s->rope_cos);
+  free(s->rope_sin);
+  free(s->scores);
+  qlm_pool_free(s->pool);
+  free(s);
+}
+
+/* calloc of a*b*c floats with overflow checks. */
+static float *alloc_f(size_t a, size_t b, size_t c, const char *what, qlm_error *err) {
+  size_t n;
+  if (qlm_mul_overflow(a, b, &n) || qlm_mul_overflow(n, c, &n) || qlm_mul_overflow(n, sizeof(float), &n)) {
+    qlm_fail(err, QLM_ELIMIT, "state: %s would need more than SIZE_MAX bytes", what);
+    return NULL;
+  }
+  return qlm_calloc(n ? n / sizeof(float) : 1, sizeof(float), what, err);
+}
+
+int qlm_state_new(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, qlm_state **out,
+                  qlm_error *err) {
+  *out = NULL;
+  const qlm_hparams *hp = &m->hp;
+  if (n_ctx <= 0) n_ctx = hp->n_ctx;
+  if (n_ctx <= 0) return qlm_fail(err, QLM_EUSAGE, "context size must be positive (the model does not give one)");
+  if (hp->arch == QLM_ARCH_GPT2 && n_ctx > hp->n_ctx)
+    return qlm_fail(err, QLM_EUSAGE, "context size %d exceeds the %d learned positions of this gpt2 model", n_ctx,
+                    hp->n_ctx);
+  if (n_ctx > (1 << 24)) return qlm_fail(err, QLM_EUSAGE, "context size %d is too large", n_ctx);
+  if (n_seq < 1 || n_seq > 65536) return qlm_fail(err, QLM_EUSAGE, "number of sequences %d is not in [1, 65536]", n_seq);
+  if (max_batch <= 0) max_batch = 512;
+  if (max_batch > 65536) return qlm_fail(err, QLM_EUSAGE, "batch size %d is larger than 65536", max_batch);
+  if (n_threads <= 0) {
+    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    n_threads = nproc > 0 ? (int)(nproc < 256 ? nproc : 256) : 1;
+  }
+  if (n_threads > 1024) return qlm_fail(err, QLM_EUSAGE, "thread count %d is larger than 1024", n_threads);
+
+  qlm_state *s = qlm_calloc(1, sizeof *s, "state", err);
+  if (!s) return QLM_ENOMEM;
+  s->m = m;
+  s->n_seq = n_seq;
+  s->n_ctx = n_ctx;
+  s->max_batch = max_batch;
+  s->kv_dim = hp->n_head_kv * hp->head_dim;
+  s->dot = qlm_dotd_f32_for(qlm_cpu_simd_level());
+  size_t B = (size_t)max_batch, qd = (size_t)hp->n_head * (size_t)hp->head_dim, half = (size_t)(hp->n_rot / 2);
+  int rc = QLM_ENOMEM;
+  if (qlm_mul_overflow((size_t)hp->n_layer * (size_t)n_ctx, (size_t)s->kv_dim, &s->seq_stride)) {
+    rc = qlm_fail(err, QLM_ELIMIT, "state: KV cache size overflows");
+    goto fail;
+  }
+  if (!(s->k_cache = alloc_f((size_t)n_seq, s->seq_stride, 1, "KV cache (keys)", err)) ||
+      !(s->v_cache = alloc_f((size_t)n_seq, s->seq_stride, 1, "KV cache (values)", err)) ||
+      !(s->n_past = qlm_calloc((size_t)n_seq, sizeof *s->n_past, "state", err)) ||
+      !(s->batch_next = qlm_calloc((size_t)n_seq, sizeof *s->batch_next, "state", err)) ||
+      !(s->seq_pos = qlm_calloc(B, sizeof *s->seq_pos, "state", err)) ||
+      !(s->seq_id = qlm_calloc(B, sizeof *s->seq_id, "state", err)) ||
+      !(s->seq_want = qlm_calloc(B, sizeof *s->seq_want, "state", err)) ||
+      !(s->x = alloc_f(B, (size_t)hp->n_embd, 1, "activations", err)) ||
+      !(s->xn = alloc_f(B, (size_t)hp->n_embd, 1, "activations", err)) ||
+      !(s->tmp = alloc_f(B, (size_t)hp->n_embd, 1, "activations", err)) ||
+      !(s->q = alloc_f(B, qd, 1, "activations", err)) || !(s->att = alloc_f(B, qd, 1, "activations", err)) ||
+      !(s->k = alloc_f(B, (size_t)s->kv_dim, 1, "activations", err)) ||
+      !(s->v = alloc_f(B, (size_t)s->kv_dim, 1, "activations", err)) ||
+      !(s->hb = alloc_f(B, (size_t)hp->n_ff, 1, "activations", err)) ||
+      !(s->hb2 = alloc_f(B, (size_t)hp->n_ff, 1, "activations", err)) ||
+      !(s->rope_cos = alloc_f(B, half, 1, "rope table", err)) ||
+      !(s->rope_sin = alloc_f(B, half, 1, "rope table", err)) ||
+      !(s->scores = alloc_f((size_t)n_threads, (size_t)n_ctx, 1, "attention scores", err)))
+    goto fail;
+  s->pool = qlm_pool_new(n_threads);
+  if (!s->pool) {
+    rc = qlm_fail(err, QLM_ENOMEM, "state: cannot create a pool of %d threads", n_threads);
+    goto fail;
+  }
+  *out = s;
+  return QLM_OK;
+fail:
+  qlm_state_free(s);
+  return rc;
+}
+
+void qlm_state_clear(qlm_state *s, int seq) {
+  if (s && seq >= 0 && seq < s->n_seq) s->n_past[seq] = 0;
+}
+
+/* ---- element-wise pieces ---- */
+
+static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
+  double ss = 0.0;
+  for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+  float scale = (float)(1.0 / sqrt(ss / n + eps));
+  for (int i = 0; i < n; i++) o[i] = x[i] * scale * w[i];
+}
+
+static void layernorm(float *o, const float *x, const float *w, const float *b, int n, float eps) {
+  double mean = 0.0, var = 0.0;
+  for (int i = 0; i < n; i++) mean += x[i];
+  mean /= n;
+  for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+  float scale = (float)(1.0 / sqrt(var / n + eps));
+  for (int i = 0; i < n; i++) o[i] = (float)(x[i] - mean) * scale * w[i] + b[i];
+}
+
+/* T rows of x -> o with the model's norm (w, b: b only for gpt2's LayerNorm). */
+static void norm_rows(const qlm_model *m, float *o, const float *x, int T, const float *w, const float *b) {
+  int n = m->hp.n_embd;
+  for (int i = 0; i < T; i++) {
+    if (m->hp.arch == QLM_ARCH_GPT2) layernorm(o + (size_t)i * n, x + (size_t)i * n, w, b, n, m->hp.norm_eps);
+    else rmsnorm(o + (size_t)i * n, x + (size_t)i * n, w, n, m->hp.norm_eps);
+  }
+}
+
+static void add_bias(float *y, const float *b, int T, int n) {
+  if (!b) return;
+  for (int i = 0; i < T; i++)
+    for (int j = 0; j < n; j++) y[(size_t)i * n + j] += b[j];
+}
+
+static void add_rows(float *x, const float *y, int T, int n) {
+  for (size_t i = 0; i < (size_t)T * n; i++) x[i] += y[i];
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* GPT-2's GELU, tanh approximation. */
+static float gelu(float x) { return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
+
+/* cos/sin of pos * theta^(-2i/n_rot), i < n_rot/2, for every row (shared by all layers). */
+static void rope_table(qlm_state *s, const qlm_batch *b) {
+  const qlm_hparams *hp = &s->m->hp;
+  int half = hp->n_rot / 2;
+  for (int r = 0; r < b->n; r++) {
+    for (int i = 0; i < half; i++) {
+      double freq = pow((double)hp->rope_theta, -2.0 * i / hp->n_rot);
+      double a = (double)b->pos[r] * freq;
+      s->rope_cos[(size_t)r * half + i] = (float)cos(a);
+      s->rope_sin[(size_t)r * half + i] = (float)sin(a);
+    }
+  }
+}
+
+/* Rotate n_heads heads of head_dim in one row.  INTERLEAVED rotates pairs (2i, 2i+1) (GGUF llama,
+ * llama2.c); NEOX pairs (i, i + n_rot/2) (HF layout).  Dims past n_rot are left alone. */
+static void rope_row(const qlm_hparams *hp, float *v, int n_heads, const float *cs, const float *sn) {
+  int half = hp->n_rot / 2;
+  for (int h = 0; h < n_heads; h++) {
+    float *x = v + (size_t)h * hp->head_dim;
+    for (int i = 0; i < half; i++) {
+      int a = hp->rope_style == QLM_ROPE_NEOX ? i : 2 * i;
+      int b = hp->rope_style == QLM_ROPE_NEOX ? i + half : 2 * i + 1;
+      float x0 = x[a], x1 = x[b];
+      x[a] = x0 * cs[i] - x1 * sn[i];
+      x[b] = x0 * sn[i] + x1 * cs[i];
+    }
+  }
+}
+
+/* ---- attention ---- */
+
+typedef struct att_task {
+  qlm_state *s;
+  const qlm_batch *b;
+  int layer;
+} att_task;
+
+/* One (row, head) item: softmax(q·K^T / sqrt(hd)) V over positions 0..pos of the row's sequence. */
+static void attend(qlm_state *s, const qlm_batch *b, int layer, int r, int h, float *sc) {
+  const qlm_hparams *hp = &s->m->hp;
+  int hd = hp->head_dim, kvh = h / (hp->n_head / hp->n_head_kv), pos = b->pos[r];
+  size_t qd = (size_t)hp->n_head * hd;
+  const float *q = s->q + (size_t)r * qd + (size_t)h * hd;
+  size_t base = (size_t)b->seq[r] * s->seq_stride + (size_t)layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
+  const float *K = s->k_cache + base, *V = s->v_cache + base;
+  float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
+  for (int t = 0; t <= pos; t++) {
+    sc[t] = s->dot(q, K + (size_t)t * s->kv_dim, hd) * scale;
+    if (sc[t] > mx) mx = sc[t];
+  }
+  float sum = 0.0f;
+  for (int t = 0; t <= pos; t++) {
+    sc[t] = expf(sc[t] - mx);
+    sum += sc[t];
+  }
+  float *o = s->att + (size_t)r * qd + (size_t)h * hd, inv = 1.0f / sum;
+  memset(o, 0, (size_t)hd * sizeof *o);
+  for (int t = 0; t <= pos; t++) {
+    const float *vt = V + (size_t)t * s->kv_dim;
+    float a = sc[t] * inv;
+    for (int i = 0; i < hd; i++) o[i] += a * vt[i];
+  }
+}
+
+static void att_worker(void *arg, int ith, int nth) {
+  const att_task *t = arg;
+  int n_head = t->s->m->hp.n_head;
+  float *sc = t->s->scores + (size_t)ith * t->s->n_ctx;
+  /* items interleaved over threads: rows at later positions cost more, striding balances them */
+  for (int j = ith; j < t->b->n * n_head; j += nth) attend(t->s, t->b, t->layer, j / n_head, j % n_head, sc);
+}
+
+/* ---- the pass ---- */
+
+static int check_batch(const qlm_model *m, qlm_state *s, const qlm_batch *b, qlm_error *err) {
+  if (b->n < 1 || b->n > s->max_batch)
+    return qlm_fail(err, QLM_EUSAGE, "batch of %d rows: must be 1..%d (the state's max_batch)", b->n, s->max_batch);
+  if (!b->token || !b->pos || !b->seq) return qlm_fail(err, QLM_EUSAGE, "batch: token, pos and seq arrays are required");
+  for (int i = 0; i < s->n_seq; i++) s->batch_next[i] = -1;
+  for (int i = 0; i < b->n; i++) {
+    int32_t tok = b->token[i], pos = b->pos[i], seq = b->seq[i];
+    if (tok < 0 || tok >= m->hp.n_vocab)
+      return qlm_fail(err, QLM_EUSAGE, "batch row %d: token id %d is out of the vocabulary (0..%d)", i, tok,
+                      m->hp.n_vocab - 1);
+    if (seq < 0 || seq >= s->n_seq)
+      return qlm_fail(err, QLM_EUSAGE, "batch row %d: sequence %d is out of range (0..%d)", i, seq, s->n_seq - 1);
+    if (pos < 0 || pos >= s->n_ctx)
+      return qlm_fail(err, QLM_EUSAGE, "batch row %d: position %d is out of the context (0..%d)", i, pos,
+                      s->n_ctx - 1);
+    int want = s->batch_next[seq];
+    if (want >= 0 && pos != want)
+      return qlm_fail(err, QLM_EUSAGE, "batch row %d: sequence %d position %d, expected %d (consecutive positions)", i,
+                      seq, pos, want);
+    if (want < 0 && pos > s->n_past[seq])
+      return qlm_fail(err, QLM_EUSAGE, "batch row %d: sequence %d position %d leaves a gap: only %d positions are cached",
+                      i, seq, pos, s->n_past[seq]);
+    s->batch_next[seq] = pos + 1;
+  }
+  return QLM_OK;
+}
+
+static void store_kv(qlm_state *s, const qlm_batch *b, int layer) {
+  size_t kvd = (size_t)s->kv_dim;
+  for (int r = 0; r < b->n; r++) {
+    size_t off = (size_t)b->seq[r] * s->seq_stride + ((size_t)layer * s->n_ctx + (size_t)b->pos[r]) * kvd;
+    memcpy(s->k_cache + off, s->k + r * kvd, kvd * sizeof(float));
+    memcpy(s->v_cache + off, s->v + r * kvd, kvd * sizeof(float));
+  }
+}
+
+static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il) {
+  const qlm_hparams *hp = &m->hp;
+  const qlm_layer *L = &m->layers[il];
+  int T = b->n, E = hp->n_embd, F = hp->n_ff, QD = hp->n_head * hp->head_dim, half = hp->n_rot / 2;
+
+  norm_rows(m, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
+  qlm_matmul(&L->wq, s->xn, T, s->q, s->pool);
+  qlm_matmul(&L->wk, s->xn, T, s->k, s->pool);
+  qlm_matmul(&L->wv, s->xn, T, s->v, s->pool);
+  add_bias(s->q, L->bq, T, QD);
+  add_bias(s->k, L->bk, T, s->kv_dim);
+  add_bias(s->v, L->bv, T, s->kv_dim);
+  if (hp->rope_style != QLM_ROPE_NONE) {
+    for (int r = 0; r < T; r++) {
+      const float *cs = s->rope_cos + (size_t)r * half, *sn = s->rope_sin + (size_t)r * half;
+      rope_row(hp, s->q + (size_t)r * QD, hp->n_head, cs, sn);
+      rope_row(hp, s->k + (size_t)r * s->kv_dim, hp->n_head_kv, cs, sn);
+    }
+  }
+  store_kv(s, b, il);
+  att_task at = {.s = s, .b = b, .layer = il};
+  qlm_pool_run(T * hp->n_head > 1 ? s->pool : NULL, att_worker, &at);
+  qlm_matmul(&L->wo, s->att, T, s->tmp, s->pool);
+  add_bias(s->tmp, L->bo, T, E);
+  add_rows(s->x, s->tmp, T, E);
+
+  norm_rows(m, s->xn, s->x, T, L->ffn_norm, L->ffn_norm_b);
+  size_t n = (size_t)T * F;
+  if (hp->arch == QLM_ARCH_GPT2) {
+    qlm_matmul(&L->w_up, s->xn, T, s->hb, s->pool);
+    add_bias(s->hb, L->b_up, T, F);
+    for (size_t i = 0; i < n; i++) s->hb[i] = gelu(s->hb[i]);
+  } else {
+    qlm_matmul(&L->w_gate, s->xn, T, s->hb, s->pool);
+    qlm_matmul(&L->w_up, s->xn, T, s->hb2, s->pool);
+    for (size_t i = 0; i < n; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
+  }
+  qlm_matmul(&L->w_down, s->hb, T, s->tmp, s->pool);
+  add_bias(s->tmp, L->b_down, T, E);
+  add_rows(s->x, s->tmp, T, E);
+}
+
+/* compact: wanted rows' logits are written one after another (forward_seq) instead of at their row index. */
+static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *logits, int compact, qlm_error *err) {
+  int rc = check_batch(m, s, b, err);
+  if (rc) return rc;
+  const qlm_hparams *hp = &m->hp;
+  int T = b->n, E = hp->n_embd, V = hp->n_vocab;
+  for (int r = 0; r < T; r++) {
+    const float *e = (const float *)m->tok_embd.data + (size_t)b->token[r] * (size_t)E;
+    float *x = s->x + (size_t)r * E;
+    memcpy(x, e, (size_t)E * sizeof *x);
+    if (m->pos_embd)
+      for (int i = 0; i < E; i++) x[i] += m->pos_embd[(size_t)b->pos[r] * E + i];
+  }
+  if (hp->rope_style != QLM_ROPE_NONE) rope_table(s, b);
+  for (int il = 0; il < hp->n_layer; il++) layer_forward(m, s, b, il);
+  /* a sequence now ends after its last row here (a batch starting before n_past rewrites and truncates) */
+  for (int i = 0; i < s->n_seq; i++)
+    if (s->batch_next[i] >= 0) s->n_past[i] = s->batch_next[i];
+  if (!logits) return QLM_OK;
+
+  /* final norm and output matmul over runs of consecutive wanted rows */
+  int out_row = 0;
+  for (int r = 0; r < T;) {
+    if (b->want_logits && !b->want_logits[r]) {
+      r++;
+      continue;
+    }
+    int r1 = r + 1;
+    while (r1 < T && (!b->want_logits || b->want_logits[r1])) r1++;
+    norm_rows(m, s->xn + (size_t)r * E, s->x + (size_t)r * E, r1 - r, m->out_norm, m->out_norm_b);
+    float *dst = logits + (size_t)(compact ? out_row : r) * V;
+    qlm_matmul(&m->output, s->xn + (size_t)r * E, r1 - r, dst, s->pool);
+    out_row += r1 - r;
+    r = r1;
+  }
+  return QLM_OK;
+}
+
+int qlm_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *logits, qlm_error *err) {
+  return forward(m, s, b, logits, 0, err);
+}
+
+int qlm_forward_seq(const qlm_model *m, qlm_state *s, int seq, int pos0, const int32_t *tokens, int n,
+                    float *logits_last, qlm_error *err) {
+  if (n < 1) return qlm_fail(err, QLM_EUSAGE, "forward: no tokens given");
+  if (seq < 0 || seq >= s->n_seq) return qlm_fail(err, QLM_EUSAGE, "forward: sequence %d is out of range", seq);
+  if (pos0 < 0 || pos0 > s->n_ctx - n)
+    return qlm_fail(err, QLM_EUSAGE, "forward: positions %d..%d do not fit the context of %d", pos0, pos0 + n - 1,
+                    s->n_ctx);
+  int B = s->max_batch, rc = QLM_OK;
+  int32_t *pos = s->seq_pos, *sq = s->seq_id;
+  int8_t *want = s->seq_want;
+  for (int i0 = 0; i0 < n && !rc; i0 += B) {
+    int c = n - i0 < B ? n - i0 : B;
+    for (int j = 0; j < c; j++) {
+      pos[j] = pos0 + i0 + j;
+      sq[j] = seq;
+      want[j] = logits_last && i0 + j == n - 1;
+    }
+    qlm_batch b = {.n = c, .token = tokens + i0, .pos = pos, .seq = sq, .want_logits = want};
+    rc = forward(m, s, &b, i0 + c == n ? logits_last : NULL, 1, err);
+  }
+  return rc;
+}

@@ -1,0 +1,269 @@
+/* model.c — qlm_model_load: check the hyper-parameters, find every tensor the architecture
+ * needs under its canonical name (formats/source.h), check its shape, and build qlm_mat views.
+ *
+ * f32 tensors are used in place (they live as long as the source).  Every other type is
+ * dequantized to f32 into buffers the model owns, for now: the forward pass then only ever sees
+ * f32, and quantized kernels can later take over by simply keeping the original type here. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/types.h"
+
+/* Sanity limits: far above any real model, low enough that products of them fit easily in
+ * 64 bits and rows/cols fit the int arguments of BLAS. */
+#define MAX_DIM (1 << 20)      /* n_embd, n_ff, head_dim */
+#define MAX_VOCAB (1 << 22)
+#define MAX_LAYERS 4096
+#define MAX_HEADS 4096
+#define MAX_CTX (1 << 24)
+
+/* Buffers the model owns (dequantized copies). */
+typedef struct owned_list {
+  void **ptr;
+  int n, cap;
+} owned_list;
+
+typedef struct loader {
+  const qlm_source *src;
+  qlm_model *m;
+  owned_list *owned;
+  qlm_error *err;
+} loader;
+
+static int own(loader *L, void *p) {
+  owned_list *o = L->owned;
+  if (o->n == o->cap) {
+    int cap = o->cap ? o->cap * 2 : 32;
+    void **np = realloc(o->ptr, (size_t)cap * sizeof *np);
+    if (!np) {
+      free(p);
+      return qlm_fail(L->err, QLM_ENOMEM, "%s: out of memory", L->src->path);
+    }
+    o->ptr = np;
+    o->cap = cap;
+  }
+  o->ptr[o->n++] = p;
+  return QLM_OK;
+}
+
+/* Find `name` with shape [ne0, ne1] (ne1 == 1 for vectors) and make an f32 qlm_mat of it.
+ * Absent tensors give *out zeroed and QLM_OK if !required. */
+static int get_mat(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required, qlm_mat *out) {
+  const char *path = L->src->path;
+  memset(out, 0, sizeof *out);
+  const qlm_tensor *t = qlm_source_tensor(L->src, name);
+  if (!t) {
+    if (!required) return QLM_OK;
+    return qlm_fail(L->err, QLM_EFORMAT, "%s: missing tensor '%s' (required by this architecture)", path, name);
+  }
+  if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+    return qlm_fail(L->err, QLM_EFORMAT,
+                    "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld] from the hyper-parameters",
+                    path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                    (long long)ne0, (long long)ne1);
+  const qlm_type_traits *tr = qlm_type_traits_of(t->type);
+  if (!tr) return qlm_fail(L->err, QLM_EUNSUPPORTED, "%s: tensor '%s' has unknown type %d", path, name, t->type);
+  size_t row_bytes = qlm_type_row_bytes(t->type, ne0), total;
+  if (row_bytes == 0 || qlm_mul_overflow(row_bytes, (size_t)ne1, &total))
+    return qlm_fail(L->err, QLM_EFORMAT, "%s: tensor '%s': %lld %s weights per row is not a whole number of blocks",
+                    path, name, (long long)ne0, tr->name);
+  if (!t->data || t->nbytes < total)
+    return qlm_fail(L->err, QLM_EFORMAT, "%s: tensor '%s': %zu bytes of data, expected %zu", path, name, t->nbytes, total);
+
+  out->rows = ne1;
+  out->cols = ne0;
+  out->type = QLM_TYPE_F32;
+  out->row_bytes = (size_t)ne0 * sizeof(float);
+  if (t->type == QLM_TYPE_F32 && ((uintptr_t)t->data % _Alignof(float)) == 0) {
+    out->data = t->data;
+    return QLM_OK;
+  }
+  if (t->type != QLM_TYPE_F32 && !tr->to_float)
+    return qlm_fail(L->err, QLM_EUNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32", path, name, tr->name);
+  size_t nf, nb;
+  if (qlm_mul_overflow((size_t)ne0, (size_t)ne1, &nf) || qlm_mul_overflow(nf, sizeof(float), &nb))
+    return qlm_fail(L->err, QLM_ELIMIT, "%s: tensor '%s' is too large", path, name);
+  float *buf = malloc(nb ? nb : 1);
+  if (!buf)
+    return qlm_fail(L->err, QLM_ENOMEM, "%s: out of memory converting tensor '%s' (%zu bytes) to f32", path, name, nb);
+  if (t->type == QLM_TYPE_F32) {
+    memcpy(buf, t->data, nb); /* unaligned f32 data: copy so float loads are legal */
+  } else {
+    for (int64_t r = 0; r < ne1; r++)
+      tr->to_float((const unsigned char *)t->data + (size_t)r * row_bytes, buf + (size_t)r * (size_t)ne0, ne0);
+  }
+  int rc = own(L, buf);
+  if (rc) return rc;
+  out->data = buf;
+  return QLM_OK;
+}
+
+static int get_vec(loader *L, const char *name, int64_t n, bool required, const float **out) {
+  qlm_mat m;
+  int rc = get_mat(L, name, n, 1, required, &m);
+  *out = m.data;
+  return rc;
+}
+
+/* Rows [r0, r0 + n) of an f32 matrix, as a matrix of its own (gpt2's fused qkv). */
+static qlm_mat mat_rows(const qlm_mat *m, int64_t r0, int64_t n) {
+  qlm_mat s = *m;
+  s.rows = n;
+  s.data = (const unsigned char *)m->data + (size_t)r0 * m->row_bytes;
+  return s;
+}
+
+static int check_range(const char *path, const char *what, long long v, long long lo, long long hi, qlm_error *err) {
+  if (v < lo || v > hi)
+    return qlm_fail(err, QLM_EFORMAT, "%s: hyper-parameter %s = %lld is out of range [%lld, %lld]", path, what, v, lo, hi);
+  return QLM_OK;
+}
+
+static int check_hparams(const char *path, qlm_hparams *hp, qlm_error *err) {
+  int rc;
+  if (hp->arch != QLM_ARCH_LLAMA && hp->arch != QLM_ARCH_QWEN2 && hp->arch != QLM_ARCH_GPT2)
+    return qlm_fail(err, QLM_EUNSUPPORTED, "%s: unsupported architecture id %d", path, (int)hp->arch);
+  if ((rc = check_range(path, "n_vocab", hp->n_vocab, 1, MAX_VOCAB, err)) ||
+      (rc = check_range(path, "n_embd", hp->n_embd, 1, MAX_DIM, err)) ||
+      (rc = check_range(path, "n_ff", hp->n_ff, 1, MAX_DIM, err)) ||
+      (rc = check_range(path, "n_layer", hp->n_layer, 1, MAX_LAYERS, err)) ||
+      (rc = check_range(path, "n_head", hp->n_head, 1, MAX_HEADS, err)))
+    return rc;
+  if (hp->n_head_kv == 0) hp->n_head_kv = hp->n_head;
+  if ((rc = check_range(path, "n_head_kv", hp->n_head_kv, 1, hp->n_head, err))) return rc;
+  if (hp->n_head % hp->n_head_kv != 0)
+    return qlm_fail(err, QLM_EFORMAT, "%s: n_head %d is not a multiple of n_head_kv %d", path, hp->n_head, hp->n_head_kv);
+  if (hp->head_dim == 0) {
+    if (hp->n_embd % hp->n_head != 0)
+      return qlm_fail(err, QLM_EFORMAT, "%s: n_embd %d is not a multiple of n_head %d", path, hp->n_embd, hp->n_head);
+    hp->head_dim = hp->n_embd / hp->n_head;
+  }
+  if ((rc = check_range(path, "head_dim", hp->head_dim, 1, MAX_DIM, err))) return rc;
+  if ((long long)hp->head_dim * hp->n_head > MAX_DIM)
+    return qlm_fail(err, QLM_EFORMAT, "%s: n_head * head_dim = %lld is too large", path,
+                    (long long)hp->head_dim * hp->n_head);
+  if (hp->n_ctx < 0 || hp->n_ctx > MAX_CTX)
+    return qlm_fail(err, QLM_EFORMAT, "%s: hyper-parameter n_ctx = %d is out of range [0, %d]", path, hp->n_ctx, MAX_CTX);
+  if (!(hp->norm_eps >= 0.0f && hp->norm_eps < 1.0f))
+    return qlm_fail(err, QLM_EFORMAT, "%s: norm epsilon %g is not in [0, 1)", path, (double)hp->norm_eps);
+
+  if (hp->arch == QLM_ARCH_GPT2) {
+    hp->rope_style = QLM_ROPE_NONE;
+    hp->n_rot = 0;
+    if (hp->n_head_kv != hp->n_head || hp->head_dim * hp->n_head != hp->n_embd)
+      return qlm_fail(err, QLM_EFORMAT, "%s: gpt2 needs n_head_kv == n_head and n_head * head_dim == n_embd", path);
+    if (hp->n_ctx < 1) return qlm_fail(err, QLM_EFORMAT, "%s: gpt2 needs n_ctx (rows of position_embd) >= 1", path);
+    return QLM_OK;
+  }
+  if (hp->rope_style != QLM_ROPE_INTERLEAVED && hp->rope_style != QLM_ROPE_NEOX)
+    return qlm_fail(err, QLM_EFORMAT, "%s: rope style %d is not valid for a rotary model", path, (int)hp->rope_style);
+  if (hp->n_rot == 0) hp->n_rot = hp->head_dim;
+  if (hp->n_rot < 2 || hp->n_rot > hp->head_dim || hp->n_rot % 2 != 0)
+    return qlm_fail(err, QLM_EFORMAT, "%s: n_rot %d must be even and in [2, head_dim %d]", path, hp->n_rot, hp->head_dim);
+  if (!(hp->rope_theta > 0.0f) || hp->rope_theta != hp->rope_theta)
+    return qlm_fail(err, QLM_EFORMAT, "%s: rope theta %g must be positive", path, (double)hp->rope_theta);
+  return QLM_OK;
+}
+
+static int load_layer(loader *L, int il, qlm_layer *ly) {
+  const qlm_hparams *hp = &L->m->hp;
+  int64_t E = hp->n_embd, F = hp->n_ff, QD = (int64_t)hp->n_head * hp->head_dim,
+          KD = (int64_t)hp->n_head_kv * hp->head_dim;
+  bool gpt2 = hp->arch == QLM_ARCH_GPT2, qwen2 = hp->arch == QLM_ARCH_QWEN2;
+  char nm[128];
+  int rc;
+#define NAME(suffix) (snprintf(nm, sizeof nm, "blk.%d.%s", il, suffix), nm)
+  if ((rc = get_vec(L, NAME("attn_norm.weight"), E, true, &ly->attn_norm)) ||
+      (rc = get_vec(L, NAME("attn_norm.bias"), E, gpt2, &ly->attn_norm_b)) ||
+      (rc = get_vec(L, NAME("ffn_norm.weight"), E, true, &ly->ffn_norm)) ||
+      (rc = get_vec(L, NAME("ffn_norm.bias"), E, gpt2, &ly->ffn_norm_b)) ||
+      (rc = get_mat(L, NAME("attn_output.weight"), QD, E, true, &ly->wo)) ||
+      (rc = get_vec(L, NAME("attn_output.bias"), E, gpt2, &ly->bo)) ||
+      (rc = get_mat(L, NAME("ffn_up.weight"), E, F, true, &ly->w_up)) ||
+      (rc = get_vec(L, NAME("ffn_up.bias"), F, gpt2, &ly->b_up)) ||
+      (rc = get_mat(L, NAME("ffn_down.weight"), F, E, true, &ly->w_down)) ||
+      (rc = get_vec(L, NAME("ffn_down.bias"), E, gpt2, &ly->b_down)))
+    return rc;
+  if (gpt2) {
+    qlm_mat qkv;
+    const float *b;
+    if ((rc = get_mat(L, NAME("attn_qkv.weight"), E, 3 * E, true, &qkv)) ||
+        (rc = get_vec(L, NAME("attn_qkv.bias"), 3 * E, true, &b)))
+      return rc;
+    /* fused rows q | k | v: three views, so the forward pass is the same as for llama */
+    ly->wq = mat_rows(&qkv, 0, E);
+    ly->wk = mat_rows(&qkv, E, E);
+    ly->wv = mat_rows(&qkv, 2 * E, E);
+    ly->bq = b;
+    ly->bk = b + E;
+    ly->bv = b + 2 * E;
+    return QLM_OK;
+  }
+  if ((rc = get_mat(L, NAME("attn_q.weight"), E, QD, true, &ly->wq)) ||
+      (rc = get_mat(L, NAME("attn_k.weight"), E, KD, true, &ly->wk)) ||
+      (rc = get_mat(L, NAME("attn_v.weight"), E, KD, true, &ly->wv)) ||
+      (rc = get_vec(L, NAME("attn_q.bias"), QD, qwen2, &ly->bq)) ||
+      (rc = get_vec(L, NAME("attn_k.bias"), KD, qwen2, &ly->bk)) ||
+      (rc = get_vec(L, NAME("attn_v.bias"), KD, qwen2, &ly->bv)) ||
+      (rc = get_mat(L, NAME("ffn_gate.weight"), E, F, true, &ly->w_gate)))
+    return rc;
+#undef NAME
+  return QLM_OK;
+}
+
+int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err) {
+  *out = NULL;
+  qlm_model *m = qlm_calloc(1, sizeof *m, "model", err);
+  if (!m) return QLM_ENOMEM;
+  owned_list *owned = qlm_calloc(1, sizeof *owned, "model buffers", err);
+  if (!owned) {
+    free(m);
+    return QLM_ENOMEM;
+  }
+  m->owned = owned;
+  m->src = src;
+  m->hp = src->hp;
+  loader L = {.src = src, .m = m, .owned = owned, .err = err};
+  int rc = check_hparams(src->path, &m->hp, err);
+  if (rc) goto fail;
+  const qlm_hparams *hp = &m->hp;
+  int64_t E = hp->n_embd;
+  if ((rc = get_mat(&L, "token_embd.weight", E, hp->n_vocab, true, &m->tok_embd)) ||
+      (rc = get_vec(&L, "output_norm.weight", E, true, &m->out_norm)) ||
+      (rc = get_vec(&L, "output_norm.bias", E, hp->arch == QLM_ARCH_GPT2, &m->out_norm_b)) ||
+      (rc = get_mat(&L, "output.weight", E, hp->n_vocab, false, &m->output)))
+    goto fail;
+  if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+  if (hp->arch == QLM_ARCH_GPT2) {
+    qlm_mat pe;
+    if ((rc = get_mat(&L, "position_embd.weight", E, hp->n_ctx, true, &pe))) goto fail;
+    m->pos_embd = pe.data;
+  }
+  m->layers = qlm_calloc((size_t)hp->n_layer, sizeof *m->layers, "model layers", err);
+  if (!m->layers) {
+    rc = QLM_ENOMEM;
+    goto fail;
+  }
+  for (int il = 0; il < hp->n_layer; il++)
+    if ((rc = load_layer(&L, il, &m->layers[il]))) goto fail;
+  *out = m;
+  return QLM_OK;
+fail:
+  qlm_model_free(m);
+  return rc;
+}
+
+void qlm_model_free(qlm_model *m) {
+  if (!m) return;
+  owned_list *o = m->owned;
+  if (o) {
+    for (int i = 0; i < o->n; i++) free(o->ptr[i]);
+    free(o->ptr);
+    free(o);
+  }
+  free(m->layers);
+  free(m);
+}
