@@ -1,12 +1,50 @@
-/* main.c — the qlm command line: dispatches to one function per subcommand. */
+/* main.c — the qlm command line: one function per subcommand (cmd_*.c). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
+#include "core/error.h"
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *summary;
+} commands[] = {
+    {"info", cmd_info, "show a model's architecture, hyper-parameters, tensors and tokenizer"},
+    {"run", cmd_run, "generate text from a prompt (greedy or sampled), with tokens/s"},
+    {"tokenize", cmd_tokenize, "print the token ids (and pieces) of a text"},
+};
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "qlm %s — quantize, run and measure large language models on the CPU\n\n"
+          "usage: qlm COMMAND [options]     (qlm COMMAND --help for its options)\n\ncommands:\n",
+          QLM_VERSION);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf(f,
+          "\nmodels: a GGUF file (v2/v3), a Hugging Face folder (config.json + *.safetensors [+ tokenizer.json]),\n"
+          "or a llama2.c checkpoint (.bin, with tokenizer.bin or tok*.bin beside it).\n"
+          "default model: $QLM_MODEL, else %s\n\n"
+          "exit status:\n"
+          "  0 success          2 usage (bad option)      3 io (cannot open/read/write)\n"
+          "  4 format (malformed file)   5 unsupported (valid but not implemented)\n"
+          "  6 limit (size beyond limits or memory)    7 out of memory    8 internal error\n",
+          cli_default_model());
+}
+
 int main(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-    printf("qlm %s — quantize, run and measure LLMs\n", QLM_VERSION);
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return argc < 2 ? QLM_EUSAGE : 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("qlm %s\n", QLM_VERSION);
     return 0;
   }
-  fprintf(stderr, "qlm: unknown command '%s'\n", argv[1]);
-  return 2;
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "qlm: unknown command '%s' (qlm --help lists them)\n", argv[1]);
+  return QLM_EUSAGE;
 }

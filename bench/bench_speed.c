@@ -1,0 +1,111 @@
+/* bench_speed.c — prefill and decode tokens/s of the engine, llama-bench style.
+ *
+ * usage: bench_speed [-p 512] [-n 128] [-t 1,2] [-r 3] MODEL...
+ * pp: one batched forward of p tokens (random ids, seeded) from an empty cache;
+ * tg: n single-token forwards after a 1-token prompt. Mean ± sd over r repetitions.
+ * Prints a Markdown table. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/source.h"
+#include "generate/generate.h"
+#include "kernels/cpu.h"
+#include "model/model.h"
+
+static int die(const qlm_error *e) {
+  fprintf(stderr, "bench_speed: %s\n", e->msg);
+  return e->code ? e->code : 1;
+}
+
+/* Seconds for one prefill of n_p tokens (fresh cache). */
+static double time_prefill(const qlm_model *m, qlm_state *st, const int32_t *ids, int n_p, qlm_error *err) {
+  qlm_state_clear(st, 0);
+  double t0 = qlm_now_s();
+  if (qlm_forward_seq(m, st, 0, 0, ids, n_p, NULL, err)) return -1;
+  return qlm_now_s() - t0;
+}
+
+/* Seconds for n_g decode steps after one prompt token. */
+static double time_decode(const qlm_model *m, qlm_state *st, const int32_t *ids, int n_g, float *logits, qlm_error *err) {
+  qlm_state_clear(st, 0);
+  if (qlm_forward_seq(m, st, 0, 0, ids, 1, logits, err)) return -1;
+  double t0 = qlm_now_s();
+  for (int i = 0; i < n_g; i++)
+    if (qlm_forward_seq(m, st, 0, 1 + i, &ids[1 + i], 1, logits, err)) return -1;
+  return qlm_now_s() - t0;
+}
+
+static void stats(const double *tps, int r, double *mean, double *sd) {
+  double s = 0, s2 = 0;
+  for (int i = 0; i < r; i++) s += tps[i];
+  *mean = s / r;
+  for (int i = 0; i < r; i++) s2 += (tps[i] - *mean) * (tps[i] - *mean);
+  *sd = r > 1 ? sqrt(s2 / (r - 1)) : 0;
+}
+
+static int bench_model(const char *path, int n_p, int n_g, const int *threads, int n_thr, int reps) {
+  qlm_error err = {0};
+  qlm_source *src;
+  qlm_model *m;
+  if (qlm_source_open(path, NULL, &src, &err) || qlm_model_load(src, &m, &err)) return die(&err);
+  const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  size_t bytes = 0;
+  for (int i = 0; i < src->n_tensors; i++) bytes += src->tensors[i].nbytes;
+  int n_tok = n_p > n_g + 1 ? n_p : n_g + 1;
+  int32_t *ids = malloc((size_t)n_tok * sizeof *ids);
+  float *logits = malloc((size_t)m->hp.n_vocab * sizeof *logits);
+  uint64_t rng = 12345;
+  for (int i = 0; i < n_tok; i++) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    ids[i] = (int32_t)((rng >> 33) % (uint64_t)m->hp.n_vocab);
+  }
+  for (int ti = 0; ti < n_thr; ti++) {
+    qlm_state *st;
+    if (qlm_state_new(m, 1, n_tok + 1, n_p, threads[ti], &st, &err)) return die(&err);
+    for (int test = 0; test < 2; test++) {
+      double tps[64], mean, sd;
+      time_prefill(m, st, ids, test == 0 ? n_p : 16, &err); /* warm-up: page in weights, grow caches */
+      for (int r = 0; r < reps; r++) {
+        double s = test == 0 ? time_prefill(m, st, ids, n_p, &err) : time_decode(m, st, ids, n_g, logits, &err);
+        if (s < 0) return die(&err);
+        tps[r] = (test == 0 ? n_p : n_g) / s;
+      }
+      stats(tps, reps, &mean, &sd);
+      printf("| %-28s | %8.2f MiB | %7.2f M | f32 %-6s | %7d | %5s%-4d | %10.2f ± %.2f |\n", name, bytes / 1048576.0,
+             qlm_source_n_params(src) / 1e6, qlm_simd_name(qlm_cpu_simd_level()), threads[ti], test == 0 ? "pp" : "tg",
+             test == 0 ? n_p : n_g, mean, sd);
+      fflush(stdout);
+    }
+    qlm_state_free(st);
+  }
+  free(ids);
+  free(logits);
+  qlm_model_free(m);
+  qlm_source_close(src);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  int n_p = 512, n_g = 128, reps = 3, threads[16] = {1, 2}, n_thr = 2, i = 1;
+  for (; i < argc && argv[i][0] == '-'; i += 2) {
+    if (i + 1 >= argc) break;
+    if (!strcmp(argv[i], "-p")) n_p = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "-n")) n_g = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "-r")) reps = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "-t")) {
+      n_thr = 0;
+      for (char *s = strtok(argv[i + 1], ","); s && n_thr < 16; s = strtok(NULL, ",")) threads[n_thr++] = atoi(s);
+    }
+  }
+  if (i >= argc || n_p < 1 || n_g < 1 || reps < 1 || reps > 64) {
+    fprintf(stderr, "usage: bench_speed [-p 512] [-n 128] [-t 1,2] [-r 3] MODEL...\n");
+    return 2;
+  }
+  printf("| %-28s | %12s | %9s | %-10s | %7s | %9s | %18s |\n", "model", "size", "params", "backend", "threads", "test", "t/s");
+  printf("|------------------------------|--------------|-----------|------------|---------|-----------|--------------------|\n");
+  for (; i < argc; i++)
+    if (bench_model(argv[i], n_p, n_g, threads, n_thr, reps)) return 1;
+  return 0;
+}

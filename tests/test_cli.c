@@ -1,0 +1,170 @@
+/* test_cli.c — the qlm program as a user runs it: outputs, exit codes, error messages. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "core/mapfile.h"
+
+typedef struct run_result {
+  int status;   /* exit code */
+  char *out;    /* stdout */
+  char *err;    /* stderr */
+} run_result;
+
+/* Run `qlm ARGS` (ARGS is shell syntax) capturing stdout and stderr into temporary files. */
+static run_result run_qlm(const char *args) {
+  const char *bin = getenv("QLM_BIN");
+  assert_non_null(bin);
+  char *dir = tu_tmpdir();
+  char cmd[4096], out_path[512], err_path[512];
+  snprintf(out_path, sizeof out_path, "%s/out", dir);
+  snprintf(err_path, sizeof err_path, "%s/err", dir);
+  snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", bin, args, out_path, err_path);
+  int st = system(cmd);
+  run_result r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
+  qlm_error e = {0};
+  assert_int_equal(qlm_read_file(out_path, 64 << 20, &r.out, NULL, &e), 0);
+  assert_int_equal(qlm_read_file(err_path, 64 << 20, &r.err, NULL, &e), 0);
+  remove(out_path);
+  remove(err_path);
+  remove(dir);
+  free(dir);
+  return r;
+}
+
+static void run_free(run_result *r) {
+  free(r->out);
+  free(r->err);
+}
+
+static char *shared_arg(const char *rel) { return tu_shared(rel); }
+
+/* `qlm run --temp 0` prints the text documented for the model (llama2.c's run.c output). */
+static void test_run_greedy_matches_documented_text(void **st) {
+  (void)st;
+  char *model = shared_arg("models/stories260K/stories260K.gguf"), *md_path = shared_arg("models/stories260K/stories260K.md");
+  char args[1024];
+  snprintf(args, sizeof args, "run -m '%s' --temp 0 -n 256 -q -t 2", model);
+  run_result r = run_qlm(args);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  char *md;
+  qlm_error e = {0};
+  assert_int_equal(qlm_read_file(md_path, 1 << 20, &md, NULL, &e), 0);
+  const char *start = strstr(md, "-t 0.0\n") + strlen("-t 0.0\n");
+  const char *end = strstr(start, "```");
+  size_t n = (size_t)(end - start);
+  while (n && (start[n - 1] == '\n')) n--;
+  size_t m = strlen(r.out);
+  while (m && (r.out[m - 1] == '\n')) m--;
+  if (m != n || memcmp(r.out, start, n) != 0) fail_msg("got:\n%s", r.out);
+  free(md);
+  run_free(&r);
+  free(model);
+  free(md_path);
+}
+
+/* Sampling with a seed is reproducible, and different seeds give different text. */
+static void test_run_seeded_sampling(void **st) {
+  (void)st;
+  char *model = shared_arg("models/stories260K/stories260K.gguf");
+  char a1[1024], a2[1024];
+  snprintf(a1, sizeof a1, "run -m '%s' --temp 1 --top-p 0.9 -s 7 -n 64 -q", model);
+  snprintf(a2, sizeof a2, "run -m '%s' --temp 1 --top-p 0.9 -s 8 -n 64 -q", model);
+  run_result r1 = run_qlm(a1), r2 = run_qlm(a1), r3 = run_qlm(a2);
+  assert_int_equal(r1.status, 0);
+  assert_string_equal(r1.out, r2.out);
+  assert_string_not_equal(r1.out, r3.out);
+  assert_true(strlen(r1.out) > 40);
+  run_free(&r1);
+  run_free(&r2);
+  run_free(&r3);
+  free(model);
+}
+
+static void test_run_prints_speed(void **st) {
+  (void)st;
+  char *model = shared_arg("models/stories260K/stories260K.bin");
+  char args[1024];
+  snprintf(args, sizeof args, "run -m '%s' -p 'Once upon a time' --temp 0 -n 32", model);
+  run_result r = run_qlm(args);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "Once upon a time"));
+  assert_non_null(strstr(r.err, "prefill:"));
+  assert_non_null(strstr(r.err, "tokens/s"));
+  run_free(&r);
+  free(model);
+}
+
+static void test_info(void **st) {
+  (void)st;
+  char *model = shared_arg("models/stories260K/stories260K.gguf");
+  char args[1024];
+  snprintf(args, sizeof args, "info '%s'", model);
+  run_result r = run_qlm(args);
+  assert_int_equal(r.status, 0);
+  /* 48 tensors; token_embd and output are separate 64x512 tensors in this GGUF */
+  assert_non_null(strstr(r.out, "n_embd 64, n_ff 172, n_layer 5, n_head 8, n_head_kv 4"));
+  assert_non_null(strstr(r.out, "in 48 tensors"));
+  assert_non_null(strstr(r.out, "32.000 bits/weight"));
+  assert_non_null(strstr(r.out, "blk.0.ffn_down.weight"));
+  assert_non_null(strstr(r.out, "sentencepiece-bpe, 512 tokens"));
+  run_free(&r);
+  free(model);
+}
+
+/* A truncated GGUF: exit code 4 (format), message names the file, nothing on stdout. */
+static void test_truncated_model_error(void **st) {
+  (void)st;
+  char *model = shared_arg("models/stories260K/stories260K.gguf"), *dir = tu_tmpdir();
+  char bad[512], args[1024];
+  snprintf(bad, sizeof bad, "%s/truncated.gguf", dir);
+  qlm_mapfile m;
+  qlm_error e = {0};
+  assert_int_equal(qlm_map_file(model, &m, &e), 0);
+  tu_write_file(bad, m.data, m.size / 2);
+  qlm_unmap_file(&m);
+  snprintf(args, sizeof args, "run -m '%s' -n 4", bad);
+  run_result r = run_qlm(args);
+  assert_int_equal(r.status, 4);
+  assert_non_null(strstr(r.err, bad));
+  assert_string_equal(r.out, "");
+  run_free(&r);
+  remove(bad);
+  remove(dir);
+  free(dir);
+  free(model);
+}
+
+static void test_usage_errors(void **st) {
+  (void)st;
+  run_result r = run_qlm("run --temp banana");
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "--temp"));
+  run_free(&r);
+  r = run_qlm("frobnicate");
+  assert_int_equal(r.status, 2);
+  run_free(&r);
+  r = run_qlm("run -m /nonexistent/model.gguf");
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.err, "/nonexistent/model.gguf"));
+  run_free(&r);
+  r = run_qlm("--help");
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "exit status"));
+  run_free(&r);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_run_greedy_matches_documented_text),
+      cmocka_unit_test(test_run_seeded_sampling),
+      cmocka_unit_test(test_run_prints_speed),
+      cmocka_unit_test(test_info),
+      cmocka_unit_test(test_truncated_model_error),
+      cmocka_unit_test(test_usage_errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
