@@ -242,21 +242,7 @@ static void test_stories_hf(void **st) {
   qlm_error e = {0};
   assert_int_equal(qlm_source_open(dir, NULL, &src, &e), QLM_OK);
   assert_string_equal(src->format, "hf");
-  const qlm_hparams *hp = &src->hp;
-  assert_int_equal(hp->arch, QLM_ARCH_LLAMA);
-  assert_int_equal(hp->n_embd, 64);
-  assert_int_equal(hp->n_ff, 172);
-  assert_int_equal(hp->n_layer, 5);
-  assert_int_equal(hp->n_head, 8);
-  assert_int_equal(hp->n_head_kv, 4);
-  assert_int_equal(hp->n_vocab, 512);
-  assert_int_equal(hp->n_ctx, 512);
-  assert_int_equal(hp->head_dim, 8);
-  assert_int_equal(hp->n_rot, 8);
-  assert_int_equal(hp->rope_style, QLM_ROPE_NEOX);
-  assert_true(hp->tied_embeddings);
-  assert_float_equal(hp->norm_eps, 1e-5f, 0);
-  assert_float_equal(hp->rope_theta, 10000.0f, 0);
+  tu_check_stories260k_hparams(&src->hp, 512, QLM_ROPE_NEOX, 1);
   assert_int_equal(src->n_tensors, 47); /* the file's 48 tensors map 1:1 ... */
   assert_int_equal(qlm_source_n_params(src), 260032);
   assert_int_equal(src->vocab.n_tokens, 0); /* no tokenizer files in this folder */

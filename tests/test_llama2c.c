@@ -24,21 +24,7 @@ static void test_stories_hparams(void **st) {
   qlm_source *src;
   qlm_error e = {0};
   assert_int_equal(qlm_llama2c_open(path, NULL, &src, &e), QLM_OK);
-  const qlm_hparams *hp = &src->hp;
-  /* values from /work/shared/models/README.md */
-  assert_int_equal(hp->arch, QLM_ARCH_LLAMA);
-  assert_int_equal(hp->n_embd, 64);
-  assert_int_equal(hp->n_ff, 172);
-  assert_int_equal(hp->n_layer, 5);
-  assert_int_equal(hp->n_head, 8);
-  assert_int_equal(hp->n_head_kv, 4);
-  assert_int_equal(hp->n_vocab, 512);
-  assert_int_equal(hp->n_ctx, 512);
-  assert_int_equal(hp->head_dim, 8);
-  assert_int_equal(hp->rope_style, QLM_ROPE_INTERLEAVED);
-  assert_true(hp->tied_embeddings);
-  assert_float_equal(hp->norm_eps, 1e-5f, 0);
-  assert_float_equal(hp->rope_theta, 10000.0f, 0);
+  tu_check_stories260k_hparams(&src->hp, 512, QLM_ROPE_INTERLEAVED, 1);
   assert_string_equal(src->format, "llama2c");
   /* token_embd, 5 x 9 per layer, output_norm; no output.weight (tied) */
   assert_int_equal(src->n_tensors, 47);

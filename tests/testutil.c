@@ -47,3 +47,20 @@ float tu_rand_normal(uint64_t *s) {
   if (u1 < 1e-7f) u1 = 1e-7f;
   return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
 }
+
+void tu_check_stories260k_hparams(const qlm_hparams *hp, int n_ctx, int rope_style, int tied) {
+  assert_int_equal(hp->arch, QLM_ARCH_LLAMA);
+  assert_int_equal(hp->n_embd, 64);
+  assert_int_equal(hp->n_ff, 172);
+  assert_int_equal(hp->n_layer, 5);
+  assert_int_equal(hp->n_head, 8);
+  assert_int_equal(hp->n_head_kv, 4);
+  assert_int_equal(hp->n_vocab, 512);
+  assert_int_equal(hp->n_ctx, n_ctx);
+  assert_int_equal(hp->head_dim, 8);
+  assert_int_equal(hp->n_rot, 8);
+  assert_int_equal(hp->rope_style, rope_style);
+  assert_int_equal(hp->tied_embeddings, tied);
+  assert_true(fabsf(hp->norm_eps - 1e-5f) < 1e-9f);
+  assert_true(hp->rope_theta == 10000.0f);
+}

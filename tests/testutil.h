@@ -22,4 +22,10 @@ uint64_t tu_rand_u64(uint64_t *state);
 float tu_rand_uniform(uint64_t *state);  /* [0,1) */
 float tu_rand_normal(uint64_t *state);   /* N(0,1), Box-Muller */
 
+
+
+#include "formats/source.h"
+/* The stories260K hyper-parameters of ../shared/models/README.md, as every reader must give them;
+ * n_ctx, rope style and tying differ between the three copies and are passed in. */
+void tu_check_stories260k_hparams(const qlm_hparams *hp, int n_ctx, int rope_style, int tied);
 #endif
