@@ -347,8 +347,8 @@ static int roundtrip(int t, const float *x, int n, const char *what) {
     for (int e = 0; e < bs; e++) amax = fmaxf(amax, fabsf(x[blk * bs + e]));
     for (int e = 0; e < bs; e++) {
       const int i = blk * bs + e;
-      float step;
-      int at_edge;
+      float step = 0;
+      int at_edge = 0;
       step_and_code(type, b + (size_t)blk * (size_t)ts, e, &step, &at_edge);
       if (!isfinite(y[i])) fail_msg("%s %s: weight %d dequantizes to %g", qlm_type_name(type), what, i, y[i]);
       edge += at_edge;
