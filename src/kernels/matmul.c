@@ -3,6 +3,12 @@
  *
  *   f32, T == 1 (decode): our GEMV kernels (scalar / AVX2 / AVX-512), W's rows split over the pool.
  *   f32, T  > 1 (prefill): OpenBLAS sgemm, again one slice of W's rows per pool thread.
+ *   types with a vec_dot (Q4_0..Q8_0, k-quants; kernels/qdot.h): the T rows of X are quantized
+ *     once per call to the type's vec_dot_type (into a per-thread scratch that only grows), then
+ *     every thread dots its slice of W's rows with all T quantized rows, straight from the
+ *     weight blocks — nothing is dequantized.
+ *     Prefill (T >= DQ_GEMM_MIN_T) instead dequantizes tiles of W's rows per thread and uses
+ *     sgemm, as for f32: at large T the weight conversion is amortized and BLAS is much faster.
  *   other types: each row is dequantized in chunks into a stack buffer (traits->to_float) and
  *     dotted with every X row — correct for any type with a dequantizer, but not fast.
  *
@@ -13,9 +19,12 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/error.h"
 #include "kernels/gemv.h"
+#include "kernels/qdot.h"
 #include "kernels/types.h"
 
 /* Below this many multiply-adds a dispatch to the pool costs more than it saves. */
@@ -25,6 +34,13 @@
 #define ROW_GRAIN 16
 /* Dequantization chunk of the generic path: 4096 floats on the stack per thread. */
 #define DQ_CHUNK 4096
+/* Quantized path: activation rows are visited in tiles of this many, so a tile of quantized
+ * activations stays in L1/L2 while a thread streams its weight rows past it. */
+#define ACT_TILE 16
+/* Quantized W with at least this many activation rows goes through dequantized tiles and BLAS. */
+#define DQ_GEMM_MIN_T 32
+/* Floats per thread in a dequantized tile of W rows (256 KiB: stays in L2 during the sgemm). */
+#define DQ_TILE_FLOATS (64 * 1024)
 
 void qlm_gemv_f32_scalar(const float *W, int64_t ldw, const float *x, float *y, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; r++) y[r] = qlm_dot_f32_scalar(W + r * ldw, x, cols);
@@ -84,6 +100,11 @@ typedef struct mm_task {
   qlm_dot_f32_fn dot;
   const qlm_type_traits *tr; /* generic path */
   int64_t chunk;             /* generic path: floats per dequantized chunk (whole blocks) */
+  qlm_vec_dot_fn vec_dot;    /* quantized path */
+  const unsigned char *act;  /* quantized path: T rows of act_row_bytes, X in vec_dot_type */
+  size_t act_row_bytes;
+  float *dq;                 /* prefill path: dq_rows x cols floats per thread */
+  int64_t dq_rows;
 } mm_task;
 
 /* Thread ith's rows [*r0, *r1) of W. */
@@ -131,6 +152,100 @@ static void task_generic(void *arg, int ith, int nth) {
   }
 }
 
+static void task_quant(void *arg, int ith, int nth) {
+  const mm_task *t = arg;
+  const qlm_mat *W = t->W;
+  int64_t r0, r1;
+  split_rows(W->rows, ith, nth, &r0, &r1);
+  for (int64_t i0 = 0; i0 < t->T; i0 += ACT_TILE) {
+    int64_t i1 = i0 + ACT_TILE < t->T ? i0 + ACT_TILE : t->T;
+    for (int64_t r = r0; r < r1; r++) {
+      const unsigned char *row = (const unsigned char *)W->data + (size_t)r * W->row_bytes;
+      for (int64_t i = i0; i < i1; i++)
+        t->Y[i * W->rows + r] = t->vec_dot(row, t->act + (size_t)i * t->act_row_bytes, W->cols);
+    }
+  }
+}
+
+/* Scratch for quantized activations, one per calling thread (matmuls of different states may run
+ * concurrently on different threads).  It only grows; a thread's buffer is freed when it exits
+ * (the key's destructor) or, for the main thread, stays until the process ends. */
+static _Thread_local unsigned char *tl_act;
+static _Thread_local size_t tl_act_cap;
+static pthread_key_t g_act_key;
+static pthread_once_t g_act_once = PTHREAD_ONCE_INIT;
+static void act_free(void *p) { free(p); }
+static void act_key_init(void) { (void)pthread_key_create(&g_act_key, act_free); }
+
+static unsigned char *act_scratch(size_t n) {
+  if (n <= tl_act_cap) return tl_act;
+  pthread_once(&g_act_once, act_key_init);
+  unsigned char *p = realloc(tl_act, n);
+  if (!p) return NULL;
+  tl_act = p;
+  tl_act_cap = n;
+  (void)pthread_setspecific(g_act_key, p);
+  return p;
+}
+
+static int has_quant_path(const qlm_type_traits *tr, int64_t cols) {
+  const qlm_type_traits *at;
+  if (!tr->vec_dot || !tr->quantize_act || !(at = qlm_type_traits_of(tr->vec_dot_type))) return 0;
+  return cols % at->block_size == 0;
+}
+
+/* Sets up the quantized path (has_quant_path() is true); returns 0 when out of memory: then the
+ * generic path still gives the right answer. */
+static int setup_quant(mm_task *t, qlm_simd_level level) {
+  const qlm_type_traits *tr = t->tr;
+  size_t row = qlm_type_row_bytes(tr->vec_dot_type, t->W->cols), total;
+  if (row == 0 || qlm_mul_overflow(row, (size_t)t->T, &total)) return 0;
+  unsigned char *buf = act_scratch(total);
+  if (!buf) return 0;
+  for (int64_t i = 0; i < t->T; i++) tr->quantize_act(t->X + i * t->W->cols, buf + (size_t)i * row, t->W->cols);
+  t->vec_dot = qlm_vec_dot_for(t->W->type, level);
+  t->act = buf;
+  t->act_row_bytes = row;
+  return t->vec_dot != NULL;
+}
+
+/* Prefill with a quantized W: each thread dequantizes its rows of W, a tile at a time, into its
+ * part of the scratch and multiplies the tile with all T rows of X by sgemm.  Converting a weight
+ * costs about as much as one multiply-add, and here each is reused T >= DQ_GEMM_MIN_T times, so
+ * this runs at BLAS speed — far faster than T vec_dots per row — with a small scratch, not a
+ * whole f32 copy of the model.  (It is also exact in the weights: no activation rounding.) */
+static int setup_dq_gemm(mm_task *t, int nth) {
+  int64_t cols = t->W->cols, tile = DQ_TILE_FLOATS / cols / ROW_GRAIN * ROW_GRAIN;
+  if (tile < ROW_GRAIN) tile = ROW_GRAIN;
+  if (cols > INT32_MAX / 2 || t->W->rows > INT32_MAX / 2 || t->T > INT32_MAX / 2) return 0;
+  size_t per, total;
+  if (qlm_mul_overflow((size_t)tile, (size_t)cols, &per) || qlm_mul_overflow(per, sizeof(float), &per) ||
+      qlm_mul_overflow(per, (size_t)nth, &total))
+    return 0;
+  unsigned char *buf = act_scratch(total);
+  if (!buf) return 0;
+  t->dq = (float *)buf;
+  t->dq_rows = tile;
+  return 1;
+}
+
+static void task_dq_gemm(void *arg, int ith, int nth) {
+  (void)nth;
+  const mm_task *t = arg;
+  const qlm_mat *W = t->W;
+  int64_t r0, r1, cols = W->cols;
+  split_rows(W->rows, ith, nth, &r0, &r1);
+  float *buf = t->dq + (size_t)ith * (size_t)t->dq_rows * (size_t)cols;
+  for (int64_t r = r0; r < r1; r += t->dq_rows) {
+    int64_t n = r1 - r < t->dq_rows ? r1 - r : t->dq_rows;
+    for (int64_t k = 0; k < n; k++)
+      t->tr->to_float((const unsigned char *)W->data + (size_t)(r + k) * W->row_bytes, buf + (size_t)k * (size_t)cols,
+                      cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t->T, (int)n, (int)cols, 1.0f, t->X, (int)cols, buf,
+                (int)cols, 0.0f, t->Y + r, (int)W->rows);
+  }
+}
+
 void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool, qlm_simd_level level,
                    int use_blas) {
   if (T <= 0 || W->rows <= 0) return;
@@ -151,12 +266,18 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
       return;
     }
     t.chunk = DQ_CHUNK / t.tr->block_size * t.tr->block_size;
-    fn = task_generic;
+    fn = has_quant_path(t.tr, W->cols) ? task_quant : task_generic;
   } else if (T > 1 && use_blas) {
     pthread_once(&g_blas_once, blas_init);
   }
   double work = (double)W->rows * (double)W->cols * (double)T;
   if (work < MIN_PARALLEL_WORK) pool = NULL;
+  if (fn != task_f32 && use_blas && T >= DQ_GEMM_MIN_T && setup_dq_gemm(&t, qlm_pool_size(pool))) {
+    pthread_once(&g_blas_once, blas_init);
+    fn = task_dq_gemm;
+  } else if (fn == task_quant && !setup_quant(&t, level)) {
+    fn = task_generic;
+  }
   qlm_pool_run(pool, fn, &t);
 }
 

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/fp16.h"
+#include "kernels/qdot.h"
 
 #define QK 32
 #define QK_K 256
@@ -263,21 +264,21 @@ static void q8_k_to_float(const void *src, float *dst, int64_t n) {
 }
 
 static const qlm_type_traits k_traits[QLM_TYPE_COUNT_GGML] = {
-    [QLM_TYPE_F32] = {"f32", 1, 4, f32_to_float},
-    [QLM_TYPE_F16] = {"f16", 1, 2, f16_to_float},
-    [QLM_TYPE_Q4_0] = {"q4_0", QK, 18, q4_0_to_float},
-    [QLM_TYPE_Q4_1] = {"q4_1", QK, 20, q4_1_to_float},
-    [QLM_TYPE_Q5_0] = {"q5_0", QK, 22, q5_0_to_float},
-    [QLM_TYPE_Q5_1] = {"q5_1", QK, 24, q5_1_to_float},
-    [QLM_TYPE_Q8_0] = {"q8_0", QK, 34, q8_0_to_float},
-    [QLM_TYPE_Q8_1] = {"q8_1", QK, 36, q8_1_to_float},
-    [QLM_TYPE_Q2_K] = {"q2_K", QK_K, 84, q2_k_to_float},
-    [QLM_TYPE_Q3_K] = {"q3_K", QK_K, 110, q3_k_to_float},
-    [QLM_TYPE_Q4_K] = {"q4_K", QK_K, 144, q4_k_to_float},
-    [QLM_TYPE_Q5_K] = {"q5_K", QK_K, 176, q5_k_to_float},
-    [QLM_TYPE_Q6_K] = {"q6_K", QK_K, 210, q6_k_to_float},
-    [QLM_TYPE_Q8_K] = {"q8_K", QK_K, 292, q8_k_to_float},
-    [QLM_TYPE_BF16] = {"bf16", 1, 2, bf16_to_float},
+    [QLM_TYPE_F32] = {"f32", 1, 4, f32_to_float, 0, NULL, NULL},
+    [QLM_TYPE_F16] = {"f16", 1, 2, f16_to_float, 0, NULL, NULL},
+    [QLM_TYPE_Q4_0] = {"q4_0", QK, 18, q4_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q4_0_ref},
+    [QLM_TYPE_Q4_1] = {"q4_1", QK, 20, q4_1_to_float, QLM_TYPE_Q8_1, qlm_quantize_q8_1, qlm_vec_dot_q4_1_ref},
+    [QLM_TYPE_Q5_0] = {"q5_0", QK, 22, q5_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q5_0_ref},
+    [QLM_TYPE_Q5_1] = {"q5_1", QK, 24, q5_1_to_float, QLM_TYPE_Q8_1, qlm_quantize_q8_1, qlm_vec_dot_q5_1_ref},
+    [QLM_TYPE_Q8_0] = {"q8_0", QK, 34, q8_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q8_0_ref},
+    [QLM_TYPE_Q8_1] = {"q8_1", QK, 36, q8_1_to_float, 0, NULL, NULL},
+    [QLM_TYPE_Q2_K] = {"q2_K", QK_K, 84, q2_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q2_k_ref},
+    [QLM_TYPE_Q3_K] = {"q3_K", QK_K, 110, q3_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q3_k_ref},
+    [QLM_TYPE_Q4_K] = {"q4_K", QK_K, 144, q4_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q4_k_ref},
+    [QLM_TYPE_Q5_K] = {"q5_K", QK_K, 176, q5_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q5_k_ref},
+    [QLM_TYPE_Q6_K] = {"q6_K", QK_K, 210, q6_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q6_k_ref},
+    [QLM_TYPE_Q8_K] = {"q8_K", QK_K, 292, q8_k_to_float, 0, NULL, NULL},
+    [QLM_TYPE_BF16] = {"bf16", 1, 2, bf16_to_float, 0, NULL, NULL},
 };
 
 const qlm_type_traits *qlm_type_traits_of(int type) {

@@ -32,12 +32,25 @@ typedef enum qlm_type {
 
 /* Convert n consecutive weights (n a multiple of block_size) from storage to float. */
 typedef void (*qlm_to_float_fn)(const void *src, float *dst, int64_t n);
+/* Quantize n floats (n a multiple of the target type's block_size) into blocks of that type. */
+typedef void (*qlm_from_float_fn)(const float *src, void *dst, int64_t n);
+/* Dot product of n weights stored in one type (w) with n activations stored in its
+ * vec_dot_type (a); n a multiple of both block sizes. */
+typedef float (*qlm_vec_dot_fn)(const void *w, const void *a, int64_t n);
 
 typedef struct qlm_type_traits {
   const char *name;        /* "f32", "q4_0", ... as llama.cpp names them */
   int block_size;          /* weights per block */
   size_t type_size;        /* bytes per block */
   qlm_to_float_fn to_float;/* reference dequantizer; NULL if unsupported */
+  /* Quantized matmul (kernels/qdot.c).  Fields are 0/NULL for types that are converted to f32
+   * instead.  The functions here are the portable scalar references; qlm_matmul picks the SIMD
+   * version of the same pair for the CPU at run time (kernels/qdot.h).  Activations go to
+   * Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 (Q8_0 plus the block sum, needed by the offset m of
+   * Q4_1/Q5_1) for Q4_1/Q5_1, and Q8_K (with 16-weight sums for the mins) for the k-quants. */
+  int vec_dot_type;               /* qlm_type activations are quantized to */
+  qlm_from_float_fn quantize_act; /* fast activation quantizer float -> vec_dot_type */
+  qlm_vec_dot_fn vec_dot;         /* dot(weights of this type, activations in vec_dot_type) */
 } qlm_type_traits;
 
 /* Traits of a type, or NULL if qlm does not know it. */

@@ -1,9 +1,12 @@
 /* model.c — qlm_model_load: check the hyper-parameters, find every tensor the architecture
  * needs under its canonical name (formats/source.h), check its shape, and build qlm_mat views.
  *
- * f32 tensors are used in place (they live as long as the source).  Every other type is
- * dequantized to f32 into buffers the model owns, for now: the forward pass then only ever sees
- * f32, and quantized kernels can later take over by simply keeping the original type here. */
+ * f32 tensors are used in place (they live as long as the source).  Weight matrices of a type
+ * with a quantized dot product (traits->vec_dot: Q4_0..Q8_0, k-quants) are used in place too, in
+ * their own type: qlm_matmul runs them directly (kernels/qdot.h).  Everything else — other types,
+ * vectors, and the token/position embeddings, whose rows the forward pass reads as floats — is
+ * dequantized to f32 into buffers the model owns.  QLM_DEQUANT_ALL=1 in the environment at load
+ * time forces the old all-f32 path (to compare the two). */
 #include "model/model.h"
 
 #include <stdio.h>
@@ -49,9 +52,19 @@ static int own(loader *L, void *p) {
   return QLM_OK;
 }
 
-/* Find `name` with shape [ne0, ne1] (ne1 == 1 for vectors) and make an f32 qlm_mat of it.
+/* Whether matrices stored in `type` stay in that type (see the top of the file). */
+static bool keep_quantized(int type) {
+  const qlm_type_traits *tr = qlm_type_traits_of(type);
+  if (!tr || !tr->vec_dot || !tr->quantize_act) return false;
+  const char *env = getenv("QLM_DEQUANT_ALL");
+  return !(env && *env && strcmp(env, "0") != 0);
+}
+
+/* Find `name` with shape [ne0, ne1] (ne1 == 1 for vectors) and make a qlm_mat of it: f32, or its
+ * own quantized type when `quant_ok` and keep_quantized() says so.
  * Absent tensors give *out zeroed and QLM_OK if !required. */
-static int get_mat(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required, qlm_mat *out) {
+static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required, bool quant_ok,
+                     qlm_mat *out) {
   const char *path = L->src->path;
   memset(out, 0, sizeof *out);
   const qlm_tensor *t = qlm_source_tensor(L->src, name);
@@ -75,6 +88,12 @@ static int get_mat(loader *L, const char *name, int64_t ne0, int64_t ne1, bool r
 
   out->rows = ne1;
   out->cols = ne0;
+  if (quant_ok && keep_quantized(t->type)) {
+    out->type = t->type;
+    out->row_bytes = row_bytes;
+    out->data = t->data;
+    return QLM_OK;
+  }
   out->type = QLM_TYPE_F32;
   out->row_bytes = (size_t)ne0 * sizeof(float);
   if (t->type == QLM_TYPE_F32 && ((uintptr_t)t->data % _Alignof(float)) == 0) {
@@ -101,14 +120,25 @@ static int get_mat(loader *L, const char *name, int64_t ne0, int64_t ne1, bool r
   return QLM_OK;
 }
 
+/* A weight matrix (may stay quantized). */
+static int get_mat(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required, qlm_mat *out) {
+  return get_mat_q(L, name, ne0, ne1, required, true, out);
+}
+
+/* A matrix the forward pass reads as floats (embeddings). */
+static int get_mat_f32(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required, qlm_mat *out) {
+  return get_mat_q(L, name, ne0, ne1, required, false, out);
+}
+
 static int get_vec(loader *L, const char *name, int64_t n, bool required, const float **out) {
   qlm_mat m;
-  int rc = get_mat(L, name, n, 1, required, &m);
+  int rc = get_mat_f32(L, name, n, 1, required, &m);
   *out = m.data;
   return rc;
 }
 
-/* Rows [r0, r0 + n) of an f32 matrix, as a matrix of its own (gpt2's fused qkv). */
+/* Rows [r0, r0 + n) of a matrix (any type: rows are whole blocks), as a matrix of its own
+ * (gpt2's fused qkv). */
 static qlm_mat mat_rows(const qlm_mat *m, int64_t r0, int64_t n) {
   qlm_mat s = *m;
   s.rows = n;
@@ -231,15 +261,22 @@ int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err) {
   if (rc) goto fail;
   const qlm_hparams *hp = &m->hp;
   int64_t E = hp->n_embd;
-  if ((rc = get_mat(&L, "token_embd.weight", E, hp->n_vocab, true, &m->tok_embd)) ||
+  if ((rc = get_mat_f32(&L, "token_embd.weight", E, hp->n_vocab, true, &m->tok_embd)) ||
       (rc = get_vec(&L, "output_norm.weight", E, true, &m->out_norm)) ||
       (rc = get_vec(&L, "output_norm.bias", E, hp->arch == QLM_ARCH_GPT2, &m->out_norm_b)) ||
       (rc = get_mat(&L, "output.weight", E, hp->n_vocab, false, &m->output)))
     goto fail;
-  if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+  if (!m->output.data) { /* tied embeddings: the output matmul may still use the quantized rows */
+    const qlm_tensor *te = qlm_source_tensor(src, "token_embd.weight");
+    if (te && keep_quantized(te->type)) {
+      if ((rc = get_mat(&L, "token_embd.weight", E, hp->n_vocab, true, &m->output))) goto fail;
+    } else {
+      m->output = m->tok_embd;
+    }
+  }
   if (hp->arch == QLM_ARCH_GPT2) {
     qlm_mat pe;
-    if ((rc = get_mat(&L, "position_embd.weight", E, hp->n_ctx, true, &pe))) goto fail;
+    if ((rc = get_mat_f32(&L, "position_embd.weight", E, hp->n_ctx, true, &pe))) goto fail;
     m->pos_embd = pe.data;
   }
   m->layers = qlm_calloc((size_t)hp->n_layer, sizeof *m->layers, "model layers", err);

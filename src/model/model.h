@@ -1,8 +1,9 @@
 /* model.h — the transformer: weights in canonical layout, and the batched forward pass.
  *
  * Data flow: qlm_source (a reader's tensors) -> qlm_model_load -> qlm_model (weights as
- * qlm_mat: a type + rows x cols matrix, f32 for now; quantized types plug into the same
- * matmul dispatch later) -> qlm_forward over a qlm_batch using a qlm_state (KV cache and
+ * qlm_mat: a storage type + rows x cols matrix; f32, and the GGUF block types that have a
+ * vec_dot kernel, stay as stored; other types are dequantized to f32 at load, and
+ * QLM_DEQUANT_ALL=1 forces f32 for all) -> qlm_forward over a qlm_batch using a qlm_state (KV cache and
  * scratch) -> logits. */
 #ifndef QLM_MODEL_H
 #define QLM_MODEL_H

@@ -1,0 +1,64 @@
+/* qdot.h — dot products of quantized weights with quantized activations (internal to kernels/
+ * and tests).
+ *
+ * The ggml scheme: a matrix stays in its storage blocks; the activation row x is quantized once
+ * to 8 bits (the weight type's vec_dot_type, see types.h), and every weight row is then dotted
+ * with it in integer arithmetic, one float multiply per block:
+ *   w_i = d_w * v_i (+ m_w),  x_i ~ d_x * q_i   =>   sum w_i x_i ~ d_w d_x sum v_i q_i (+ m_w d_x sum q_i)
+ *
+ * Activation formats (ggml's layouts, types.c):
+ *   Q8_0: half d, int8 q[32];             Q8_1: half d, half s = d * sum(q), int8 q[32]
+ *   Q8_K: float d, int8 q[256], int16 bsums[16] (sums of each 16 quants)
+ * Our activation quantizers are symmetric with d = amax / 127 and q = round-half-even(x * 127 / amax),
+ * so |q| <= 127 (the SIMD kernels rely on that: |q| * 127 * 2 fits int16 in maddubs).  They are the
+ * same function at every SIMD level, so every level sees identical activation bytes.
+ *
+ * Scalar versions are the reference: integer sums per block, then a float sum over blocks in
+ * block order.  SIMD versions compute the same integers and sum the floats in another order. */
+#ifndef QLM_QDOT_H
+#define QLM_QDOT_H
+
+#include <stdint.h>
+
+#include "kernels/cpu.h"
+#include "kernels/types.h"
+
+/* Activation quantizers (scalar, written so the compiler can vectorize them). */
+void qlm_quantize_q8_0(const float *x, void *dst, int64_t n);
+void qlm_quantize_q8_1(const float *x, void *dst, int64_t n);
+void qlm_quantize_q8_k(const float *x, void *dst, int64_t n);
+
+/* Scalar reference dot products: weights of type T with activations in its vec_dot_type. */
+float qlm_vec_dot_q4_0_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_1_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_0_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_1_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q8_0_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q2_k_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q3_k_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_k_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_k_ref(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q6_k_ref(const void *w, const void *a, int64_t n);
+
+/* AVX2 + FMA + F16C (qdot_avx2.c). */
+float qlm_vec_dot_q4_0_avx2(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_1_avx2(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q8_0_avx2(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_k_avx2(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q6_k_avx2(const void *w, const void *a, int64_t n);
+
+/* AVX-512 BW/VL (qdot_avx512.c); _vnni versions use vpdpbusd (AVX-512 VNNI). */
+float qlm_vec_dot_q4_0_avx512(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_1_avx512(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q8_0_avx512(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_0_avx512vnni(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_1_avx512vnni(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q8_0_avx512vnni(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_k_avx512(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q6_k_avx512(const void *w, const void *a, int64_t n);
+
+/* The best dot product of `type` at `level` (clamped to this CPU; falls back to lower levels,
+ * then to the scalar reference).  NULL if the type has no vec_dot. */
+qlm_vec_dot_fn qlm_vec_dot_for(int type, qlm_simd_level level);
+
+#endif
