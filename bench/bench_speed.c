@@ -45,6 +45,9 @@ static void stats(const double *tps, int r, double *mean, double *sd) {
   *sd = r > 1 ? sqrt(s2 / (r - 1)) : 0;
 }
 
+/* The storage type the engine runs the FFN in (what "backend" means for this model). */
+static const char *weight_type(const qlm_model *m) { return qlm_type_name(m->layers[0].w_up.type); }
+
 static int bench_model(const char *path, int n_p, int n_g, const int *threads, int n_thr, int reps) {
   qlm_error err = {0};
   qlm_source *src;
@@ -73,8 +76,8 @@ static int bench_model(const char *path, int n_p, int n_g, const int *threads, i
         tps[r] = (test == 0 ? n_p : n_g) / s;
       }
       stats(tps, reps, &mean, &sd);
-      printf("| %-28s | %8.2f MiB | %7.2f M | f32 %-6s | %7d | %5s%-4d | %10.2f ± %.2f |\n", name, bytes / 1048576.0,
-             qlm_source_n_params(src) / 1e6, qlm_simd_name(qlm_cpu_simd_level()), threads[ti], test == 0 ? "pp" : "tg",
+      printf("| %-28s | %8.2f MiB | %7.2f M | %4s %-6s | %7d | %5s%-4d | %10.2f ± %.2f |\n", name, bytes / 1048576.0,
+             qlm_source_n_params(src) / 1e6, weight_type(m), qlm_simd_name(qlm_cpu_simd_level()), threads[ti], test == 0 ? "pp" : "tg",
              test == 0 ? n_p : n_g, mean, sd);
       fflush(stdout);
     }
