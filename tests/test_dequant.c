@@ -9,6 +9,7 @@
  *     dequantized by gguf-py's numpy code.  That code computes in float32 in the same order as
  *     ggml (scale * sub-scale first, then * quant, then - min), each step one IEEE rounding,
  *     so a correct C dequantizer matches it bit for bit: tolerance 0. */
+#include "core/bytes.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -319,9 +320,6 @@ static void test_q8_k(void **st) {
 
 /* ---- gguf-py cross-check ---- */
 
-static uint32_t rd32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static void test_gguf_py_vectors(void **st) {
   (void)st;
@@ -333,13 +331,13 @@ static void test_gguf_py_vectors(void **st) {
   fclose(f);
   assert_true(n > 12);
   assert_memory_equal(data, "QLMDQV1\0", 8);
-  uint32_t entries = rd32(data + 8);
+  uint32_t entries = qlm_rd32(data + 8);
   size_t pos = 12;
   int seen[QLM_TYPE_COUNT_GGML] = {0};
   for (uint32_t i = 0; i < entries; i++) {
     assert_true(pos + 16 <= n);
-    uint32_t type = rd32(data + pos), nb = rd32(data + pos + 4), nbytes = rd32(data + pos + 8),
-             nval = rd32(data + pos + 12);
+    uint32_t type = qlm_rd32(data + pos), nb = qlm_rd32(data + pos + 4), nbytes = qlm_rd32(data + pos + 8),
+             nval = qlm_rd32(data + pos + 12);
     pos += 16;
     const qlm_type_traits *t = qlm_type_traits_of((int)type);
     assert_non_null(t);

@@ -341,15 +341,6 @@ static void test_matmul_quant_prefill_equals_dequantized(void **st) {
 
 /* ---- SmolLM2 end to end ---- */
 
-static char *smollm2_path(void) {
-  const char *p = getenv("QLM_SMOLLM2_GGUF");
-  if (p && *p) return strdup(p);
-  const char *cache = getenv("QLM_CACHE"), *home = getenv("HOME");
-  char buf[1024];
-  if (cache && *cache) snprintf(buf, sizeof buf, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-  else snprintf(buf, sizeof buf, "%s/.cache/qlm/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : "");
-  return strdup(buf);
-}
 
 static float *all_logits(const qlm_source *src, int dequant_all, const int32_t *ids, int n, qlm_model **mout) {
   qlm_error err = {0};
@@ -385,7 +376,7 @@ static float *all_logits(const qlm_source *src, int dequant_all, const int32_t *
  * nibble, scale or block) breaks the model and misses these by far. */
 static void test_smollm2_quantized_close_to_f32(void **st) {
   (void)st;
-  char *path = smollm2_path();
+  char *path = tu_smollm2_path();
   qlm_source *src;
   qlm_error err = {0};
   if (qlm_source_open(path, NULL, &src, &err)) {

@@ -12,6 +12,7 @@
  *  3. round-trip bounds that follow from the formats: every weight whose quant is not clamped
  *     dequantizes (through the traits table's to_float) to within half a quantization step of
  *     its input, with the step taken from the stored (fp16-rounded) scales. */
+#include "core/bytes.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -23,11 +24,6 @@
 #include "kernels/quants.h"
 #include "kernels/types.h"
 
-static uint32_t rd32(const uint8_t *p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static float rdhalf(const uint8_t *p) { return qlm_f16_to_f32(rd16(p)); }
 
 /* The types with a quantizer, and their (block size, bytes per block) from ggml-common.h. */
 /* qmax: the largest |quant| a legacy type multiplies its fp16-rounded scale by (0 for the
@@ -75,13 +71,13 @@ static void test_llama_cpp_vectors(void **st) {
   fclose(f);
   assert_true(n > 12 && n < sizeof data);
   assert_memory_equal(data, "QLMQV1\0\0", 8);
-  uint32_t entries = rd32(data + 8);
+  uint32_t entries = qlm_rd32(data + 8);
   size_t pos = 12;
   int cases_per_type[QLM_TYPE_COUNT_GGML] = {0};
   for (uint32_t e = 0; e < entries; e++) {
     assert_true(pos + 16 <= n);
-    const int type = (int)rd32(data + pos);
-    const uint32_t cas = rd32(data + pos + 4), nval = rd32(data + pos + 8), nbytes = rd32(data + pos + 12);
+    const int type = (int)qlm_rd32(data + pos);
+    const uint32_t cas = qlm_rd32(data + pos + 4), nval = qlm_rd32(data + pos + 8), nbytes = qlm_rd32(data + pos + 12);
     pos += 16;
     assert_true(type >= 0 && type < QLM_TYPE_COUNT_GGML);
     assert_true(nval > 0 && nval <= 4096);
@@ -178,13 +174,13 @@ static void test_hand_q4_0(void **st) {
   float x[32];
   for (int j = 0; j < 32; j++) x[j] = (float)(j % 16 - 8);
   uint8_t *b = quantize(QLM_TYPE_Q4_0, x, 32, NULL);
-  assert_int_equal(rd16(b), 0x3c00); /* d = 1.0 */
+  assert_int_equal(qlm_rd16(b), 0x3c00); /* d = 1.0 */
   for (int j = 0; j < 16; j++) assert_int_equal(b[2 + j], j | j << 4);
   free(b);
   /* the sign of d follows the signed max: a positive maximum gives a negative d */
   for (int j = 0; j < 32; j++) x[j] = -x[j]; /* max = +8 at element 0 -> d = -1, q = 8 - x */
   b = quantize(QLM_TYPE_Q4_0, x, 32, NULL);
-  assert_int_equal(rd16(b), 0xbc00); /* d = -1.0 */
+  assert_int_equal(qlm_rd16(b), 0xbc00); /* d = -1.0 */
   for (int j = 0; j < 16; j++) assert_int_equal(b[2 + j], j | j << 4);
   free(b);
 }
@@ -195,8 +191,8 @@ static void test_hand_q4_1(void **st) {
   float x[32];
   for (int j = 0; j < 32; j++) x[j] = (float)(j % 16 + 2);
   uint8_t *b = quantize(QLM_TYPE_Q4_1, x, 32, NULL);
-  assert_int_equal(rd16(b), 0x3c00);     /* d = 1 */
-  assert_int_equal(rd16(b + 2), 0x4000); /* m = 2 */
+  assert_int_equal(qlm_rd16(b), 0x3c00);     /* d = 1 */
+  assert_int_equal(qlm_rd16(b + 2), 0x4000); /* m = 2 */
   for (int j = 0; j < 16; j++) assert_int_equal(b[4 + j], j | j << 4);
   free(b);
 }
@@ -208,8 +204,8 @@ static void test_hand_q5_0(void **st) {
   float x[32];
   for (int j = 0; j < 32; j++) x[j] = (float)(j - 16);
   uint8_t *b = quantize(QLM_TYPE_Q5_0, x, 32, NULL);
-  assert_int_equal(rd16(b), 0x3c00);
-  assert_int_equal(rd32(b + 2), 0xffff0000u);
+  assert_int_equal(qlm_rd16(b), 0x3c00);
+  assert_int_equal(qlm_rd32(b + 2), 0xffff0000u);
   for (int j = 0; j < 16; j++) assert_int_equal(b[6 + j], j | j << 4);
   free(b);
 }
@@ -220,9 +216,9 @@ static void test_hand_q5_1(void **st) {
   float x[32];
   for (int j = 0; j < 32; j++) x[j] = (float)(j + 1);
   uint8_t *b = quantize(QLM_TYPE_Q5_1, x, 32, NULL);
-  assert_int_equal(rd16(b), 0x3c00);
-  assert_int_equal(rd16(b + 2), 0x3c00);
-  assert_int_equal(rd32(b + 4), 0xffff0000u);
+  assert_int_equal(qlm_rd16(b), 0x3c00);
+  assert_int_equal(qlm_rd16(b + 2), 0x3c00);
+  assert_int_equal(qlm_rd32(b + 4), 0xffff0000u);
   for (int j = 0; j < 16; j++) assert_int_equal(b[8 + j], j | j << 4);
   free(b);
 }
@@ -235,12 +231,12 @@ static void test_hand_q8_0(void **st) {
   float x[32];
   for (int j = 0; j < 32; j++) x[j] = (float)(j * 8 - 127);
   uint8_t *b = quantize(QLM_TYPE_Q8_0, x, 32, NULL);
-  assert_int_equal(rd16(b), 0x3c00);
+  assert_int_equal(qlm_rd16(b), 0x3c00);
   for (int j = 0; j < 32; j++) assert_int_equal((int8_t)b[2 + j], j * 8 - 127);
   free(b);
   for (int j = 0; j < 32; j++) x[j] = j == 0 ? 63.5f : (j % 2 ? 0.25f : -0.25f) + (float)(j - 16);
   b = quantize(QLM_TYPE_Q8_0, x, 32, NULL);
-  assert_int_equal(rd16(b), 0x3800); /* 0.5 */
+  assert_int_equal(qlm_rd16(b), 0x3800); /* 0.5 */
   assert_int_equal((int8_t)b[2], 127);
   for (int j = 1; j < 32; j++) {
     const double want2x = 2.0 * ((j % 2 ? 0.25 : -0.25) + (j - 16)); /* an exact .5 */
@@ -287,24 +283,24 @@ static void step_and_code(int type, const uint8_t *b, int e, float *step, int *a
   switch (type) {
     case QLM_TYPE_Q4_0: {
       int q = e < 16 ? b[2 + e] & 0xF : b[2 + e - 16] >> 4;
-      *step = fabsf(rdhalf(b)), *at_edge = q == 15;
+      *step = fabsf(qlm_rdhalf(b)), *at_edge = q == 15;
       break;
     }
     case QLM_TYPE_Q4_1: {
       int q = e < 16 ? b[4 + e] & 0xF : b[4 + e - 16] >> 4;
-      *step = rdhalf(b), *at_edge = q == 15;
+      *step = qlm_rdhalf(b), *at_edge = q == 15;
       break;
     }
     case QLM_TYPE_Q5_0: case QLM_TYPE_Q5_1: {
       const int off = type == QLM_TYPE_Q5_0 ? 2 : 4;
       int lo = e < 16 ? b[off + 4 + e] & 0xF : b[off + 4 + e - 16] >> 4;
-      int q = lo | (int)((rd32(b + off) >> e) & 1) << 4;
-      *step = fabsf(rdhalf(b)), *at_edge = q == 31;
+      int q = lo | (int)((qlm_rd32(b + off) >> e) & 1) << 4;
+      *step = fabsf(qlm_rdhalf(b)), *at_edge = q == 31;
       break;
     }
     case QLM_TYPE_Q8_0: {
       int q = (int8_t)b[2 + e];
-      *step = rdhalf(b), *at_edge = q == -128; /* never written */
+      *step = qlm_rdhalf(b), *at_edge = q == -128; /* never written */
       break;
     }
     case QLM_TYPE_Q4_K: case QLM_TYPE_Q5_K: {
@@ -316,19 +312,19 @@ static void step_and_code(int type, const uint8_t *b, int e, float *step, int *a
       int q = (e % 64) < 32 ? (byte & 0xF) : (byte >> 4);
       int qmax = 15;
       if (type == QLM_TYPE_Q5_K) q |= ((b[16 + e % 32] >> (e / 32)) & 1) << 4, qmax = 31;
-      *step = rdhalf(b) * (float)sv, *at_edge = q == 0 || q == qmax;
+      *step = qlm_rdhalf(b) * (float)sv, *at_edge = q == 0 || q == qmax;
       break;
     }
     case QLM_TYPE_Q6_K: {
       int h = e / 128, r = e % 128, k = r / 32, l = r % 32;
       uint8_t lb = b[64 * h + 32 * (k & 1) + l];
       int q = (k < 2 ? (lb & 0xF) : (lb >> 4)) | ((b[128 + 32 * h + l] >> (2 * k)) & 3) << 4;
-      *step = fabsf(rdhalf(b + 208) * (float)(int8_t)b[192 + e / 16]), *at_edge = q == 0 || q == 63;
+      *step = fabsf(qlm_rdhalf(b + 208) * (float)(int8_t)b[192 + e / 16]), *at_edge = q == 0 || q == 63;
       break;
     }
     case QLM_TYPE_Q8_K: {
       int q = (int8_t)b[4 + e];
-      *step = fabsf(qlm_bits_to_f32(rd32(b))), *at_edge = q == 127;
+      *step = fabsf(qlm_bits_to_f32(qlm_rd32(b))), *at_edge = q == 127;
       break;
     }
     default: fail_msg("no step for type %d", type);
@@ -357,7 +353,7 @@ static int roundtrip(int t, const float *x, int n, const char *what) {
        * store it as fp16, so |q| * |d - fp16(d)| <= qmax * step * 2^-11 more, and the affine
        * ones (Q4_1/Q5_1) also the fp16 rounding of the min m */
       float tol = 0.5f * step * 1.0001f + 1e-5f * amax + (float)k_types[t].qmax * step * 0x1p-10f;
-      if (type == QLM_TYPE_Q4_1 || type == QLM_TYPE_Q5_1) tol += fabsf(rdhalf(b + (size_t)blk * ts + 2)) * 1e-3f;
+      if (type == QLM_TYPE_Q4_1 || type == QLM_TYPE_Q5_1) tol += fabsf(qlm_rdhalf(b + (size_t)blk * ts + 2)) * 1e-3f;
       if (!at_edge && fabsf(x[i] - y[i]) > tol)
         fail_msg("%s %s: weight %d: x %.9g -> %.9g, error %g > half step %g", qlm_type_name(type), what, i, x[i], y[i],
                  fabsf(x[i] - y[i]), 0.5 * step);

@@ -13,21 +13,12 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
-static char *model_path(void) {
-  const char *p = getenv("QLM_SMOLLM2_GGUF");
-  if (p && *p) return strdup(p);
-  const char *cache = getenv("QLM_CACHE"), *home = getenv("HOME");
-  char buf[1024];
-  if (cache && *cache) snprintf(buf, sizeof buf, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-  else snprintf(buf, sizeof buf, "%s/.cache/qlm/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : "");
-  return strdup(buf);
-}
 
 static qlm_source *g_src;
 
 static int setup(void **st) {
   (void)st;
-  char *path = model_path();
+  char *path = tu_smollm2_path();
   qlm_error err = {0};
   if (qlm_source_open(path, NULL, &g_src, &err)) {
     fprintf(stderr, "cannot open SmolLM2 (run scripts/get-models first): %s\n", err.msg);

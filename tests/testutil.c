@@ -64,3 +64,13 @@ void tu_check_stories260k_hparams(const qlm_hparams *hp, int n_ctx, int rope_sty
   assert_true(fabsf(hp->norm_eps - 1e-5f) < 1e-9f);
   assert_true(hp->rope_theta == 10000.0f);
 }
+
+char *tu_smollm2_path(void) {
+  const char *p = getenv("QLM_SMOLLM2_GGUF");
+  if (p && *p) return strdup(p);
+  const char *cache = getenv("QLM_CACHE"), *home = getenv("HOME");
+  char buf[1024];
+  if (cache && *cache) snprintf(buf, sizeof buf, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
+  else snprintf(buf, sizeof buf, "%s/.cache/qlm/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : "");
+  return strdup(buf);
+}

@@ -24,6 +24,10 @@ float tu_rand_normal(uint64_t *state);   /* N(0,1), Box-Muller */
 
 
 
+/* Where scripts/get-models put SmolLM2-135M-Instruct.Q4_1.gguf: $QLM_SMOLLM2_GGUF, else
+ * $QLM_CACHE/models/..., else ~/.cache/qlm/models/... (malloc'd). */
+char *tu_smollm2_path(void);
+
 #include "formats/source.h"
 /* The stories260K hyper-parameters of ../shared/models/README.md, as every reader must give them;
  * n_ctx, rope style and tying differ between the three copies and are passed in. */

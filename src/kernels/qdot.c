@@ -5,6 +5,7 @@
  * applied) plus its float scale(s); the integer dot with the activation quants is exact in
  * int32, and one float multiply-add per block (per sub-block scale for k-quants) combines them.
  * Unpacking follows the layouts documented in types.c. */
+#include "core/bytes.h"
 #include "kernels/qdot.h"
 
 #include <string.h>
@@ -14,15 +15,6 @@
 #define QK 32
 #define QK_K 256
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t rd32(const uint8_t *p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static float rdhalf(const uint8_t *p) { return qlm_f16_to_f32(rd16(p)); }
-static void wr16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-}
 
 /* ---------------------------------------------------------------- activation quantizers */
 
@@ -52,7 +44,7 @@ void qlm_quantize_q8_0(const float *x, void *dst, int64_t n) {
   for (int64_t i = 0; i < n / QK; i++, b += 34, x += QK) {
     int8_t q[QK];
     float d = quant_block(x, q, QK);
-    wr16(b, qlm_f32_to_f16(d));
+    qlm_wr16(b, qlm_f32_to_f16(d));
     memcpy(b + 2, q, QK);
   }
 }
@@ -64,8 +56,8 @@ void qlm_quantize_q8_1(const float *x, void *dst, int64_t n) {
     float d = quant_block(x, q, QK);
     int sum = 0;
     for (int j = 0; j < QK; j++) sum += q[j];
-    wr16(b, qlm_f32_to_f16(d));
-    wr16(b + 2, qlm_f32_to_f16(d * (float)sum)); /* as ggml: s = d * sum(q), in half */
+    qlm_wr16(b, qlm_f32_to_f16(d));
+    qlm_wr16(b + 2, qlm_f32_to_f16(d * (float)sum)); /* as ggml: s = d * sum(q), in half */
     memcpy(b + 4, q, QK);
   }
 }
@@ -81,7 +73,7 @@ void qlm_quantize_q8_k(const float *x, void *dst, int64_t n) {
     for (int g = 0; g < 16; g++) {
       int s = 0;
       for (int j = 0; j < 16; j++) s += q[16 * g + j];
-      wr16(b + 260 + 2 * g, (uint16_t)(int16_t)s);
+      qlm_wr16(b + 260 + 2 * g, (uint16_t)(int16_t)s);
     }
   }
 }
@@ -115,7 +107,7 @@ float qlm_vec_dot_q4_0_ref(const void *w, const void *a, int64_t n) {
   for (int64_t i = 0; i < n / QK; i++, x += 18, y += 34) {
     int8_t v[QK];
     unpack_nibbles(x + 2, 8, v);
-    sum += (rdhalf(x) * rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 2));
+    sum += (qlm_rdhalf(x) * qlm_rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 2));
   }
   return sum;
 }
@@ -126,7 +118,7 @@ float qlm_vec_dot_q4_1_ref(const void *w, const void *a, int64_t n) {
   for (int64_t i = 0; i < n / QK; i++, x += 20, y += 36) {
     int8_t v[QK];
     unpack_nibbles(x + 4, 0, v);
-    sum += (rdhalf(x) * rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 4)) + rdhalf(x + 2) * rdhalf(y + 2);
+    sum += (qlm_rdhalf(x) * qlm_rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 4)) + qlm_rdhalf(x + 2) * qlm_rdhalf(y + 2);
   }
   return sum;
 }
@@ -136,8 +128,8 @@ float qlm_vec_dot_q5_0_ref(const void *w, const void *a, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / QK; i++, x += 22, y += 34) {
     int8_t v[QK];
-    unpack_5bit(x + 6, rd32(x + 2), 16, v);
-    sum += (rdhalf(x) * rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 2));
+    unpack_5bit(x + 6, qlm_rd32(x + 2), 16, v);
+    sum += (qlm_rdhalf(x) * qlm_rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 2));
   }
   return sum;
 }
@@ -147,8 +139,8 @@ float qlm_vec_dot_q5_1_ref(const void *w, const void *a, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / QK; i++, x += 24, y += 36) {
     int8_t v[QK];
-    unpack_5bit(x + 8, rd32(x + 4), 0, v);
-    sum += (rdhalf(x) * rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 4)) + rdhalf(x + 2) * rdhalf(y + 2);
+    unpack_5bit(x + 8, qlm_rd32(x + 4), 0, v);
+    sum += (qlm_rdhalf(x) * qlm_rdhalf(y)) * (float)idot32(v, (const int8_t *)(y + 4)) + qlm_rdhalf(x + 2) * qlm_rdhalf(y + 2);
   }
   return sum;
 }
@@ -157,7 +149,7 @@ float qlm_vec_dot_q8_0_ref(const void *w, const void *a, int64_t n) {
   const uint8_t *x = w, *y = a;
   float sum = 0.0f;
   for (int64_t i = 0; i < n / QK; i++, x += 34, y += 34)
-    sum += (rdhalf(x) * rdhalf(y)) * (float)idot32((const int8_t *)(x + 2), (const int8_t *)(y + 2));
+    sum += (qlm_rdhalf(x) * qlm_rdhalf(y)) * (float)idot32((const int8_t *)(x + 2), (const int8_t *)(y + 2));
   return sum;
 }
 
@@ -179,9 +171,9 @@ static float kdot(const kblock *k, const uint8_t *y) {
     int s = 0;
     for (int j = 0; j < 16; j++) s += k->v[16 * g + j] * q[16 * g + j];
     isum += k->sc[g] * s;
-    imin += k->mn[g] * (int16_t)rd16(y + 260 + 2 * g);
+    imin += k->mn[g] * (int16_t)qlm_rd16(y + 260 + 2 * g);
   }
-  float dy = qlm_bits_to_f32(rd32(y));
+  float dy = qlm_bits_to_f32(qlm_rd32(y));
   return dy * k->d * (float)isum - dy * k->dmin * (float)imin;
 }
 
@@ -205,8 +197,8 @@ static void unpack_q2_k(const uint8_t *b, kblock *k) {
     k->sc[g] = sc[g] & 0xF;
     k->mn[g] = sc[g] >> 4;
   }
-  k->d = rdhalf(b + 80);
-  k->dmin = rdhalf(b + 82);
+  k->d = qlm_rdhalf(b + 80);
+  k->dmin = qlm_rdhalf(b + 82);
 }
 
 static void unpack_q3_k(const uint8_t *b, kblock *k) {
@@ -223,7 +215,7 @@ static void unpack_q3_k(const uint8_t *b, kblock *k) {
     k->sc[g] = (lo | (hi << 4)) - 32;
     k->mn[g] = 0;
   }
-  k->d = rdhalf(b + 108);
+  k->d = qlm_rdhalf(b + 108);
   k->dmin = 0.0f;
 }
 
@@ -241,8 +233,8 @@ static void unpack_q45_k(const uint8_t *b, const uint8_t *qh, const uint8_t *qs,
     k->sc[2 * j] = k->sc[2 * j + 1] = s;
     k->mn[2 * j] = k->mn[2 * j + 1] = m;
   }
-  k->d = rdhalf(b);
-  k->dmin = rdhalf(b + 2);
+  k->d = qlm_rdhalf(b);
+  k->dmin = qlm_rdhalf(b + 2);
 }
 
 static void unpack_q4_k(const uint8_t *b, kblock *k) { unpack_q45_k(b, NULL, b + 16, k); }
@@ -261,7 +253,7 @@ static void unpack_q6_k(const uint8_t *b, kblock *k) {
     k->sc[g] = (int8_t)b[192 + g];
     k->mn[g] = 0;
   }
-  k->d = rdhalf(b + 208);
+  k->d = qlm_rdhalf(b + 208);
   k->dmin = 0.0f;
 }
 

@@ -20,6 +20,7 @@
  * ISO C mode (-std=c11) means gcc does not contract a*b+c into fused multiply-adds even where
  * FMA exists (aarch64, -march=native); clang contracts by default, hence the pragma.  Never
  * build this file with -ffast-math. */
+#include "core/bytes.h"
 #include "kernels/quants.h"
 
 #if defined(__clang__)
@@ -37,12 +38,6 @@
 #define QK_K 256
 #define GROUP_MAX_EPS 1e-15f /* below this a group's largest |x| counts as all zero (k-quants) */
 
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
-static void wr32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void wrhalf(uint8_t *p, float f) { wr16(p, qlm_f32_to_f16(f)); }
-static float rdhalf(const uint8_t *p) { return qlm_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
 static int imin(int a, int b) { return a < b ? a : b; }
 static int imax(int a, int b) { return a > b ? a : b; }
 
@@ -93,7 +88,7 @@ void qlm_quantize_row_q4_0_ref(const float *x, void *y, int64_t n) {
     const float max = signed_absmax(x, QK, NULL);
     const float d = max / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    wrhalf(b, d);
+    qlm_wrhalf(b, d);
     for (int j = 0; j < QK / 2; j++) {
       const float x0 = x[j] * id, x1 = x[j + QK / 2] * id;
       const int q0 = imin(15, (int8_t)trunc_int(x0 + 8.5f));
@@ -111,8 +106,8 @@ void qlm_quantize_row_q4_1_ref(const float *x, void *y, int64_t n) {
     min_max(x, QK, &min, &max);
     const float d = (max - min) / 15.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    wrhalf(b, d);
-    wrhalf(b + 2, min);
+    qlm_wrhalf(b, d);
+    qlm_wrhalf(b + 2, min);
     for (int j = 0; j < QK / 2; j++) {
       const float x0 = (x[j] - min) * id, x1 = (x[j + QK / 2] - min) * id;
       const int q0 = imin(15, (int8_t)trunc_int(x0 + 0.5f));
@@ -130,7 +125,7 @@ static void pack5(const int *q, uint8_t *qh_out, uint8_t *qs) {
     qh |= (uint32_t)((q[j] >> 4) & 1) << j;
     qh |= (uint32_t)((q[j + QK / 2] >> 4) & 1) << (j + QK / 2);
   }
-  wr32(qh_out, qh);
+  qlm_wr32(qh_out, qh);
 }
 
 /* Q5_0: d = signed max / -16, q = x/d + 16 in 0..31. */
@@ -142,7 +137,7 @@ void qlm_quantize_row_q5_0_ref(const float *x, void *y, int64_t n) {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     int q[QK];
     for (int j = 0; j < QK; j++) q[j] = (uint8_t)imin(31, (int8_t)trunc_int(x[j] * id + 16.5f));
-    wrhalf(b, d);
+    qlm_wrhalf(b, d);
     pack5(q, b + 2, b + 6);
   }
 }
@@ -158,8 +153,8 @@ void qlm_quantize_row_q5_1_ref(const float *x, void *y, int64_t n) {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     int q[QK];
     for (int j = 0; j < QK; j++) q[j] = (uint8_t)trunc_int((x[j] - min) * id + 0.5f);
-    wrhalf(b, d);
-    wrhalf(b + 2, min);
+    qlm_wrhalf(b, d);
+    qlm_wrhalf(b + 2, min);
     pack5(q, b + 4, b + 8);
   }
 }
@@ -172,7 +167,7 @@ void qlm_quantize_row_q8_0_ref(const float *x, void *y, int64_t n) {
     for (int j = 0; j < QK; j++) amax = amax > fabsf(x[j]) ? amax : fabsf(x[j]);
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    wrhalf(b, d);
+    qlm_wrhalf(b, d);
     for (int j = 0; j < QK; j++) b[2 + j] = (uint8_t)(int8_t)trunc_int(roundf(x[j] * id));
   }
 }
@@ -322,12 +317,12 @@ static void k4_superblock(const float *x, int nmax, float rmin, int nstep, uint8
       sc[j] |= (uint8_t)((lm >> 4) << 6);
     }
   }
-  wrhalf(hdr, max_scale / 63.f);
-  wrhalf(hdr + 2, max_min / 63.f);
+  qlm_wrhalf(hdr, max_scale / 63.f);
+  qlm_wrhalf(hdr + 2, max_min / 63.f);
 
   /* Requantize every weight against the scales as stored (fp16 d times 6-bit sub-scale).
    * A sub-block whose stored scale is 0 keeps the quants of the search. */
-  const float d_all = rdhalf(hdr), dmin_all = rdhalf(hdr + 2);
+  const float d_all = qlm_rdhalf(hdr), dmin_all = qlm_rdhalf(hdr + 2);
   for (int j = 0; j < QK_K / 32; j++) {
     int sv, mv;
     if (j < 4) {
@@ -391,10 +386,10 @@ void qlm_quantize_row_q6_K_ref(const float *x, void *y, int64_t n) {
 
     uint8_t *ql = b, *qh = b + 128, *sc = b + 192;
     const float iscale = -128.f / max_scale;
-    wrhalf(b + 208, 1 / iscale);
+    qlm_wrhalf(b + 208, 1 / iscale);
     for (int s = 0; s < QK_K / 16; s++) sc[s] = (uint8_t)imin(127, nearest_int(iscale * scales[s]));
 
-    const float d_all = rdhalf(b + 208);
+    const float d_all = qlm_rdhalf(b + 208);
     for (int s = 0; s < QK_K / 16; s++) {
       const float d = d_all * (float)(int8_t)sc[s];
       if (d == 0.0f) continue; /* keeps the quants of the search */
@@ -431,10 +426,10 @@ void qlm_quantize_row_q8_K_ref(const float *x, void *y, int64_t n) {
     for (int s = 0; s < QK_K / 16; s++) {
       int sum = 0;
       for (int l = 0; l < 16; l++) sum += q[16 * s + l];
-      wr16(b + 260 + 2 * s, (uint16_t)(int16_t)sum);
+      qlm_wr16(b + 260 + 2 * s, (uint16_t)(int16_t)sum);
     }
     memcpy(b + 4, q, QK_K);
-    wr32(b, qlm_f32_to_bits(1 / iscale));
+    qlm_wr32(b, qlm_f32_to_bits(1 / iscale));
   }
 }
 

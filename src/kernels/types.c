@@ -7,6 +7,7 @@
  * The dequantizers are deliberately plain: one formula per element, in the same float
  * evaluation order as ggml (scale products first, then the quant), so results are
  * bit-identical to llama.cpp's and gguf-py's reference dequantizers. */
+#include "core/bytes.h"
 #include "kernels/types.h"
 
 #include <string.h>
@@ -18,11 +19,6 @@
 #define QK 32
 #define QK_K 256
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t rd32(const uint8_t *p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static float rdhalf(const uint8_t *p) { return qlm_f16_to_f32(rd16(p)); }
 
 /* ---- F32: 1 weight, 4 bytes (IEEE binary32). */
 static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
@@ -30,13 +26,13 @@ static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, s
 /* ---- F16: 1 weight, 2 bytes (IEEE binary16). */
 static void f16_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *p = src;
-  for (int64_t i = 0; i < n; i++) dst[i] = rdhalf(p + 2 * i);
+  for (int64_t i = 0; i < n; i++) dst[i] = qlm_rdhalf(p + 2 * i);
 }
 
 /* ---- BF16: 1 weight, 2 bytes (upper half of a binary32). */
 static void bf16_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *p = src;
-  for (int64_t i = 0; i < n; i++) dst[i] = qlm_bf16_to_f32(rd16(p + 2 * i));
+  for (int64_t i = 0; i < n; i++) dst[i] = qlm_bf16_to_f32(qlm_rd16(p + 2 * i));
 }
 
 /* ---- Q4_0: 32 weights, 18 bytes.
@@ -46,7 +42,7 @@ static void bf16_to_float(const void *src, float *dst, int64_t n) {
 static void q4_0_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK; i++, b += 18, dst += QK) {
-    float d = rdhalf(b);
+    float d = qlm_rdhalf(b);
     const uint8_t *qs = b + 2;
     for (int j = 0; j < 16; j++) {
       dst[j] = (float)((qs[j] & 0xF) - 8) * d;
@@ -61,7 +57,7 @@ static void q4_0_to_float(const void *src, float *dst, int64_t n) {
 static void q4_1_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK; i++, b += 20, dst += QK) {
-    float d = rdhalf(b), m = rdhalf(b + 2);
+    float d = qlm_rdhalf(b), m = qlm_rdhalf(b + 2);
     const uint8_t *qs = b + 4;
     for (int j = 0; j < 16; j++) {
       dst[j] = (float)(qs[j] & 0xF) * d + m;
@@ -78,8 +74,8 @@ static void q4_1_to_float(const void *src, float *dst, int64_t n) {
 static void q5_0_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK; i++, b += 22, dst += QK) {
-    float d = rdhalf(b);
-    uint32_t qh = rd32(b + 2);
+    float d = qlm_rdhalf(b);
+    uint32_t qh = qlm_rd32(b + 2);
     const uint8_t *qs = b + 6;
     for (int j = 0; j < 16; j++) {
       int q0 = (qs[j] & 0xF) | (int)(((qh >> j) & 1) << 4);
@@ -96,8 +92,8 @@ static void q5_0_to_float(const void *src, float *dst, int64_t n) {
 static void q5_1_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK; i++, b += 24, dst += QK) {
-    float d = rdhalf(b), m = rdhalf(b + 2);
-    uint32_t qh = rd32(b + 4);
+    float d = qlm_rdhalf(b), m = qlm_rdhalf(b + 2);
+    uint32_t qh = qlm_rd32(b + 4);
     const uint8_t *qs = b + 8;
     for (int j = 0; j < 16; j++) {
       int q0 = (qs[j] & 0xF) | (int)(((qh >> j) & 1) << 4);
@@ -113,7 +109,7 @@ static void q5_1_to_float(const void *src, float *dst, int64_t n) {
 static void q8_0_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK; i++, b += 34, dst += QK) {
-    float d = rdhalf(b);
+    float d = qlm_rdhalf(b);
     for (int j = 0; j < QK; j++) dst[j] = (float)(int8_t)b[2 + j] * d;
   }
 }
@@ -123,7 +119,7 @@ static void q8_0_to_float(const void *src, float *dst, int64_t n) {
 static void q8_1_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK; i++, b += 36, dst += QK) {
-    float d = rdhalf(b);
+    float d = qlm_rdhalf(b);
     for (int j = 0; j < QK; j++) dst[j] = (float)(int8_t)b[4 + j] * d;
   }
 }
@@ -138,7 +134,7 @@ static void q2_k_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK_K; i++, b += 84, dst += QK_K) {
     const uint8_t *sc = b, *qs = b + 16;
-    float d = rdhalf(b + 80), dmin = rdhalf(b + 82);
+    float d = qlm_rdhalf(b + 80), dmin = qlm_rdhalf(b + 82);
     for (int e = 0; e < QK_K; e++) {
       int h = e / 128, r = e % 128, s = e / 16;
       int q = (qs[32 * h + r % 32] >> (2 * (r / 32))) & 3;
@@ -166,7 +162,7 @@ static void q3_k_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK_K; i++, b += 110, dst += QK_K) {
     const uint8_t *hm = b, *qs = b + 32, *sc = b + 96;
-    float d = rdhalf(b + 108);
+    float d = qlm_rdhalf(b + 108);
     for (int e = 0; e < QK_K; e++) {
       int h = e / 128, r = e % 128;
       int lo = (qs[32 * h + r % 32] >> (2 * (r / 32))) & 3;
@@ -197,7 +193,7 @@ static void k4_scale_min(const uint8_t *sc, int j, int *scale, int *min) {
 static void q4_k_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK_K; i++, b += 144, dst += QK_K) {
-    float d = rdhalf(b), dmin = rdhalf(b + 2);
+    float d = qlm_rdhalf(b), dmin = qlm_rdhalf(b + 2);
     const uint8_t *sc = b + 4, *qs = b + 16;
     for (int e = 0; e < QK_K; e++) {
       int sv, mv;
@@ -216,7 +212,7 @@ static void q4_k_to_float(const void *src, float *dst, int64_t n) {
 static void q5_k_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK_K; i++, b += 176, dst += QK_K) {
-    float d = rdhalf(b), dmin = rdhalf(b + 2);
+    float d = qlm_rdhalf(b), dmin = qlm_rdhalf(b + 2);
     const uint8_t *sc = b + 4, *qh = b + 16, *qs = b + 48;
     for (int e = 0; e < QK_K; e++) {
       int sv, mv;
@@ -241,7 +237,7 @@ static void q6_k_to_float(const void *src, float *dst, int64_t n) {
   for (int64_t i = 0; i < n / QK_K; i++, b += 210, dst += QK_K) {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
-    float d = rdhalf(b + 208);
+    float d = qlm_rdhalf(b + 208);
     for (int e = 0; e < QK_K; e++) {
       int h = e / 128, r = e % 128, k = r / 32, l = r % 32;
       uint8_t lb = ql[64 * h + 32 * (k & 1) + l];
@@ -258,7 +254,7 @@ static void q6_k_to_float(const void *src, float *dst, int64_t n) {
 static void q8_k_to_float(const void *src, float *dst, int64_t n) {
   const uint8_t *b = src;
   for (int64_t i = 0; i < n / QK_K; i++, b += 292, dst += QK_K) {
-    float d = qlm_bits_to_f32(rd32(b));
+    float d = qlm_bits_to_f32(qlm_rd32(b));
     for (int j = 0; j < QK_K; j++) dst[j] = d * (float)(int8_t)b[4 + j];
   }
 }
