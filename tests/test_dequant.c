@@ -323,14 +323,8 @@ static void test_q8_k(void **st) {
 
 static void test_gguf_py_vectors(void **st) {
   (void)st;
-  char *path = tu_testdata("dequant/vectors.bin");
-  FILE *f = fopen(path, "rb");
-  if (!f) fail_msg("cannot open %s (run tools/gen_dequant_vectors.py)", path);
-  static uint8_t data[1 << 20];
-  size_t n = fread(data, 1, sizeof data, f);
-  fclose(f);
-  assert_true(n > 12);
-  assert_memory_equal(data, "QLMDQV1\0", 8);
+  size_t n;
+  uint8_t *data = tu_read_vectors("dequant/vectors.bin", "QLMDQV1\0", "tools/gen_dequant_vectors.py", &n);
   uint32_t entries = qlm_rd32(data + 8);
   size_t pos = 12;
   int seen[QLM_TYPE_COUNT_GGML] = {0};
@@ -364,7 +358,7 @@ static void test_gguf_py_vectors(void **st) {
                             QLM_TYPE_Q3_K, QLM_TYPE_Q4_K, QLM_TYPE_Q5_K, QLM_TYPE_Q6_K, QLM_TYPE_Q8_K};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     if (!seen[all[i]]) fail_msg("no vectors for %s", qlm_type_name(all[i]));
-  free(path);
+  free(data);
 }
 
 int main(void) {

@@ -63,14 +63,8 @@ static float *dequantize(int type, const uint8_t *blocks, int64_t n) {
 
 static void test_llama_cpp_vectors(void **st) {
   (void)st;
-  char *path = tu_testdata("quants/vectors.bin");
-  FILE *f = fopen(path, "rb");
-  if (!f) fail_msg("cannot open %s (run tools/gen_quant_vectors.py)", path);
-  static uint8_t data[1 << 20];
-  size_t n = fread(data, 1, sizeof data, f);
-  fclose(f);
-  assert_true(n > 12 && n < sizeof data);
-  assert_memory_equal(data, "QLMQV1\0\0", 8);
+  size_t n;
+  uint8_t *data = tu_read_vectors("quants/vectors.bin", "QLMQV1\0\0", "tools/gen_quant_vectors.py", &n);
   uint32_t entries = qlm_rd32(data + 8);
   size_t pos = 12;
   int cases_per_type[QLM_TYPE_COUNT_GGML] = {0};
@@ -106,7 +100,7 @@ static void test_llama_cpp_vectors(void **st) {
   for (int t = 0; t < N_TYPES; t++)
     if (cases_per_type[k_types[t].type] < 12)
       fail_msg("%s: only %d cases in vectors.bin", qlm_type_name(k_types[t].type), cases_per_type[k_types[t].type]);
-  free(path);
+  free(data);
 }
 
 /* The stress rows of hashes.txt: tools/gen_quant_vectors.py's stress_input(), bit for bit. */

@@ -74,3 +74,18 @@ char *tu_smollm2_path(void) {
   else snprintf(buf, sizeof buf, "%s/.cache/qlm/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : "");
   return strdup(buf);
 }
+
+uint8_t *tu_read_vectors(const char *rel, const char *magic8, const char *generator, size_t *n) {
+  char *path = tu_testdata(rel);
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("cannot open %s (run %s)", path, generator);
+  enum { cap = 1 << 20 };
+  uint8_t *data = malloc(cap);
+  assert_non_null(data);
+  *n = fread(data, 1, cap, f);
+  fclose(f);
+  if (*n <= 12 || *n >= cap) fail_msg("%s: unexpected size %zu", path, *n);
+  if (memcmp(data, magic8, 8) != 0) fail_msg("%s: bad magic (regenerate with %s)", path, generator);
+  free(path);
+  return data;
+}

@@ -15,6 +15,10 @@ char *tu_shared(const char *rel);
 char *tu_testdata(const char *rel);
 /* A fresh temporary directory (removed by the OS's tmp cleaning; tests remove their files). malloc'd. */
 char *tu_tmpdir(void);
+/* Read a generated vector file under tests/data (at most 1 MiB) whose first 8 bytes are `magic`;
+ * fails the test naming `generator` (the tools/ script that makes it) if it is missing or wrong.
+ * Returns a malloc'd buffer and its size. */
+uint8_t *tu_read_vectors(const char *rel, const char *magic8, const char *generator, size_t *n);
 /* Write bytes to a file; fails the test on error. */
 void tu_write_file(const char *path, const void *data, size_t n);
 /* Deterministic pseudo-random numbers (xorshift64*), for reproducible synthetic data. */

@@ -4,6 +4,7 @@
 #define QLM_BYTES_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "core/fp16.h"
 
@@ -12,6 +13,11 @@ static inline uint32_t qlm_rd32(const uint8_t *p) {
   return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static inline float qlm_rdhalf(const uint8_t *p) { return qlm_f16_to_f32(qlm_rd16(p)); }
+static inline float qlm_rdf32(const uint8_t *p) {
+  float f;
+  memcpy(&f, p, 4);
+  return f;
+}
 static inline void qlm_wr16(uint8_t *p, uint16_t v) {
   p[0] = (uint8_t)v;
   p[1] = (uint8_t)(v >> 8);

@@ -8,18 +8,13 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "kernels/qdot.h"
 
 static inline float h2f(const uint8_t *p) {
   uint16_t h;
   memcpy(&h, p, 2);
   return _cvtsh_ss(h);
-}
-
-static inline float rdf32(const uint8_t *p) {
-  float f;
-  memcpy(&f, p, 4);
-  return f;
 }
 
 static inline float hsum(__m256 v) {
@@ -113,7 +108,7 @@ float qlm_vec_dot_q4_k_avx2(const void *w, const void *a, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   float sum = 0.0f;
   for (int64_t i = 0; i < n / 256; i++, x += 144, y += 292) {
-    float dy = rdf32(y), d = dy * h2f(x), dmin = dy * h2f(x + 2);
+    float dy = qlm_rdf32(y), d = dy * h2f(x), dmin = dy * h2f(x + 2);
     uint8_t s[8], m[8];
     k4_scales(x + 4, s, m);
     int imin = 0;
@@ -154,7 +149,7 @@ float qlm_vec_dot_q6_k_avx2(const void *w, const void *a, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / 256; i++, x += 210, y += 292) {
     const int8_t *sc = (const int8_t *)(x + 192);
-    float d = rdf32(y) * h2f(x + 208);
+    float d = qlm_rdf32(y) * h2f(x + 208);
     int ioff = 0;
     for (int g = 0; g < 16; g++) ioff += sc[g] * bsum(y, g);
     __m256i isum = _mm256_setzero_si256();

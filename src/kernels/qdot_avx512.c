@@ -9,18 +9,13 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "kernels/qdot.h"
 
 static inline float h2f(const uint8_t *p) {
   uint16_t h;
   memcpy(&h, p, 2);
   return _cvtsh_ss(h);
-}
-
-static inline float rdf32(const uint8_t *p) {
-  float f;
-  memcpy(&f, p, 4);
-  return f;
 }
 
 static inline int bsum(const uint8_t *y, int g) {
@@ -122,7 +117,7 @@ float qlm_vec_dot_q4_k_avx512(const void *w, const void *a, int64_t n) {
   __m512 acc = _mm512_setzero_ps();
   float sum = 0.0f;
   for (int64_t i = 0; i < n / 256; i++, x += 144, y += 292) {
-    float dy = rdf32(y), d = dy * h2f(x), dmin = dy * h2f(x + 2);
+    float dy = qlm_rdf32(y), d = dy * h2f(x), dmin = dy * h2f(x + 2);
     const uint8_t *sc = x + 4;
     int s[8], m[8];
     for (int j = 0; j < 4; j++) {
@@ -158,7 +153,7 @@ float qlm_vec_dot_q6_k_avx512(const void *w, const void *a, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / 256; i++, x += 210, y += 292) {
     const int8_t *sc = (const int8_t *)(x + 192);
-    float d = rdf32(y) * h2f(x + 208);
+    float d = qlm_rdf32(y) * h2f(x + 208);
     int ioff = 0;
     for (int g = 0; g < 16; g++) ioff += sc[g] * bsum(y, g);
     __m512i isum = _mm512_setzero_si512();
