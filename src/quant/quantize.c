@@ -1,0 +1,417 @@
+/* quantize.c — the model-level quantization driver; rules in quantize.h.
+ *
+ * Phase 1 (timed): every tensor is dequantized to f32, permuted if its RoPE layout must change,
+ * converted to its output type by the llama.cpp-exact reference quantizers (rows split over
+ * threads), and measured by dequantizing the result again.  Phase 2: the metadata (copied from
+ * a GGUF input, or translated from hparams + vocab) and the tensors are written atomically. */
+#include "quant/quantize.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/fp16.h"
+#include "formats/gguf_write.h"
+#include "kernels/quants.h"
+#include "kernels/threadpool.h"
+
+static const struct {
+  const char *name;
+  int type;
+  int ftype; /* llama.cpp's general.file_type (LLAMA_FTYPE_*) for a model of this type */
+} k_types[] = {
+    {"q8_0", QLM_TYPE_Q8_0, 7}, {"q4_0", QLM_TYPE_Q4_0, 2}, {"q4_1", QLM_TYPE_Q4_1, 3},
+    {"q5_0", QLM_TYPE_Q5_0, 8}, {"q5_1", QLM_TYPE_Q5_1, 9}, {"q4_K", QLM_TYPE_Q4_K, 14},
+    {"q5_K", QLM_TYPE_Q5_K, 16}, {"q6_K", QLM_TYPE_Q6_K, 18}, {"f16", QLM_TYPE_F16, 1},
+    {"f32", QLM_TYPE_F32, 0},
+};
+enum { N_TYPES = sizeof k_types / sizeof k_types[0] };
+
+const char *const qlm_quantize_types = "q8_0|q4_0|q4_1|q5_0|q5_1|q4_K|q5_K|q6_K|f16|f32";
+
+int qlm_quantize_parse_type(const char *name) {
+  for (int i = 0; i < N_TYPES; i++)
+    if (strcasecmp(name, k_types[i].name) == 0) return k_types[i].type;
+  return -1;
+}
+
+static int ftype_of(int type) {
+  for (int i = 0; i < N_TYPES; i++)
+    if (k_types[i].type == type) return k_types[i].ftype;
+  return 0;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- which type each tensor gets */
+
+static bool is_linear_weight(const char *name) {
+  static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "attn_qkv",
+                                      "ffn_gate", "ffn_up", "ffn_down"};
+  if (strncmp(name, "blk.", 4) != 0) return false;
+  const char *p = name + 4;
+  if (*p < '0' || *p > '9') return false;
+  while (*p >= '0' && *p <= '9') p++;
+  if (*p++ != '.') return false;
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    size_t n = strlen(kinds[i]);
+    if (strncmp(p, kinds[i], n) == 0 && strcmp(p + n, ".weight") == 0) return true;
+  }
+  return false;
+}
+
+static bool is_matrix(const qlm_tensor *t) { return t->n_dims == 2 && t->ne[2] == 1 && t->ne[3] == 1; }
+
+int qlm_quantize_wanted_type(const qlm_tensor *t, const qlm_quant_params *p) {
+  if (!is_matrix(t)) return QLM_TYPE_F32;
+  if (strcmp(t->name, "token_embd.weight") == 0 || strcmp(t->name, "output.weight") == 0)
+    return p->embd_type < 0 ? p->type : p->embd_type;
+  return is_linear_weight(t->name) ? p->type : QLM_TYPE_F32;
+}
+
+/* ---- converting one tensor */
+
+typedef struct out_tensor {
+  int type;
+  void *data; /* [nbytes] owned */
+  size_t nbytes;
+} out_tensor;
+
+/* Work shared by the threads converting one tensor: rows [0, n_rows) of n_cols floats. */
+typedef struct convert_task {
+  const float *src;       /* [n_rows x n_cols] */
+  unsigned char *dst;     /* [n_rows x row_bytes] */
+  int type;
+  int64_t n_rows, n_cols;
+  size_t row_bytes;
+  double *err2, *norm2, *maxerr; /* [nth] partial results */
+  int *failed;            /* [nth] scratch allocation failed */
+} convert_task;
+
+static void convert_row(const convert_task *c, const float *x, unsigned char *y) {
+  if (c->type == QLM_TYPE_F32) {
+    memcpy(y, x, c->row_bytes);
+  } else if (c->type == QLM_TYPE_F16) {
+    for (int64_t j = 0; j < c->n_cols; j++) {
+      uint16_t h = qlm_f32_to_f16(x[j]);
+      y[2 * j] = (unsigned char)h;
+      y[2 * j + 1] = (unsigned char)(h >> 8);
+    }
+  } else {
+    qlm_quantizer_of(c->type)(x, y, c->n_cols);
+  }
+}
+
+static void convert_rows(void *ctx, int ith, int nth) {
+  convert_task *c = ctx;
+  float *back = malloc((size_t)c->n_cols * sizeof *back);
+  if (!back) {
+    c->failed[ith] = 1;
+    return;
+  }
+  const qlm_type_traits *tt = qlm_type_traits_of(c->type);
+  double e2 = 0, n2 = 0, mx = 0;
+  for (int64_t r = ith; r < c->n_rows; r += nth) {
+    const float *x = c->src + r * c->n_cols;
+    unsigned char *y = c->dst + (size_t)r * c->row_bytes;
+    convert_row(c, x, y);
+    tt->to_float(y, back, c->n_cols);
+    for (int64_t j = 0; j < c->n_cols; j++) {
+      double d = (double)x[j] - (double)back[j];
+      e2 += d * d;
+      n2 += (double)x[j] * (double)x[j];
+      if (fabs(d) > mx) mx = fabs(d);
+    }
+  }
+  c->err2[ith] = e2;
+  c->norm2[ith] = n2;
+  c->maxerr[ith] = mx;
+  free(back);
+}
+
+/* HF LLaMA q/k rows are in rotate-half order within each head; GGUF llama wants interleaved:
+ * HF row i (i < hd/2) -> row 2i, HF row hd/2 + i -> row 2i+1. */
+static int permute_to_interleaved(float *w, int64_t n_rows, int64_t n_cols, int hd, qlm_error *err) {
+  if (hd <= 0 || hd % 2 || n_rows % hd)
+    return qlm_fail(err, QLM_EUNSUPPORTED, "cannot permute %lld rows in heads of %d to the interleaved RoPE layout",
+                    (long long)n_rows, hd);
+  size_t head_bytes = (size_t)hd * (size_t)n_cols * sizeof *w;
+  float *tmp = qlm_malloc(head_bytes, "a RoPE permutation buffer", err);
+  if (!tmp) return QLM_ENOMEM;
+  for (int64_t h = 0; h < n_rows / hd; h++) {
+    float *head = w + h * hd * n_cols;
+    memcpy(tmp, head, head_bytes);
+    for (int i = 0; i < hd / 2; i++) {
+      memcpy(head + (size_t)(2 * i) * n_cols, tmp + (size_t)i * n_cols, (size_t)n_cols * sizeof *w);
+      memcpy(head + (size_t)(2 * i + 1) * n_cols, tmp + (size_t)(hd / 2 + i) * n_cols, (size_t)n_cols * sizeof *w);
+    }
+  }
+  free(tmp);
+  return QLM_OK;
+}
+
+static bool needs_rope_permutation(const qlm_source *src, const qlm_tensor *t) {
+  if (src->hp.arch != QLM_ARCH_LLAMA || src->hp.rope_style != QLM_ROPE_NEOX) return false;
+  return strstr(t->name, ".attn_q.weight") || strstr(t->name, ".attn_k.weight");
+}
+
+/* The source tensor as f32 (malloc'd), RoPE rows permuted if needed. */
+static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, float **out, qlm_error *err) {
+  const qlm_type_traits *tt = qlm_type_traits_of(t->type);
+  if (!tt || !tt->to_float)
+    return qlm_fail(err, QLM_EUNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32", src->path, t->name,
+                    qlm_type_name(t->type));
+  size_t bytes;
+  if (qlm_mul_overflow((size_t)n, sizeof(float), &bytes))
+    return qlm_fail(err, QLM_ELIMIT, "%s: tensor '%s' is too large", src->path, t->name);
+  float *f = qlm_malloc(bytes ? bytes : 1, "a tensor converted to f32", err);
+  if (!f) return QLM_ENOMEM;
+  tt->to_float(t->data, f, n);
+  if (needs_rope_permutation(src, t)) {
+    if (src->hp.n_rot != src->hp.head_dim) {
+      free(f);
+      return qlm_fail(err, QLM_EUNSUPPORTED, "%s: partial rotary dimensions (%d of %d) cannot be converted to GGUF llama",
+                      src->path, src->hp.n_rot, src->hp.head_dim);
+    }
+    int rc = permute_to_interleaved(f, t->ne[1], t->ne[0], src->hp.head_dim, err);
+    if (rc) {
+      free(f);
+      return qlm_fail_prefix(err, "%s: tensor '%s'", src->path, t->name);
+    }
+  }
+  *out = f;
+  return QLM_OK;
+}
+
+static int convert_tensor(const qlm_source *src, const qlm_tensor *t, qlm_pool *pool, qlm_quant_tensor *rep,
+                          out_tensor *o, qlm_error *err) {
+  int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+  float *f = NULL;
+  int rc = load_f32(src, t, n, &f, err);
+  if (rc) return rc;
+  int nth = qlm_pool_size(pool);
+  if (nth < 1) nth = 1;
+  convert_task c = {.src = f, .type = rep->type, .n_cols = t->ne[0], .n_rows = n / t->ne[0],
+                    .row_bytes = qlm_type_row_bytes(rep->type, t->ne[0])};
+  size_t nbytes = 0;
+  double *partial = calloc((size_t)nth * 3, sizeof *partial);
+  c.failed = calloc((size_t)nth, sizeof *c.failed);
+  if (c.row_bytes == 0 || qlm_mul_overflow(c.row_bytes, (size_t)c.n_rows, &nbytes)) {
+    rc = qlm_fail(err, QLM_EINTERNAL, "tensor '%s': bad output size", t->name);
+  } else if (!partial || !c.failed || !(c.dst = malloc(nbytes ? nbytes : 1))) {
+    rc = qlm_fail(err, QLM_ENOMEM, "out of memory quantizing tensor '%s'", t->name);
+  } else {
+    c.err2 = partial, c.norm2 = partial + nth, c.maxerr = partial + 2 * nth;
+    qlm_pool_run(pool, convert_rows, &c);
+    double e2 = 0, n2 = 0, mx = 0;
+    for (int i = 0; i < nth; i++) {
+      if (c.failed[i]) rc = qlm_fail(err, QLM_ENOMEM, "out of memory quantizing tensor '%s'", t->name);
+      e2 += c.err2[i], n2 += c.norm2[i], mx = fmax(mx, c.maxerr[i]);
+    }
+    rep->rel_err = n2 > 0 ? sqrt(e2 / n2) : sqrt(e2);
+    rep->max_err = mx;
+  }
+  free(f);
+  free(partial);
+  free(c.failed);
+  if (rc) {
+    free(c.dst);
+    return rc;
+  }
+  *o = (out_tensor){.type = rep->type, .data = c.dst, .nbytes = nbytes};
+  rep->bytes_out = nbytes;
+  return QLM_OK;
+}
+
+/* ---- metadata */
+
+static bool copied_key(const char *key) {
+  /* set by this writer, never copied */
+  return strcmp(key, "general.alignment") != 0 && strcmp(key, "general.file_type") != 0 &&
+         strcmp(key, "general.quantization_version") != 0 && strncmp(key, "qlm.", 4) != 0;
+}
+
+static const char *arch_name(qlm_arch a) {
+  return a == QLM_ARCH_QWEN2 ? "qwen2" : a == QLM_ARCH_GPT2 ? "gpt2" : "llama";
+}
+
+/* llama.cpp's ARCH.* keys from the hyper-parameters (for HF and llama2.c inputs). */
+static int write_hparams(qlm_gguf_writer *w, const qlm_hparams *hp, qlm_error *err) {
+  const char *a = arch_name(hp->arch);
+  char k[128];
+#define K(s) (snprintf(k, sizeof k, "%s.%s", a, s), k)
+  int rc = qlm_gguf_add_str(w, "general.architecture", a, err);
+  if (rc || (rc = qlm_gguf_add_u32(w, K("context_length"), (uint32_t)hp->n_ctx, err)) ||
+      (rc = qlm_gguf_add_u32(w, K("embedding_length"), (uint32_t)hp->n_embd, err)) ||
+      (rc = qlm_gguf_add_u32(w, K("feed_forward_length"), (uint32_t)hp->n_ff, err)) ||
+      (rc = qlm_gguf_add_u32(w, K("block_count"), (uint32_t)hp->n_layer, err)) ||
+      (rc = qlm_gguf_add_u32(w, K("attention.head_count"), (uint32_t)hp->n_head, err)) ||
+      (rc = qlm_gguf_add_u32(w, K("attention.head_count_kv"), (uint32_t)hp->n_head_kv, err)))
+    return rc;
+  if (hp->arch == QLM_ARCH_GPT2) {
+    if ((rc = qlm_gguf_add_f32(w, K("attention.layer_norm_epsilon"), hp->norm_eps, err))) return rc;
+  } else {
+    if ((rc = qlm_gguf_add_f32(w, K("attention.layer_norm_rms_epsilon"), hp->norm_eps, err)) ||
+        (rc = qlm_gguf_add_f32(w, K("rope.freq_base"), hp->rope_theta, err)) ||
+        (rc = qlm_gguf_add_u32(w, K("rope.dimension_count"), (uint32_t)hp->n_rot, err)))
+      return rc;
+  }
+  if (hp->n_head > 0 && hp->head_dim != hp->n_embd / hp->n_head &&
+      ((rc = qlm_gguf_add_u32(w, K("attention.key_length"), (uint32_t)hp->head_dim, err)) ||
+       (rc = qlm_gguf_add_u32(w, K("attention.value_length"), (uint32_t)hp->head_dim, err))))
+    return rc;
+#undef K
+  return QLM_OK;
+}
+
+static int add_token_id(qlm_gguf_writer *w, const char *key, int id, qlm_error *err) {
+  return id >= 0 ? qlm_gguf_add_u32(w, key, (uint32_t)id, err) : QLM_OK;
+}
+
+/* tokenizer.ggml.* from a qlm_vocab (for HF and llama2.c inputs). */
+static int write_vocab(qlm_gguf_writer *w, const qlm_source *src, qlm_error *err) {
+  const qlm_vocab *v = &src->vocab;
+  if (v->n_tokens == 0) return QLM_OK;
+  if (v->kind == QLM_TOK_NONE)
+    return qlm_fail(err, QLM_EUNSUPPORTED, "%s: the tokenizer kind cannot be written to GGUF", src->path);
+  for (int i = 0; i < v->n_tokens; i++)
+    if (v->token_len && (size_t)v->token_len[i] != strlen(v->tokens[i]))
+      return qlm_fail(err, QLM_EUNSUPPORTED, "%s: token %d contains a NUL byte, which GGUF strings cannot hold",
+                      src->path, i);
+  int rc = qlm_gguf_add_str(w, "tokenizer.ggml.model", v->kind == QLM_TOK_SPM ? "llama" : "gpt2", err);
+  if (rc || (rc = qlm_gguf_add_str_arr(w, "tokenizer.ggml.tokens", v->tokens, (uint64_t)v->n_tokens, err)))
+    return rc;
+  /* scores and token types are packed little-endian, as a GGUF array stores them */
+  size_t n = (size_t)v->n_tokens;
+  unsigned char *le = qlm_malloc(4 * n, "tokenizer arrays", err);
+  if (!le) return QLM_ENOMEM;
+  if (v->scores) {
+    for (size_t i = 0; i < n; i++) {
+      uint32_t b = qlm_f32_to_bits(v->scores[i]);
+      for (int j = 0; j < 4; j++) le[4 * i + (size_t)j] = (unsigned char)(b >> (8 * j));
+    }
+    rc = qlm_gguf_add_arr(w, "tokenizer.ggml.scores", QLM_META_F32, le, n, err);
+  }
+  if (!rc && v->token_type) {
+    for (size_t i = 0; i < n; i++) {
+      uint32_t b = (uint32_t)v->token_type[i];
+      for (int j = 0; j < 4; j++) le[4 * i + (size_t)j] = (unsigned char)(b >> (8 * j));
+    }
+    rc = qlm_gguf_add_arr(w, "tokenizer.ggml.token_type", QLM_META_I32, le, n, err);
+  }
+  free(le);
+  if (!rc && v->n_merges > 0)
+    rc = qlm_gguf_add_str_arr(w, "tokenizer.ggml.merges", v->merges, (uint64_t)v->n_merges, err);
+  if (!rc && v->pre[0]) rc = qlm_gguf_add_str(w, "tokenizer.ggml.pre", v->pre, err);
+  if (rc || (rc = add_token_id(w, "tokenizer.ggml.bos_token_id", v->bos_id, err)) ||
+      (rc = add_token_id(w, "tokenizer.ggml.eos_token_id", v->eos_id, err)) ||
+      (rc = add_token_id(w, "tokenizer.ggml.unknown_token_id", v->unk_id, err)) ||
+      (rc = add_token_id(w, "tokenizer.ggml.padding_token_id", v->pad_id, err)) ||
+      (rc = qlm_gguf_add_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos, err)) ||
+      (rc = qlm_gguf_add_bool(w, "tokenizer.ggml.add_eos_token", v->add_eos, err)) ||
+      (rc = qlm_gguf_add_bool(w, "tokenizer.ggml.add_space_prefix", v->add_space_prefix, err)))
+    return rc;
+  return QLM_OK;
+}
+
+static int write_metadata(qlm_gguf_writer *w, const qlm_source *src, const qlm_quant_params *p, double seconds,
+                          qlm_error *err) {
+  int rc = QLM_OK;
+  if (strcmp(src->format, "gguf") == 0) {
+    for (int i = 0; i < src->n_meta && !rc; i++)
+      if (copied_key(src->meta[i].key)) rc = qlm_gguf_add_meta(w, &src->meta[i], err);
+  } else {
+    rc = write_hparams(w, &src->hp, err);
+    if (!rc) rc = write_vocab(w, src, err);
+  }
+  if (rc || (rc = qlm_gguf_add_u32(w, "general.file_type", (uint32_t)ftype_of(p->type), err)) ||
+      (rc = qlm_gguf_add_u32(w, "general.quantization_version", 2, err)) ||
+      (rc = qlm_gguf_add_str(w, "qlm.version", QLM_VERSION, err)) ||
+      (rc = qlm_gguf_add_str(w, "qlm.source", p->source_label ? p->source_label : src->path, err)) ||
+      (rc = qlm_gguf_add_str(w, "qlm.quantize.type", qlm_type_name(p->type), err)) ||
+      (rc = qlm_gguf_add_f32(w, "qlm.quantize.seconds", (float)seconds, err)))
+    return rc;
+  return QLM_OK;
+}
+
+/* ---- the driver */
+
+/* llama.cpp's choice for a k-quant tensor whose rows are not a multiple of 256 (llama-quantize,
+ * llama_tensor_get_type); the caller goes on to f16 when 32 does not divide the rows either.
+ * Legacy types go straight to f16 (llama-quantize refuses them for such shapes). */
+static int fallback_type(int type) {
+  switch (type) {
+  case QLM_TYPE_Q4_K: return QLM_TYPE_Q5_0;
+  case QLM_TYPE_Q5_K: return QLM_TYPE_Q5_1;
+  case QLM_TYPE_Q6_K: return QLM_TYPE_Q8_0;
+  default: return QLM_TYPE_F16;
+  }
+}
+
+static void fill_report(const qlm_source *src, int i, const qlm_quant_params *p, qlm_quant_tensor *r) {
+  const qlm_tensor *t = &src->tensors[i];
+  *r = (qlm_quant_tensor){.index = i + 1, .n_tensors = src->n_tensors, .name = t->name, .n_dims = t->n_dims,
+                          .src_type = t->type, .bytes_in = t->nbytes};
+  memcpy(r->ne, t->ne, sizeof r->ne);
+  r->wanted_type = qlm_quantize_wanted_type(t, p);
+  r->type = r->wanted_type;
+  if (t->ne[0] % qlm_type_traits_of(r->type)->block_size != 0) { /* not a whole number of blocks */
+    r->type = fallback_type(r->type);
+    if (t->ne[0] % qlm_type_traits_of(r->type)->block_size != 0) r->type = QLM_TYPE_F16;
+    r->fallback = true;
+  }
+  r->quantized = r->type != QLM_TYPE_F32;
+}
+
+static int check_params(const qlm_quant_params *p, qlm_error *err) {
+  if (qlm_quantize_parse_type(qlm_type_name(p->type)) < 0)
+    return qlm_fail(err, QLM_EUSAGE, "quantize: type %s is not supported (use %s)", qlm_type_name(p->type),
+                    qlm_quantize_types);
+  if (p->embd_type >= 0 && qlm_quantize_parse_type(qlm_type_name(p->embd_type)) < 0)
+    return qlm_fail(err, QLM_EUSAGE, "quantize: embedding type %s is not supported", qlm_type_name(p->embd_type));
+  return QLM_OK;
+}
+
+int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_params *p, qlm_quant_summary *sum,
+                 qlm_error *err) {
+  *sum = (qlm_quant_summary){.n_tensors = src->n_tensors, .n_params = qlm_source_n_params(src)};
+  int rc = check_params(p, err);
+  if (rc) return rc;
+  out_tensor *outs = qlm_calloc((size_t)(src->n_tensors ? src->n_tensors : 1), sizeof *outs, "output tensors", err);
+  if (!outs) return QLM_ENOMEM;
+  qlm_pool *pool = p->n_threads > 1 ? qlm_pool_new(p->n_threads) : NULL;
+  double t0 = now_s();
+  for (int i = 0; i < src->n_tensors && !rc; i++) {
+    qlm_quant_tensor r;
+    fill_report(src, i, p, &r);
+    rc = convert_tensor(src, &src->tensors[i], pool, &r, &outs[i], err);
+    if (rc) break;
+    sum->bytes_in += r.bytes_in;
+    sum->bytes_out += r.bytes_out;
+    if (r.fallback) sum->n_fallback++;
+    else if (r.quantized) sum->n_quantized++;
+    else sum->n_kept++;
+    if (p->on_tensor) p->on_tensor(p->ctx, &r);
+  }
+  sum->seconds = now_s() - t0;
+  qlm_pool_free(pool);
+  qlm_gguf_writer *w = rc ? NULL : qlm_gguf_writer_new(err);
+  if (!rc && !w) rc = err && err->code ? err->code : QLM_ENOMEM;
+  if (!rc) rc = write_metadata(w, src, p, sum->seconds, err);
+  for (int i = 0; i < src->n_tensors && !rc; i++) {
+    const qlm_tensor *t = &src->tensors[i];
+    rc = qlm_gguf_add_tensor(w, t->name, outs[i].type, t->n_dims, t->ne, outs[i].data, outs[i].nbytes, err);
+  }
+  if (!rc) rc = qlm_gguf_write(w, out_path, &sum->file_bytes, err);
+  qlm_gguf_writer_free(w);
+  for (int i = 0; i < src->n_tensors; i++) free(outs[i].data);
+  free(outs);
+  return rc;
+}

@@ -1,0 +1,73 @@
+/* quantize.h — `qlm quantize`: convert a model's weights to one of llama.cpp's block types and
+ * write a self-contained GGUF file.
+ *
+ * Which tensors get the target type: the 2-D weight matrices of the linear layers
+ * (blk.N.attn_q/k/v/output, attn_qkv, ffn_gate/up/down .weight).  token_embd.weight and
+ * output.weight get `embd_type` (default f32).  Everything else (norms, biases, position
+ * embeddings) is written as f32.  Input tensors of any type are first dequantized with the type
+ * traits' to_float, so an already-quantized GGUF can be re-quantized.
+ *
+ * Fallback: a matrix whose row length is not a multiple of the target's block size (32 for the
+ * legacy types, 256 for the k-quants) gets another type, chosen as llama-quantize does: q4_K ->
+ * q5_0, q5_K -> q5_1, q6_K -> q8_0, and f16 when 32 does not divide the rows either (e.g.
+ * stories260K's ffn_down with 172 columns).  Legacy types fall back to f16 directly (where
+ * llama-quantize refuses the model).  Fallbacks are reported per tensor and counted. 
+ *
+ * RoPE layout: GGUF "llama" files use the interleaved layout; a Hugging Face LLaMA checkpoint
+ * stores q/k in the rotate-half layout, so its attn_q/attn_k rows are permuted back per head
+ * (HF row i < hd/2 -> row 2i, HF row hd/2 + i -> row 2i+1).  qwen2 GGUF files keep rotate-half. */
+#ifndef QLM_QUANTIZE_H
+#define QLM_QUANTIZE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "formats/source.h"
+
+/* What happened to one tensor (passed to the progress callback). */
+typedef struct qlm_quant_tensor {
+  int index, n_tensors;  /* 1-based position, total */
+  const char *name;
+  int n_dims;
+  int64_t ne[4];
+  int src_type, type;    /* storage type in the input / in the output */
+  int wanted_type;       /* the type the rules asked for (!= type when fallen back) */
+  bool quantized;        /* got a type other than f32 chosen by the rules */
+  bool fallback;         /* wanted_type could not hold the shape: written as `type` */
+  double rel_err;        /* ||W - deq(Q(W))||_F / ||W||_F (0 for exact types) */
+  double max_err;        /* max |W - deq(Q(W))| */
+  size_t bytes_in, bytes_out;
+} qlm_quant_tensor;
+
+typedef struct qlm_quant_summary {
+  int n_tensors, n_quantized, n_kept, n_fallback;
+  int64_t n_params;
+  uint64_t bytes_in;     /* tensor data of the input */
+  uint64_t bytes_out;    /* tensor data written */
+  uint64_t file_bytes;   /* size of the output file */
+  double seconds;        /* wall time of the quantization phase (not the writing) */
+} qlm_quant_summary;
+
+typedef struct qlm_quant_params {
+  int type;              /* target qlm_type for the linear layers */
+  int embd_type;         /* type of token_embd/output; -1 = same as type */
+  int n_threads;         /* 1.. */
+  const char *source_label; /* written as qlm.source (NULL: src->path) */
+  void (*on_tensor)(void *ctx, const qlm_quant_tensor *t); /* progress, may be NULL */
+  void *ctx;
+} qlm_quant_params;
+
+/* llama.cpp's name of a target type ("q4_K") -> qlm_type, or -1.  Accepts the types listed in
+ * qlm_quantize_types (case-insensitive). */
+int qlm_quantize_parse_type(const char *name);
+extern const char *const qlm_quantize_types; /* "q8_0|q4_0|...|f32" for help texts */
+
+/* Quantize src into the GGUF file out_path (written atomically). */
+int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_params *p, qlm_quant_summary *sum,
+                 qlm_error *err);
+
+/* The type the rules choose for a tensor of `name` and shape, before fallback. */
+int qlm_quantize_wanted_type(const qlm_tensor *t, const qlm_quant_params *p);
+
+#endif
