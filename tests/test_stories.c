@@ -167,11 +167,34 @@ static void test_formats_agree(void **st) {
   unload(&h);
 }
 
+/* Without an add_bos_token key a SentencePiece GGUF adds BOS (llama.cpp's default), so a prompt
+ * tokenizes as it does from the llama2.c copy, whose tokenizer always adds it. */
+static void test_prompt_tokens_agree(void **st) {
+  (void)st;
+  loaded g, b;
+  load("models/stories260K/stories260K.gguf", NULL, &g);
+  load("models/stories260K/stories260K.bin", "models/stories260K/tok512.bin", &b);
+  const char *text = "Once upon a time";
+  int32_t *ig, *ib;
+  int ng, nb;
+  qlm_error err = {0};
+  assert_int_equal(qlm_tokenize(g.tok, text, strlen(text), 1, 0, &ig, &ng, &err), 0);
+  assert_int_equal(qlm_tokenize(b.tok, text, strlen(text), 1, 0, &ib, &nb, &err), 0);
+  assert_int_equal(ng, nb);
+  assert_int_equal(ig[0], 1);
+  assert_memory_equal(ig, ib, (size_t)ng * sizeof *ig);
+  free(ig);
+  free(ib);
+  unload(&g);
+  unload(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_greedy_gguf),
       cmocka_unit_test(test_greedy_llama2c),
       cmocka_unit_test(test_formats_agree),
+      cmocka_unit_test(test_prompt_tokens_agree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -412,7 +412,9 @@ static int fill_vocab(qlm_source *src, qlm_error *err) {
   if (model && strcmp(model, "llama") == 0) v->kind = QLM_TOK_SPM;
   else if (model && strcmp(model, "gpt2") == 0) v->kind = QLM_TOK_BPE;
   /* "bert" and others: the tokens are still described, but kind stays NONE */
+  /* llama.cpp's defaults when the keys are absent: SentencePiece vocabs add BOS and a space prefix */
   v->add_space_prefix = v->kind == QLM_TOK_SPM;
+  v->add_bos = v->kind == QLM_TOK_SPM;
   if (toks->arr_len > INT32_MAX) return qlm_fail(err, QLM_ELIMIT, "%s: too many tokens", src->path);
   int n = (int)toks->arr_len;
   if ((rc = get_arr(src, "tokenizer.ggml.scores", QLM_META_F32, n, &scores, err)) ||
