@@ -87,20 +87,9 @@ static char *dup_n(const char *s, size_t n, qlm_error *err) {
   return p;
 }
 
-/* Bytes of one scalar value of a metadata type; 0 for string/array. */
-static size_t meta_scalar_size(uint32_t t) {
-  switch (t) {
-  case QLM_META_U8: case QLM_META_I8: case QLM_META_BOOL: return 1;
-  case QLM_META_U16: case QLM_META_I16: return 2;
-  case QLM_META_U32: case QLM_META_I32: case QLM_META_F32: return 4;
-  case QLM_META_U64: case QLM_META_I64: case QLM_META_F64: return 8;
-  default: return 0;
-  }
-}
-
 /* Decode one scalar at p into m->v. */
 static void meta_scalar(qlm_meta *m, uint32_t t, const uint8_t *p) {
-  uint64_t u = le(p, (int)meta_scalar_size(t));
+  uint64_t u = le(p, (int)qlm_meta_scalar_size(t));
   switch (t) {
   case QLM_META_I8: m->v.i = (int8_t)u; break;
   case QLM_META_I16: m->v.i = (int16_t)u; break;
@@ -121,7 +110,7 @@ static int read_value(reader *r, qlm_meta *m, uint32_t t) {
   int tok = strncmp(m->key, "tokenizer.", 10) == 0;
   uint64_t max_str = tok ? GGUF_MAX_TOK_STRING : GGUF_MAX_STRING;
   m->type = (qlm_meta_type)t;
-  size_t sz = meta_scalar_size(t);
+  size_t sz = qlm_meta_scalar_size(t);
   if (sz) {
     if (need(r, sz, what)) return QLM_EFORMAT;
     meta_scalar(m, t, r->data + r->pos);
@@ -148,7 +137,7 @@ static int read_value(reader *r, qlm_meta *m, uint32_t t) {
   if (rc || (rc = rd_u64(r, &count, what))) return rc;
   if (et == QLM_META_ARRAY)
     return qlm_fail(r->err, QLM_EUNSUPPORTED, "%s: metadata '%s': nested arrays are not supported", r->path, m->key);
-  if (et != QLM_META_STRING && !meta_scalar_size(et))
+  if (et != QLM_META_STRING && !qlm_meta_scalar_size(et))
     return qlm_fail(r->err, QLM_EFORMAT, "%s: metadata '%s': unknown array element type %u", r->path, m->key, et);
   if (count > GGUF_MAX_ARRAY)
     return qlm_fail(r->err, QLM_ELIMIT, "%s: metadata '%s': array of %llu elements exceeds the limit of %d", r->path,
@@ -156,7 +145,7 @@ static int read_value(reader *r, qlm_meta *m, uint32_t t) {
   m->arr_type = (qlm_meta_type)et;
   /* every element takes at least its scalar size (strings: the u64 length), so the file size
    * bounds what we allocate below */
-  size_t min_bytes = (size_t)count * (et == QLM_META_STRING ? 8 : meta_scalar_size(et));
+  size_t min_bytes = (size_t)count * (et == QLM_META_STRING ? 8 : qlm_meta_scalar_size(et));
   if (need(r, min_bytes, what)) return QLM_EFORMAT;
   if (et != QLM_META_STRING) {
     m->arr = r->data + r->pos;

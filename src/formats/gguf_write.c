@@ -69,16 +69,6 @@ static int put_str(bytes *b, const char *s, qlm_error *err) {
   return put_le(b, n, 8, err) || put(b, s, n, err) ? QLM_ENOMEM : QLM_OK;
 }
 
-static size_t scalar_size(qlm_meta_type t) {
-  switch (t) {
-  case QLM_META_U8: case QLM_META_I8: case QLM_META_BOOL: return 1;
-  case QLM_META_U16: case QLM_META_I16: return 2;
-  case QLM_META_U32: case QLM_META_I32: case QLM_META_F32: return 4;
-  case QLM_META_U64: case QLM_META_I64: case QLM_META_F64: return 8;
-  default: return 0;
-  }
-}
-
 qlm_gguf_writer *qlm_gguf_writer_new(qlm_error *err) {
   qlm_gguf_writer *w = qlm_calloc(1, sizeof *w, "a GGUF writer", err);
   if (w && qlm_gguf_add_u32(w, "general.alignment", QLM_GGUF_ALIGNMENT, err)) {
@@ -113,7 +103,7 @@ static int begin_kv(qlm_gguf_writer *w, const char *key, qlm_meta_type type, qlm
 }
 
 int qlm_gguf_add_scalar(qlm_gguf_writer *w, const char *key, qlm_meta_type type, uint64_t bits, qlm_error *err) {
-  size_t sz = scalar_size(type);
+  size_t sz = qlm_meta_scalar_size(type);
   if (!sz) return qlm_fail(err, QLM_EINTERNAL, "GGUF writer: '%s': type %d is not a scalar", key, (int)type);
   int rc = begin_kv(w, key, type, err);
   return rc ? rc : put_le(&w->kv, bits, (int)sz, err);
@@ -144,7 +134,7 @@ int qlm_gguf_add_str(qlm_gguf_writer *w, const char *key, const char *s, qlm_err
 
 int qlm_gguf_add_arr(qlm_gguf_writer *w, const char *key, qlm_meta_type et, const void *data, uint64_t n,
                      qlm_error *err) {
-  size_t sz = scalar_size(et), total;
+  size_t sz = qlm_meta_scalar_size(et), total;
   if (!sz) return qlm_fail(err, QLM_EINTERNAL, "GGUF writer: '%s': array element type %d is not numeric", key, (int)et);
   if (n > SIZE_MAX || qlm_mul_overflow((size_t)n, sz, &total))
     return qlm_fail(err, QLM_ELIMIT, "GGUF writer: '%s': array too large", key);

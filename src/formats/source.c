@@ -8,6 +8,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
+size_t qlm_meta_scalar_size(int type) {
+  switch (type) {
+  case QLM_META_U8: case QLM_META_I8: case QLM_META_BOOL: return 1;
+  case QLM_META_U16: case QLM_META_I16: return 2;
+  case QLM_META_U32: case QLM_META_I32: case QLM_META_F32: return 4;
+  case QLM_META_U64: case QLM_META_I64: case QLM_META_F64: return 8;
+  default: return 0;
+  }
+}
+
 qlm_source *qlm_source_new(const char *path, const char *format, qlm_error *err) {
   qlm_source *s = qlm_calloc(1, sizeof *s, "model source", err);
   if (!s) return NULL;

@@ -28,6 +28,7 @@
 #define QLM_SOURCE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -78,6 +79,9 @@ typedef enum qlm_meta_type {
   QLM_META_U8, QLM_META_I8, QLM_META_U16, QLM_META_I16, QLM_META_U32, QLM_META_I32,
   QLM_META_F32, QLM_META_BOOL, QLM_META_STRING, QLM_META_ARRAY, QLM_META_U64, QLM_META_I64, QLM_META_F64,
 } qlm_meta_type; /* numeric values equal GGUF's value-type ids */
+
+/* Bytes of one scalar value of a metadata type (GGUF's sizes); 0 for string and array. */
+size_t qlm_meta_scalar_size(int type);
 
 typedef struct qlm_meta {
   char *key;
