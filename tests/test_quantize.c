@@ -555,8 +555,80 @@ static void test_cli(void **state) {
   free(model);
 }
 
+/* Methods, rules and the qlm model file through the command line, as a user runs them. */
+static void test_cli_methods(void **state) {
+  (void)state;
+  char *model = tu_shared(STORIES), *dir = tu_tmpdir(), args[2048], out[512], rules[512];
+  snprintf(out, sizeof out, "%s/a4.gguf", dir);
+  snprintf(args, sizeof args, "quantize -m '%s' -o '%s' --method absmax --bits 4 --group 64", model, out);
+  run_result r = run_cli("", args);
+  if (r.status) fail_msg("%s", r.err);
+  assert_non_null(strstr(r.out, "absmax bits=4 group=64"));
+  assert_non_null(strstr(r.out, "ETA"));
+  assert_non_null(strstr(r.out, "4.250 bpw")); /* half scale + 32 bytes per 64 weights */
+  assert_non_null(strstr(r.out, "group 64 does not divide the 172 columns: used 43"));
+  run_free(&r);
+  snprintf(args, sizeof args, "info '%s'", out);
+  r = run_cli("", args);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "default method 'absmax'"));
+  assert_non_null(strstr(r.out, "absmax4_g64"));
+  assert_non_null(strstr(r.out, "absmax bits=4 group=64"));
+  run_free(&r);
+  snprintf(args, sizeof args, "run -m '%s' --temp 0 -n 8 -q", out);
+  r = run_cli("", args);
+  assert_int_equal(r.status, 0);
+  run_free(&r);
+  /* LLM.int8(): run reports the outlier columns it saw */
+  snprintf(args, sizeof args, "quantize -m '%s' -o '%s' --method llm-int8 --threshold 3", model, out);
+  r = run_cli("", args);
+  if (r.status) fail_msg("%s", r.err);
+  assert_non_null(strstr(r.out, "llm-int8 threshold=3"));
+  run_free(&r);
+  snprintf(args, sizeof args, "run -m '%s' --temp 0 -n 8", out);
+  r = run_cli("", args);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.err, "LLM.int8():"));
+  run_free(&r);
+  /* usage errors: exit 2 and a message that says what is wrong */
+  const char *bad[][2] = {
+      {"--method nope", "unknown method 'nope'"},
+      {"--bits 4", "need --method"},
+      {"--method absmax --bits 9", "bits=9"},
+      {"--method absmax --type q8_0", "not both"},
+      {"--method absmax --opt colour=red", "unknown option 'colour'"},
+      {"", "say what to do"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(args, sizeof args, "quantize -m '%s' -o '%s' %s", model, out, bad[i][0]);
+    r = run_cli("", args);
+    assert_int_equal(r.status, 2);
+    if (!strstr(r.err, bad[i][1])) fail_msg("'%s': %s", bad[i][0], r.err);
+    run_free(&r);
+  }
+  snprintf(args, sizeof args, "export-gguf -m '%s' -o '%s' --method absmax", model, out);
+  r = run_cli("", args);
+  assert_int_equal(r.status, 2);
+  run_free(&r);
+  /* a rules file: errors name the file and line */
+  snprintf(rules, sizeof rules, "%s/rules.txt", dir);
+  const char *text = "layers=0-1 absmax bits=8\ncomponent=feet nf4\n";
+  tu_write_file(rules, text, strlen(text));
+  snprintf(args, sizeof args, "quantize -m '%s' -o '%s' --rules '%s'", model, out, rules);
+  r = run_cli("", args);
+  assert_int_equal(r.status, 2);
+  char want[600];
+  snprintf(want, sizeof want, "%s:2", rules);
+  if (!strstr(r.err, want)) fail_msg("%s", r.err);
+  run_free(&r);
+  rm_rf(dir);
+  free(dir);
+  free(model);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_cli_methods),
       cmocka_unit_test(test_stories_q8_0),
       cmocka_unit_test(test_every_type_generates),
       cmocka_unit_test(test_other_sources),

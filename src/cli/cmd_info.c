@@ -46,11 +46,47 @@ static void print_meta(const qlm_meta *m) {
   }
 }
 
+/* The tensor whose companion t is (its name plus a suffix such as ".absmax_q", quant/method.h),
+ * or -1. */
+static int companion_of(const qlm_source *s, const qlm_tensor *t) {
+  const char *dot = strstr(t->name, ".weight.");
+  if (!dot) return -1;
+  size_t n = (size_t)(dot - t->name) + strlen(".weight");
+  for (int i = 0; i < s->n_tensors; i++)
+    if (strlen(s->tensors[i].name) == n && !strncmp(s->tensors[i].name, t->name, n)) return i;
+  return -1;
+}
+
+static int64_t n_elems(const qlm_tensor *t) { return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; }
+
+/* Bytes of tensor i with its companions. */
+static size_t bytes_with_companions(const qlm_source *s, int i) {
+  size_t b = s->tensors[i].nbytes;
+  for (int j = 0; j < s->n_tensors; j++)
+    if (companion_of(s, &s->tensors[j]) == i) b += s->tensors[j].nbytes;
+  return b;
+}
+
+static const char *tensor_method(const qlm_source *s, const char *name) {
+  char key[320];
+  snprintf(key, sizeof key, "qlm.tensor.%s.method", name);
+  const qlm_meta *m = qlm_source_meta(s, key);
+  return m && m->type == QLM_META_STRING ? m->v.s : NULL;
+}
+
 static void print_summary(const qlm_source *s) {
   const qlm_hparams *h = &s->hp;
-  int64_t params = qlm_source_n_params(s);
-  size_t bytes = 0;
-  for (int i = 0; i < s->n_tensors; i++) bytes += s->tensors[i].nbytes;
+  int64_t params = 0, q_params = 0;
+  size_t bytes = 0, q_bytes = 0;
+  for (int i = 0; i < s->n_tensors; i++) {
+    bytes += s->tensors[i].nbytes;
+    if (companion_of(s, &s->tensors[i]) >= 0) continue; /* not weights */
+    params += n_elems(&s->tensors[i]);
+    if (tensor_method(s, s->tensors[i].name)) {
+      q_params += n_elems(&s->tensors[i]);
+      q_bytes += bytes_with_companions(s, i);
+    }
+  }
   printf("model:        %s (%s)\n", s->path, s->format);
   if (h->n_layer > 0) {
     printf("architecture: %s, rope %s, theta %g\n", arch_name(h->arch), rope_name(h->rope_style), h->rope_theta);
@@ -64,22 +100,34 @@ static void print_summary(const qlm_source *s) {
   }
   printf("parameters:   %" PRId64 " (%.2f M) in %d tensors, %zu bytes, %.3f bits/weight\n", params, params / 1e6,
          s->n_tensors, bytes, params ? 8.0 * (double)bytes / (double)params : 0.0);
+  const qlm_meta *qm = qlm_source_meta(s, "qlm.quantize.method");
+  if (qm && qm->type == QLM_META_STRING) {
+    const qlm_meta *rules = qlm_source_meta(s, "qlm.quantize.rules");
+    printf("quantized:    by qlm, default method '%s'%s; %" PRId64 " weights in quantized tensors at %.3f bits/weight\n",
+           qm->v.s, rules ? " with rules (see --meta)" : "", q_params,
+           q_params ? 8.0 * (double)q_bytes / (double)q_params : 0.0);
+  }
   const qlm_vocab *v = &s->vocab;
   printf("tokenizer:    %s, %d tokens, %d merges, pre '%s', bos %d, eos %d, add_bos %s\n", tok_name(v->kind), v->n_tokens,
          v->n_merges, v->pre, v->bos_id, v->eos_id, v->add_bos ? "yes" : "no");
 }
 
 static void print_tensors(const qlm_source *s) {
-  printf("\n  %-32s %-6s %-22s %12s %8s\n", "tensor", "type", "shape (ne0 first)", "bytes", "bits/w");
+  printf("\n  %-32s %-14s %-18s %12s %8s  %s\n", "tensor", "type", "shape (ne0 first)", "bytes", "bits/w", "method");
   for (int i = 0; i < s->n_tensors; i++) {
     const qlm_tensor *t = &s->tensors[i];
     char shape[64];
     int n = snprintf(shape, sizeof shape, "%" PRId64, t->ne[0]);
     for (int d = 1; d < t->n_dims && n < (int)sizeof shape; d++)
       n += snprintf(shape + n, sizeof shape - (size_t)n, " x %" PRId64, t->ne[d]);
-    int64_t count = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
-    printf("  %-32s %-6s %-22s %12zu %8.3f\n", t->name, qlm_type_name(t->type), shape, t->nbytes,
-           count ? 8.0 * (double)t->nbytes / (double)count : 0.0);
+    int64_t count = n_elems(t);
+    bool comp = companion_of(s, t) >= 0;
+    size_t b = comp ? t->nbytes : bytes_with_companions(s, i); /* a weight's bytes include its companions */
+    const char *method = tensor_method(s, t->name);
+    char bpw[16] = "";
+    if (!comp && count) snprintf(bpw, sizeof bpw, "%.3f", 8.0 * (double)b / (double)count);
+    printf("  %-32s %-14s %-18s %12zu %8s  %s\n", t->name, qlm_type_name(t->type), shape, b, bpw,
+           comp ? "(companion)" : method ? method : "");
   }
 }
 

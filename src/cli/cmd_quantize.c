@@ -1,48 +1,120 @@
-/* cmd_quantize.c — `qlm quantize`: write a model's weights in one of llama.cpp's block types. */
+/* cmd_quantize.c — `qlm quantize` (any method, selective precision) and `qlm export-gguf`
+ * (llama.cpp block types only, a file llama.cpp loads). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "quant/quantize.h"
 
 typedef struct quant_opts {
   const char *model, *tokenizer, *out;
+  const qlm_quant_method *method;
+  qlm_quant_opts qo;
   int type, embd_type;
   long threads;
+  qlm_rules *rules;
+  bool export_gguf;        /* export-gguf: --type only */
 } quant_opts;
 
-static void usage(FILE *f) {
+static void list_methods(FILE *f) {
+  const qlm_quant_method *const *m = qlm_quant_methods();
+  for (int i = 0; m[i]; i++) fprintf(f, "  %-10s %s\n  %-10s   options: %s\n", m[i]->name, m[i]->summary, "",
+                                     m[i]->options ? m[i]->options : "-");
+}
+
+static void usage(FILE *f, bool export_gguf) {
+  if (export_gguf) {
+    fprintf(f,
+            "usage: qlm export-gguf -m MODEL -o OUT.gguf --type TYPE [--keep-embeddings f32|f16|same] [-t N]\n\n"
+            "Writes a GGUF file llama.cpp loads: linear weights in llama.cpp's block type TYPE (%s),\n"
+            "byte-identical to llama.cpp's reference quantizers; same as qlm quantize --type TYPE.\n",
+            qlm_quantize_types);
+    return;
+  }
   fprintf(f,
-          "usage: qlm quantize -m MODEL -o OUT.gguf --type TYPE [options]\n\n"
-          "Writes a GGUF file (readable by qlm and llama.cpp) whose linear-layer weights\n"
-          "(attn_q/k/v/output, attn_qkv, ffn_gate/up/down) are stored as TYPE; norms and biases stay f32.\n"
-          "A matrix whose rows are not a whole number of TYPE's blocks (32 weights, 256 for *_K) falls\n"
-          "back as llama-quantize does (q4_K->q5_0, q5_K->q5_1, q6_K->q8_0, else f16); fallbacks are\n"
-          "listed. Already-quantized inputs are\n"
-          "dequantized first. The output is written to a temporary file and renamed into place.\n\n"
+          "usage: qlm quantize -m MODEL -o OUT.gguf (--method M [--bits B] [--group G] | --type TYPE)\n"
+          "                    [--rules FILE] [--rule 'SELECTOR ACTION [key=value...]'] [options]\n\n"
+          "Quantizes the linear-layer weights (attn_q/k/v/output, attn_qkv, ffn_gate/up/down) with a method\n"
+          "and writes the qlm model file: one GGUF holding the quantized tensors (qlm's own types where\n"
+          "llama.cpp has none), the method and options of every tensor, the source and the time taken.\n"
+          "qlm run/info/eval load it directly. Norms and biases stay f32; embeddings and output head f32\n"
+          "unless --keep-embeddings or a rule says otherwise. Any input qlm loads works (HF folder, GGUF,\n"
+          "also already-quantized, llama2.c); it is dequantized first. Written to a temporary file and renamed.\n\n"
           "  -m, --model PATH          GGUF file, HF folder or llama2.c .bin (default %s)\n"
           "      --tokenizer PATH      tokenizer.bin / tokenizer.json overriding the model's\n"
-          "  -o, --output PATH         the GGUF file to write (required)\n"
-          "      --type TYPE           %s (required)\n"
-          "      --keep-embeddings T   type of token_embd/output: f32 (default), f16, or same (= TYPE)\n"
+          "  -o, --output PATH         the file to write (required)\n"
+          "      --method M            quantization method for the linear layers (below)\n"
+          "      --bits B              bits per weight (absmax/zeropoint: 2..8)\n"
+          "      --group G             group size along a row: a number, 'channel' (default) or 'tensor'\n"
+          "      --dq                  nf4/fp4: double quantization of the absmax constants\n"
+          "      --threshold T         llm-int8: outlier threshold on |activation| (default 6.0)\n"
+          "      --opt KEY=VALUE       any other method option\n"
+          "      --type TYPE           llama.cpp type instead of a method: %s\n"
+          "      --rules FILE          selective precision rules, one per line (first match wins)\n"
+          "      --rule 'RULE'         one rule on the command line (before the file's rules; repeatable)\n"
+          "      --keep-embeddings T   token_embd/output: f32 (default), f16, or same (= the linear layers)\n"
           "  -t, --threads N           threads (default: all %d CPUs)\n\n"
-          "Prints per tensor: shape, type, relative error ||W-Q||/||W|| and max |W-Q|; then a summary.\n"
-          "example: qlm quantize -m stories260K.gguf -o stories260K.q8_0.gguf --type q8_0\n",
+          "Methods:\n",
           cli_default_model(), qlm_quantize_types, cli_default_threads());
+  list_methods(f);
+  fprintf(f,
+          "\nRules: SELECTOR ACTION [key=value ...], SELECTOR = * or comma-separated layers=0-4|10,\n"
+          "component=attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|embd|output|attn|ffn|linear,\n"
+          "name=GLOB; ACTION = a method or f32/f16. Example (int8 in the first 5 layers, the rest f32):\n"
+          "  qlm quantize -m model.gguf -o out.gguf --rule 'layers=0-4,component=linear absmax bits=8' --rule '* f32'\n\n"
+          "Prints per tensor: i/N, shape, method, bits/weight, relative error ||W-Q||/||W||, max |W-Q|, ETA;\n"
+          "then sizes before/after and the quantization time.\n"
+          "examples:\n"
+          "  qlm quantize -m stories260K.gguf -o s.nf4.gguf --method nf4 --dq\n"
+          "  qlm quantize -m SmolLM2.gguf -o s.a4.gguf --method absmax --bits 4 --group 64\n"
+          "  qlm quantize -m stories260K.gguf -o s.q8_0.gguf --type q8_0\n");
+}
+
+static int add_opt(quant_opts *o, const char *key, const char *value, qlm_error *err) {
+  return qlm_quant_opts_parse_kv(&o->qo, key, value, "quantize", err);
+}
+
+static int parse_method_opt(quant_opts *o, int c, const char *arg, qlm_error *err) {
+  char kv[256];
+  char *eq;
+  switch (c) {
+  case 'M':
+    if (!(o->method = qlm_quant_method_find(arg)))
+      return qlm_fail(err, QLM_EUSAGE, "--method: unknown method '%s' (see qlm quantize --help)", arg);
+    return QLM_OK;
+  case 'b': return add_opt(o, "bits", arg, err);
+  case 'g': return add_opt(o, "group", arg, err);
+  case 'd': return add_opt(o, "dq", "1", err);
+  case 'H': return add_opt(o, "threshold", arg, err);
+  case 'O':
+    snprintf(kv, sizeof kv, "%s", arg);
+    if (!(eq = strchr(kv, '='))) return qlm_fail(err, QLM_EUSAGE, "--opt: '%s' should be KEY=VALUE", arg);
+    *eq = 0;
+    return add_opt(o, kv, eq + 1, err);
+  case 'R': return qlm_rules_add(o->rules, arg, "--rule", err);
+  case 'F': return qlm_rules_add_file(o->rules, arg, err);
+  default: return QLM_OK;
+  }
 }
 
 static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
   static const struct option opts[] = {
-      {"model", required_argument, 0, 'm'},   {"tokenizer", required_argument, 0, 'T'},
-      {"output", required_argument, 0, 'o'},  {"type", required_argument, 0, 'y'},
+      {"model", required_argument, 0, 'm'},  {"tokenizer", required_argument, 0, 'T'},
+      {"output", required_argument, 0, 'o'}, {"type", required_argument, 0, 'y'},
+      {"method", required_argument, 0, 'M'}, {"bits", required_argument, 0, 'b'},
+      {"group", required_argument, 0, 'g'},  {"dq", no_argument, 0, 'd'},
+      {"threshold", required_argument, 0, 'H'}, {"opt", required_argument, 0, 'O'},
+      {"rule", required_argument, 0, 'R'},   {"rules", required_argument, 0, 'F'},
       {"keep-embeddings", required_argument, 0, 'e'}, {"threads", required_argument, 0, 't'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-  *o = (quant_opts){.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads()};
+      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   int c, rc = 0;
   optind = 1;
   while (!rc && (c = getopt_long(argc, argv, "m:o:t:h", opts, NULL)) != -1) {
+    if (o->export_gguf && strchr("MbgdHORF", c))
+      return qlm_fail(err, QLM_EUSAGE, "export-gguf takes --type only (use qlm quantize for methods and rules)");
     switch (c) {
     case 'm': o->model = optarg; break;
     case 'T': o->tokenizer = optarg; break;
@@ -58,51 +130,73 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
       else rc = qlm_fail(err, QLM_EUSAGE, "--keep-embeddings: '%s' is not f32, f16 or same", optarg);
       break;
     case 't': rc = cli_parse_int("--threads", optarg, 1, 256, &o->threads, err); break;
-    case 'h': usage(stdout); exit(0);
-    default: usage(stderr); return qlm_fail(err, QLM_EUSAGE, "quantize: bad option (see qlm quantize --help)");
+    case 'h': usage(stdout, o->export_gguf); exit(0);
+    case '?': usage(stderr, o->export_gguf); return qlm_fail(err, QLM_EUSAGE, "quantize: bad option (see --help)");
+    default: rc = parse_method_opt(o, c, optarg, err); break;
     }
   }
-  if (!rc && optind < argc) rc = qlm_fail(err, QLM_EUSAGE, "quantize: unexpected argument '%s'", argv[optind]);
-  if (!rc && o->type < 0) rc = qlm_fail(err, QLM_EUSAGE, "quantize: --type is required (%s)", qlm_quantize_types);
-  if (!rc && !o->out) rc = qlm_fail(err, QLM_EUSAGE, "quantize: -o OUTPUT is required");
+  if (rc) return rc;
+  if (optind < argc) return qlm_fail(err, QLM_EUSAGE, "quantize: unexpected argument '%s'", argv[optind]);
+  if (o->method && o->type >= 0)
+    return qlm_fail(err, QLM_EUSAGE, "quantize: give --method or --type, not both (--type q4_K = --method gguf --opt type=q4_K)");
+  if (!o->method && (o->qo.bits || o->qo.group || o->qo.double_quant || o->qo.threshold_set))
+    return qlm_fail(err, QLM_EUSAGE, "quantize: --bits/--group/--dq/--threshold need --method");
+  if (!o->method && o->type < 0 && !qlm_rules_count(o->rules))
+    return qlm_fail(err, QLM_EUSAGE, "quantize: say what to do: --method M, --type TYPE or --rules FILE (see --help)");
+  if (!o->out) return qlm_fail(err, QLM_EUSAGE, "quantize: -o OUTPUT is required");
   if (!o->model) o->model = cli_default_model();
-  return rc;
+  if (o->type < 0 && !o->method) o->type = QLM_TYPE_F32; /* rules only: unmatched matrices stay f32 */
+  return QLM_OK;
+}
+
+static void shape_str(const qlm_quant_tensor *t, char *buf, size_t cap) {
+  int n = snprintf(buf, cap, "%lld", (long long)t->ne[0]);
+  for (int d = 1; d < t->n_dims && n > 0 && (size_t)n < cap; d++)
+    n += snprintf(buf + n, cap - (size_t)n, "x%lld", (long long)t->ne[d]);
 }
 
 static void print_tensor(void *ctx, const qlm_quant_tensor *t) {
   (void)ctx;
   char shape[96];
-  int n = snprintf(shape, sizeof shape, "%lld", (long long)t->ne[0]);
-  for (int d = 1; d < t->n_dims && n > 0 && (size_t)n < sizeof shape; d++)
-    n += snprintf(shape + n, sizeof shape - (size_t)n, "x%lld", (long long)t->ne[d]);
-  printf("[%3d/%3d] %-28s %-12s %5s -> %-5s rel_err %.3e max_err %.3e", t->index, t->n_tensors, t->name, shape,
-         qlm_type_name(t->src_type), qlm_type_name(t->type), t->rel_err, t->max_err);
-  if (t->fallback)
-    printf("  FALLBACK: %lld columns are not a multiple of the %s block size %d", (long long)t->ne[0],
-           qlm_type_name(t->wanted_type), qlm_type_traits_of(t->wanted_type)->block_size);
+  shape_str(t, shape, sizeof shape);
+  double left = t->params_done > 0 ? t->elapsed * (double)(t->n_params - t->params_done) / (double)t->params_done : 0;
+  printf("[%3d/%3d] %-26s %-11s %-28s %6.3f bpw  rel_err %.3e max_err %.3e  ETA %.1fs", t->index, t->n_tensors,
+         t->name, shape, t->method, t->bpw, t->rel_err, t->max_err, left);
+  if (t->fallback) printf("\n          FALLBACK (%s): %s", qlm_type_name(t->type), t->fallback_why);
   printf("\n");
   fflush(stdout);
 }
 
-int cmd_quantize(int argc, char **argv) {
+static int run(int argc, char **argv, bool export_gguf) {
   qlm_error err = {0};
-  quant_opts o;
-  if (parse_opts(argc, argv, &o, &err)) return cli_report(&err);
+  quant_opts o = {.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads(), .export_gguf = export_gguf};
+  if (!(o.rules = qlm_rules_new(&err))) return cli_report(&err);
+  int rc = parse_opts(argc, argv, &o, &err);
+  if (!rc && export_gguf && o.type < 0) rc = qlm_fail(&err, QLM_EUSAGE, "export-gguf: --type is required");
   qlm_source *src = NULL;
-  int rc = qlm_source_open(o.model, o.tokenizer, &src, &err);
-  if (rc) return cli_report(&err);
-  qlm_quant_params p = {.type = o.type, .embd_type = o.embd_type, .n_threads = (int)o.threads,
-                        .source_label = o.model, .on_tensor = print_tensor};
+  if (!rc) rc = qlm_source_open(o.model, o.tokenizer, &src, &err);
+  if (rc) {
+    qlm_rules_free(o.rules);
+    return cli_report(&err);
+  }
+  qlm_quant_params p = {.method = o.method, .opts = o.qo, .type = o.type, .embd_type = o.embd_type,
+                        .rules = o.rules, .n_threads = (int)o.threads, .source_label = o.model,
+                        .on_tensor = print_tensor};
   qlm_quant_summary s;
   rc = qlm_quantize(src, o.out, &p, &s, &err);
   qlm_source_close(src);
+  qlm_rules_free(o.rules);
   if (rc) return cli_report(&err);
   double np = s.n_params > 0 ? (double)s.n_params : 1;
-  printf("\n%d tensors: %d quantized, %d kept f32, %d fallen back to another type\n", s.n_tensors, s.n_quantized, s.n_kept,
-         s.n_fallback);
-  printf("tensor data: %llu bytes (%.3f bits/weight) -> %llu bytes (%.3f bits/weight); file %llu bytes\n",
+  printf("\n%d tensors: %d quantized, %d kept f32, %d fallen back to another type\n", s.n_tensors, s.n_quantized,
+         s.n_kept, s.n_fallback);
+  printf("tensor data: %llu bytes (%.3f bits/weight) -> %llu bytes (%.3f bits/weight, %.2fx smaller); file %llu bytes\n",
          (unsigned long long)s.bytes_in, 8.0 * (double)s.bytes_in / np, (unsigned long long)s.bytes_out,
-         8.0 * (double)s.bytes_out / np, (unsigned long long)s.file_bytes);
+         8.0 * (double)s.bytes_out / np, s.bytes_out ? (double)s.bytes_in / (double)s.bytes_out : 0.0,
+         (unsigned long long)s.file_bytes);
   printf("quantization: %.3f s; wrote %s\n", s.seconds, o.out);
   return 0;
 }
+
+int cmd_quantize(int argc, char **argv) { return run(argc, argv, false); }
+int cmd_export_gguf(int argc, char **argv) { return run(argc, argv, true); }

@@ -1,5 +1,6 @@
 /* cmd_run.c — `qlm run`: load a model, encode a prompt, generate, report tokens/s. */
 #include <getopt.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,12 @@ int cmd_run(int argc, char **argv) {
             st.n_prompt, st.t_prefill_s, st.t_prefill_s > 0 ? st.n_prompt / st.t_prefill_s : 0.0, st.n_generated,
             st.t_decode_s, st.t_decode_s > 0 ? st.n_generated / st.t_decode_s : 0.0, o.threads, qlm_simd_name(qlm_cpu_simd_level()),
             o.temp, o.top_k, o.top_p, o.seed, st.stopped_by == 1 ? " | stopped at end-of-sequence" : "");
+  uint64_t cols = atomic_load(&s.model->int8_stats.columns);
+  if (!rc && !o.quiet && cols) {
+    uint64_t outl = atomic_load(&s.model->int8_stats.outlier_columns);
+    fprintf(stderr, "LLM.int8(): %llu of %llu activation columns were outliers (%.3f%%), multiplied in float\n",
+            (unsigned long long)outl, (unsigned long long)cols, 100.0 * (double)outl / (double)cols);
+  }
   session_free(&s);
   return rc ? cli_report(&err) : 0;
 }

@@ -14,7 +14,8 @@ static const struct {
     {"info", cmd_info, "show a model's architecture, hyper-parameters, tensors and tokenizer"},
     {"run", cmd_run, "generate text from a prompt (greedy or sampled), with tokens/s"},
     {"tokenize", cmd_tokenize, "print the token ids (and pieces) of a text"},
-    {"quantize", cmd_quantize, "write a model as GGUF with q8_0/q4_0/.../q6_K weights"},
+    {"quantize", cmd_quantize, "quantize a model (absmax, zeropoint, llm-int8, nf4, fp4, gguf types; rules)"},
+    {"export-gguf", cmd_export_gguf, "write a GGUF in llama.cpp's block types that llama.cpp loads"},
 };
 
 static void usage(FILE *f) {

@@ -9,6 +9,8 @@
  *     weight blocks — nothing is dequantized.
  *     Prefill (T >= DQ_GEMM_MIN_T) instead dequantizes tiles of W's rows per thread and uses
  *     sgemm, as for f32: at large T the weight conversion is amortized and BLAS is much faster.
+ *   LLM.int8() weights (QLM_FAMILY_INT8_ROW): bitsandbytes' mixed int8 product at every T (see
+ *     matmul_int8row below); never the dequantized sgemm, so prefill gives bnb's numbers too.
  *   other types: each row is dequantized in chunks into a stack buffer (traits->to_float) and
  *     dotted with every X row — correct for any type with a dequantizer, but not fast.
  *
@@ -18,12 +20,15 @@
 #include "kernels/matmul.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "kernels/gemv.h"
+#include "kernels/int8row.h"
 #include "kernels/qdot.h"
 #include "kernels/types.h"
 
@@ -100,7 +105,8 @@ typedef struct mm_task {
   qlm_dot_f32_fn dot;
   const qlm_type_traits *tr; /* generic path */
   int64_t chunk;             /* generic path: floats per dequantized chunk (whole blocks) */
-  qlm_vec_dot_fn vec_dot;    /* quantized path */
+  qlm_vec_dot_fn vec_dot;    /* quantized path (ggml types) */
+  qlm_vec_dot_t_fn vec_dot_t;/* quantized path (qlm types: the dot takes the type id) */
   const unsigned char *act;  /* quantized path: T rows of act_row_bytes, X in vec_dot_type */
   size_t act_row_bytes;
   float *dq;                 /* prefill path: dq_rows x cols floats per thread */
@@ -146,7 +152,7 @@ static void task_generic(void *arg, int ith, int nth) {
     for (int64_t i = 0; i < t->T; i++) t->Y[i * W->rows + r] = 0.0f;
     for (int64_t c0 = 0, k = 0; c0 < W->cols; c0 += t->chunk, k++) {
       int64_t n = W->cols - c0 < t->chunk ? W->cols - c0 : t->chunk;
-      t->tr->to_float(row + (size_t)k * chunk_bytes, buf, n);
+      qlm_dequantize(W->type, row + (size_t)k * chunk_bytes, buf, n);
       for (int64_t i = 0; i < t->T; i++) t->Y[i * W->rows + r] += t->dot(buf, t->X + i * W->cols + c0, n);
     }
   }
@@ -161,8 +167,13 @@ static void task_quant(void *arg, int ith, int nth) {
     int64_t i1 = i0 + ACT_TILE < t->T ? i0 + ACT_TILE : t->T;
     for (int64_t r = r0; r < r1; r++) {
       const unsigned char *row = (const unsigned char *)W->data + (size_t)r * W->row_bytes;
-      for (int64_t i = i0; i < i1; i++)
-        t->Y[i * W->rows + r] = t->vec_dot(row, t->act + (size_t)i * t->act_row_bytes, W->cols);
+      if (t->vec_dot_t) {
+        for (int64_t i = i0; i < i1; i++)
+          t->Y[i * W->rows + r] = t->vec_dot_t(W->type, row, t->act + (size_t)i * t->act_row_bytes, W->cols);
+      } else {
+        for (int64_t i = i0; i < i1; i++)
+          t->Y[i * W->rows + r] = t->vec_dot(row, t->act + (size_t)i * t->act_row_bytes, W->cols);
+      }
     }
   }
 }
@@ -190,7 +201,8 @@ static unsigned char *act_scratch(size_t n) {
 
 static int has_quant_path(const qlm_type_traits *tr, int64_t cols) {
   const qlm_type_traits *at;
-  if (!tr->vec_dot || !tr->quantize_act || !(at = qlm_type_traits_of(tr->vec_dot_type))) return 0;
+  if ((!tr->vec_dot && !tr->vec_dot_t) || !tr->quantize_act || !(at = qlm_type_traits_of(tr->vec_dot_type)))
+    return 0;
   return cols % at->block_size == 0;
 }
 
@@ -203,10 +215,11 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
   unsigned char *buf = act_scratch(total);
   if (!buf) return 0;
   for (int64_t i = 0; i < t->T; i++) tr->quantize_act(t->X + i * t->W->cols, buf + (size_t)i * row, t->W->cols);
-  t->vec_dot = qlm_vec_dot_for(t->W->type, level);
+  if (tr->vec_dot_t) t->vec_dot_t = qlm_vec_dot_t_for(t->W->type, level);
+  else t->vec_dot = qlm_vec_dot_for(t->W->type, level);
   t->act = buf;
   t->act_row_bytes = row;
-  return t->vec_dot != NULL;
+  return t->vec_dot != NULL || t->vec_dot_t != NULL;
 }
 
 /* Prefill with a quantized W: each thread dequantizes its rows of W, a tile at a time, into its
@@ -239,11 +252,128 @@ static void task_dq_gemm(void *arg, int ith, int nth) {
   for (int64_t r = r0; r < r1; r += t->dq_rows) {
     int64_t n = r1 - r < t->dq_rows ? r1 - r : t->dq_rows;
     for (int64_t k = 0; k < n; k++)
-      t->tr->to_float((const unsigned char *)W->data + (size_t)(r + k) * W->row_bytes, buf + (size_t)k * (size_t)cols,
+      qlm_dequantize(W->type, (const unsigned char *)W->data + (size_t)(r + k) * W->row_bytes, buf + (size_t)k * (size_t)cols,
                       cols);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t->T, (int)n, (int)cols, 1.0f, t->X, (int)cols, buf,
                 (int)cols, 0.0f, t->Y + r, (int)W->rows);
   }
+}
+
+/* ---- LLM.int8() weights: bitsandbytes' mixed decomposition (int8_vectorwise_quant with a
+ * threshold, then int8_mixed_scaled_mm; kernels/int8row.h has the formulas).
+ *   1. outlier columns: input features j with |X[t, j]| >= threshold for some token t of this call
+ *      (threshold <= 0 or NaN: none);
+ *   2. each token row is quantized with its outlier elements left out of the absmax (bnb zeroes
+ *      them before taking it), then the codes of every outlier column are zeroed;
+ *   3. Y = int8 product (exact int32 sums, one float scale per output) + X[:, outl] W[:, outl]^T
+ *      in float, with only those weight columns dequantized (bnb's addmm of subA and subB).
+ * This runs at every T: bnb does int8 at every batch size, so prefill is not the dequantized
+ * sgemm (which would be exact in the activations and so give other numbers). */
+typedef struct i8_task {
+  const qlm_mat *W;
+  int64_t T;
+  float *Y;
+  qlm_vec_dot_t_fn dot;
+  const unsigned char *act; /* T rows of act_row_bytes: the Q8_ROW activations */
+  size_t act_row_bytes;
+  const int32_t *ocol;      /* [n_out] outlier columns, ascending */
+  int64_t n_out;
+  const float *xo;          /* [T x n_out] X at the outlier columns */
+  float *wo;                /* [nth x n_out] per-thread dequantized weight columns */
+} i8_task;
+
+static void task_int8row(void *arg, int ith, int nth) {
+  const i8_task *t = arg;
+  const qlm_mat *W = t->W;
+  int64_t r0, r1;
+  split_rows(W->rows, ith, nth, &r0, &r1);
+  float *wo = t->wo ? t->wo + (size_t)ith * (size_t)t->n_out : NULL;
+  for (int64_t i0 = 0; i0 < t->T; i0 += ACT_TILE) {
+    int64_t i1 = i0 + ACT_TILE < t->T ? i0 + ACT_TILE : t->T;
+    for (int64_t r = r0; r < r1; r++) {
+      const unsigned char *row = (const unsigned char *)W->data + (size_t)r * W->row_bytes;
+      if (t->n_out) { /* bnb's int8_vectorwise_dequant of W[r, outl]: ((float)q * SCB) / 127 */
+        float scb;
+        memcpy(&scb, row, sizeof scb);
+        const int8_t *q = (const int8_t *)(row + QLM_INT8ROW_HEADER);
+        for (int64_t j = 0; j < t->n_out; j++) wo[j] = ((float)q[t->ocol[j]] * scb) * QLM_INT8ROW_DEQ;
+      }
+      for (int64_t i = i0; i < i1; i++) {
+        float y = t->dot(W->type, row, t->act + (size_t)i * t->act_row_bytes, W->cols);
+        if (t->n_out) {
+          const float *x = t->xo + (size_t)i * (size_t)t->n_out;
+          float o = 0.0f;
+          for (int64_t j = 0; j < t->n_out; j++) o += x[j] * wo[j];
+          y += o;
+        }
+        t->Y[i * W->rows + r] = y;
+      }
+    }
+  }
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Returns 0 when it cannot run (out of memory): qlm_matmul_ex then falls back to the generic
+ * dequantizing path (float activations, no int8 rounding of X) where rows are short enough. */
+static int matmul_int8row(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool,
+                          qlm_simd_level level) {
+  const int64_t cols = W->cols;
+  size_t arb = qlm_type_row_bytes(qlm_q8row_type(cols), cols);
+  if (QLM_TYPE_BLOCK(W->type) != cols || QLM_TYPE_BITS(W->type) != 8 || arb == 0 ||
+      W->row_bytes < QLM_INT8ROW_HEADER + (size_t)cols) { /* not a layout the method writes: caller bug */
+    memset(Y, 0, (size_t)T * (size_t)W->rows * sizeof *Y);
+    return 1;
+  }
+  qlm_vec_dot_t_fn dot = qlm_vec_dot_t_for(W->type, level);
+  if (!dot) return 0;
+  if ((double)W->rows * (double)cols * (double)T < MIN_PARALLEL_WORK) pool = NULL;
+  const int nth = qlm_pool_size(pool);
+  const float thr = W->outlier_threshold;
+  /* scratch: activations | column mask | outlier columns; the float parts follow once n_out is known */
+  size_t act_bytes, off_mask, off_ocol, off_float, total;
+  if (qlm_mul_overflow(arb, (size_t)T, &act_bytes)) return 0;
+  off_mask = align64(act_bytes);
+  off_ocol = align64(off_mask + (size_t)cols);
+  off_float = align64(off_ocol + (size_t)cols * sizeof(int32_t));
+  if (off_mask < act_bytes || off_float < off_ocol) return 0;
+  unsigned char *buf = act_scratch(off_float);
+  if (!buf) return 0;
+  uint8_t *mask = buf + off_mask;
+  int32_t *ocol = (int32_t *)(buf + off_ocol);
+  int64_t n_out = 0;
+  if (thr > 0.0f) {
+    memset(mask, 0, (size_t)cols);
+    for (int64_t i = 0; i < T; i++)
+      for (int64_t j = 0; j < cols; j++) mask[j] |= fabsf(X[i * cols + j]) >= thr;
+    for (int64_t j = 0; j < cols; j++)
+      if (mask[j]) ocol[n_out++] = (int32_t)j;
+  }
+  size_t xo_n, wo_n;
+  if (qlm_mul_overflow((size_t)n_out, (size_t)T, &xo_n) || qlm_mul_overflow((size_t)n_out, (size_t)nth, &wo_n) ||
+      qlm_add_overflow(xo_n, wo_n, &total) || qlm_mul_overflow(total, sizeof(float), &total) ||
+      qlm_add_overflow(total, off_float, &total))
+    return 0;
+  if (!(buf = act_scratch(total))) return 0; /* may move: pointers are taken again below */
+  ocol = (int32_t *)(buf + off_ocol);
+  float *xo = (float *)(buf + off_float), *wo = xo + xo_n;
+  for (int64_t i = 0; i < T; i++) {
+    unsigned char *a = buf + (size_t)i * arb;
+    qlm_q8_row_quantize(X + i * cols, a, cols, thr);
+    for (int64_t j = 0; j < n_out; j++) {
+      a[QLM_INT8ROW_HEADER + ocol[j]] = 0; /* the whole outlier column leaves the int8 path */
+      xo[(size_t)i * (size_t)n_out + (size_t)j] = X[i * cols + ocol[j]];
+    }
+  }
+  if (W->outlier_stats) {
+    atomic_fetch_add(&W->outlier_stats->columns, (uint64_t)cols);
+    atomic_fetch_add(&W->outlier_stats->outlier_columns, (uint64_t)n_out);
+    atomic_fetch_add(&W->outlier_stats->calls, 1);
+  }
+  i8_task t = {.W = W, .T = T, .Y = Y, .dot = dot, .act = buf, .act_row_bytes = arb, .ocol = ocol, .n_out = n_out,
+               .xo = xo, .wo = n_out ? wo : NULL};
+  qlm_pool_run(pool, task_int8row, &t);
+  return 1;
 }
 
 void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool, qlm_simd_level level,
@@ -253,6 +383,7 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
     memset(Y, 0, (size_t)T * (size_t)W->rows * sizeof *Y);
     return;
   }
+  if (QLM_TYPE_FAMILY(W->type) == QLM_FAMILY_INT8_ROW && matmul_int8row(W, X, T, Y, pool, level)) return;
   mm_task t = {.W = W, .X = X, .T = T, .Y = Y, .use_blas = use_blas,
                .gemv = qlm_gemv_f32_for(level), .dot = qlm_dot_f32_for(level)};
   qlm_task_fn fn = task_f32;
@@ -260,8 +391,8 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
     t.tr = qlm_type_traits_of(W->type);
     /* The model only builds matrices of types with a dequantizer whose rows are whole blocks;
      * anything else is a caller bug, and we refuse to read past the row. */
-    if (!t.tr || !t.tr->to_float || t.tr->block_size < 1 || t.tr->block_size > DQ_CHUNK ||
-        W->cols % t.tr->block_size != 0) {
+    if (!t.tr || !qlm_type_can_dequantize(W->type) || t.tr->block_size < 1 || W->cols % t.tr->block_size != 0 ||
+        (t.tr->block_size > DQ_CHUNK && !has_quant_path(t.tr, W->cols))) {
       memset(Y, 0, (size_t)T * (size_t)W->rows * sizeof *Y);
       return;
     }
@@ -276,6 +407,10 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
     pthread_once(&g_blas_once, blas_init);
     fn = task_dq_gemm;
   } else if (fn == task_quant && !setup_quant(&t, level)) {
+    if (t.chunk == 0) { /* out of memory, and blocks too long for the stack path */
+      memset(Y, 0, (size_t)T * (size_t)W->rows * sizeof *Y);
+      return;
+    }
     fn = task_generic;
   }
   qlm_pool_run(pool, fn, &t);

@@ -12,12 +12,23 @@
 
 #include "kernels/threadpool.h"
 
+/* Counters of LLM.int8() outlier decomposition, summed over calls (updated atomically). */
+typedef struct qlm_outlier_stats {
+  _Atomic uint64_t columns;        /* activation columns seen (cols per call) */
+  _Atomic uint64_t outlier_columns;/* of those, columns with some |x| >= threshold */
+  _Atomic uint64_t calls;          /* matmul calls */
+} qlm_outlier_stats;
+
 typedef struct qlm_mat {
   int type;          /* qlm_type */
   int64_t rows;      /* output features */
   int64_t cols;      /* input features */
   const void *data;  /* rows * row_bytes */
   size_t row_bytes;  /* bytes per row */
+  /* LLM.int8() weights (QLM_FAMILY_INT8_ROW) only: activation columns with any |x| >= this go
+   * through the float path (0 or less: none do); counters may be NULL. */
+  float outlier_threshold;
+  qlm_outlier_stats *outlier_stats;
 } qlm_mat;
 
 /* Y[T x rows] = X[T x cols] * W^T.  Work is split over the pool's threads by rows of W. */

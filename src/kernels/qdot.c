@@ -62,6 +62,19 @@ void qlm_quantize_q8_1(const float *x, void *dst, int64_t n) {
   }
 }
 
+void qlm_quantize_q8_s(const float *x, void *dst, int64_t n) {
+  uint8_t *b = dst;
+  for (int64_t i = 0; i < n / QK; i++, b += 36, x += QK) {
+    int8_t q[QK];
+    float d = quant_block(x, q, QK);
+    int sum = 0;
+    for (int j = 0; j < QK; j++) sum += q[j];
+    qlm_wr16(b, qlm_f32_to_f16(d));
+    qlm_wr16(b + 2, (uint16_t)(int16_t)sum); /* exact: |sum| <= 32 * 127 */
+    memcpy(b + 4, q, QK);
+  }
+}
+
 void qlm_quantize_q8_k(const float *x, void *dst, int64_t n) {
   uint8_t *b = dst;
   for (int64_t i = 0; i < n / QK_K; i++, b += 292, x += QK_K) {
@@ -305,4 +318,13 @@ qlm_vec_dot_fn qlm_vec_dot_for(int type, qlm_simd_level level) {
   }
   const qlm_type_traits *t = qlm_type_traits_of(type);
   return t ? t->vec_dot : NULL;
+}
+
+qlm_vec_dot_t_fn qlm_vec_dot_t_for(int type, qlm_simd_level level) {
+  qlm_simd_level hw = qlm_cpu_detect();
+  if (level > hw) level = hw;
+  const qlm_type_traits *t = qlm_type_traits_of(type);
+  if (!t || !t->vec_dot_t) return NULL;
+  qlm_vec_dot_t_fn f = t->vec_dot_t_for ? t->vec_dot_t_for(type, (int)level) : NULL;
+  return f ? f : t->vec_dot_t;
 }

@@ -27,6 +27,8 @@
 void qlm_quantize_q8_0(const float *x, void *dst, int64_t n);
 void qlm_quantize_q8_1(const float *x, void *dst, int64_t n);
 void qlm_quantize_q8_k(const float *x, void *dst, int64_t n);
+/* Q8_S (qlm's, for the RTN types): half d, int16 sum of the 32 q (exact), int8 q[32]. */
+void qlm_quantize_q8_s(const float *x, void *dst, int64_t n);
 
 /* Scalar reference dot products: weights of type T with activations in its vec_dot_type. */
 float qlm_vec_dot_q4_0_ref(const void *w, const void *a, int64_t n);
@@ -60,5 +62,7 @@ float qlm_vec_dot_q6_k_avx512(const void *w, const void *a, int64_t n);
 /* The best dot product of `type` at `level` (clamped to this CPU; falls back to lower levels,
  * then to the scalar reference).  NULL if the type has no vec_dot. */
 qlm_vec_dot_fn qlm_vec_dot_for(int type, qlm_simd_level level);
+/* The same for qlm's own types (traits->vec_dot_t); NULL if the type has none. */
+qlm_vec_dot_t_fn qlm_vec_dot_t_for(int type, qlm_simd_level level);
 
 #endif

@@ -10,6 +10,8 @@
 #include "core/bytes.h"
 #include "kernels/types.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -259,6 +261,12 @@ static void q8_k_to_float(const void *src, float *dst, int64_t n) {
   }
 }
 
+/* ---- I8: 1 weight, 1 byte (two's complement). */
+static void i8_to_float(const void *src, float *dst, int64_t n) {
+  const int8_t *p = src;
+  for (int64_t i = 0; i < n; i++) dst[i] = (float)p[i];
+}
+
 static const qlm_type_traits k_traits[QLM_TYPE_COUNT_GGML] = {
     [QLM_TYPE_F32] = {"f32", 1, 4, f32_to_float, 0, NULL, NULL},
     [QLM_TYPE_F16] = {"f16", 1, 2, f16_to_float, 0, NULL, NULL},
@@ -274,12 +282,97 @@ static const qlm_type_traits k_traits[QLM_TYPE_COUNT_GGML] = {
     [QLM_TYPE_Q5_K] = {"q5_K", QK_K, 176, q5_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q5_k_ref},
     [QLM_TYPE_Q6_K] = {"q6_K", QK_K, 210, q6_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q6_k_ref},
     [QLM_TYPE_Q8_K] = {"q8_K", QK_K, 292, q8_k_to_float, 0, NULL, NULL},
+    [QLM_TYPE_I8] = {"i8", 1, 1, i8_to_float, 0, NULL, NULL},
     [QLM_TYPE_BF16] = {"bf16", 1, 2, bf16_to_float, 0, NULL, NULL},
 };
 
+/* ---- qlm's own types.
+ * Fixed ids are answered by the file that defines them.  Parameterized ids (family << 24 | ...)
+ * get their traits built once by the family's builder and kept in a small table that only grows:
+ * an entry is filled under the lock and then published by storing its id atomically, so lookups
+ * (every matmul call) never lock. */
+#define MAX_PARAM_TYPES 512
+typedef struct param_entry {
+  _Atomic int id;        /* 0 until published */
+  qlm_type_traits tr;
+  char name[40];
+} param_entry;
+static param_entry g_param[MAX_PARAM_TYPES];
+static _Atomic int g_n_param;
+static pthread_mutex_t g_param_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int qlm_type_make(int family, int bits, int block) {
+  if (family < 1 || family > 127 || bits < 0 || bits > 255 || block < 1 || block > 0xFFFF) return -1;
+  return (int)((unsigned)family << 24 | (unsigned)bits << 16 | (unsigned)block);
+}
+
+static const param_entry *param_find(int type) {
+  int n = atomic_load(&g_n_param);
+  for (int i = 0; i < n; i++)
+    if (atomic_load(&g_param[i].id) == type) return &g_param[i];
+  return NULL;
+}
+
+static const qlm_type_traits *param_traits(int type) {
+  const param_entry *e = param_find(type);
+  if (e) return &e->tr;
+  qlm_type_traits tr = {0};
+  char name[sizeof g_param[0].name];
+  int ok = 0;
+  switch (QLM_TYPE_FAMILY(type)) {
+  case QLM_FAMILY_RTN_SYM:
+  case QLM_FAMILY_RTN_ASYM: ok = qlm_rtn_traits(type, &tr, name, sizeof name); break;
+  case QLM_FAMILY_INT8_ROW:
+  case QLM_FAMILY_Q8_ROW: ok = qlm_int8row_traits(type, &tr, name, sizeof name); break;
+  default: break;
+  }
+  if (!ok) return NULL;
+  pthread_mutex_lock(&g_param_lock);
+  const qlm_type_traits *out = NULL;
+  if ((e = param_find(type))) {
+    out = &e->tr;
+  } else {
+    int n = atomic_load(&g_n_param);
+    if (n < MAX_PARAM_TYPES) {
+      param_entry *ne = &g_param[n];
+      ne->tr = tr;
+      memcpy(ne->name, name, sizeof ne->name);
+      ne->tr.name = ne->name;
+      atomic_store(&ne->id, type);
+      atomic_store(&g_n_param, n + 1);
+      out = &ne->tr;
+    }
+  }
+  pthread_mutex_unlock(&g_param_lock);
+  return out;
+}
+
 const qlm_type_traits *qlm_type_traits_of(int type) {
-  if (type < 0 || type >= QLM_TYPE_COUNT_GGML || !k_traits[type].name) return NULL;
-  return &k_traits[type];
+  if (type < 0) return NULL;
+  if (type < QLM_TYPE_COUNT_GGML) return k_traits[type].name ? &k_traits[type] : NULL;
+  if (type >= QLM_TYPE_NF4 && type <= QLM_TYPE_FP4_DQ) return qlm_bnb4_traits(type);
+  if (type == QLM_TYPE_Q8_S) return qlm_rtn_traits_q8_s();
+  if (type >= QLM_TYPE_QLM_FIXED_END) return param_traits(type);
+  return NULL;
+}
+
+bool qlm_dequantize(int type, const void *src, float *dst, int64_t n) {
+  const qlm_type_traits *t = qlm_type_traits_of(type);
+  if (!t) return false;
+  if (t->to_float_t) t->to_float_t(type, src, dst, n);
+  else if (t->to_float) t->to_float(src, dst, n);
+  else return false;
+  return true;
+}
+
+bool qlm_type_can_dequantize(int type) {
+  const qlm_type_traits *t = qlm_type_traits_of(type);
+  return t && (t->to_float || t->to_float_t);
+}
+
+double qlm_type_bpw(int type) {
+  const qlm_type_traits *t = qlm_type_traits_of(type);
+  return t ? (double)t->type_size * 8.0 / (double)t->block_size : 0.0;
 }
 
 const char *qlm_type_name(int type) {

@@ -7,6 +7,7 @@
 #ifndef QLM_TYPES_H
 #define QLM_TYPES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,10 +26,39 @@ typedef enum qlm_type {
   QLM_TYPE_Q5_K = 13,
   QLM_TYPE_Q6_K = 14,
   QLM_TYPE_Q8_K = 15,
+  QLM_TYPE_I8 = 24,           /* plain int8 (companion tensors, e.g. NF4 double-quant codes) */
   QLM_TYPE_BF16 = 30,
   QLM_TYPE_COUNT_GGML = 40,   /* ids below this are ggml's */
-  QLM_TYPE_QLM_BASE = 1000,   /* qlm-only types start here (issue 3) */
+  QLM_TYPE_QLM_BASE = 1000,   /* qlm-only types start here */
+  /* bitsandbytes 4-bit (kernels/bnb4.c): block 64 = f32 absmax + 32 bytes of 4-bit codes. */
+  QLM_TYPE_NF4 = 1000,
+  QLM_TYPE_FP4 = 1001,
+  /* The same codes without the absmax (32 bytes per 64 weights): file storage of NF4/FP4 with
+   * double quantization; the absmax constants live in companion tensors (quant/bnb4.c) and
+   * are expanded to NF4/FP4 blocks when a model is loaded. */
+  QLM_TYPE_NF4_DQ = 1002,
+  QLM_TYPE_FP4_DQ = 1003,
+  /* Activations of the RTN types (kernels/rtn.c): 32 values = half d, int16 sum of the 32
+   * quants (exact), int8 q[32]; 36 bytes. */
+  QLM_TYPE_Q8_S = 1010,
+  QLM_TYPE_QLM_FIXED_END = 1100, /* fixed qlm ids are below this; parameterized ids above */
 } qlm_type;
+
+/* Parameterized types: one id per (family, bits, block size), block size 1..65535.
+ *   id = family << 24 | bits << 16 | block
+ * Each family has one layout rule (documented where its traits are built), so every id still
+ * has exactly one block layout, dequantizer and dot product. */
+enum qlm_type_family {
+  QLM_FAMILY_RTN_SYM = 1,  /* absmax RTN, any bits 2..8, block = group (kernels/rtn.c) */
+  QLM_FAMILY_RTN_ASYM = 2, /* zero-point RTN, bits 2..8, block = group (kernels/rtn.c) */
+  QLM_FAMILY_INT8_ROW = 3, /* LLM.int8() weights: block = row, f32 scale + int8 (kernels/int8row.c) */
+  QLM_FAMILY_Q8_ROW = 4,   /* LLM.int8() activations: block = row, per-token scale (kernels/int8row.c) */
+};
+#define QLM_TYPE_FAMILY(id) ((int)((unsigned)(id) >> 24))
+#define QLM_TYPE_BITS(id) ((int)(((unsigned)(id) >> 16) & 0xFFu))
+#define QLM_TYPE_BLOCK(id) ((int)((unsigned)(id) & 0xFFFFu))
+/* The id of (family, bits, block), or -1 if out of range. */
+int qlm_type_make(int family, int bits, int block);
 
 /* Convert n consecutive weights (n a multiple of block_size) from storage to float. */
 typedef void (*qlm_to_float_fn)(const void *src, float *dst, int64_t n);
@@ -37,12 +67,15 @@ typedef void (*qlm_from_float_fn)(const float *src, void *dst, int64_t n);
 /* Dot product of n weights stored in one type (w) with n activations stored in its
  * vec_dot_type (a); n a multiple of both block sizes. */
 typedef float (*qlm_vec_dot_fn)(const void *w, const void *a, int64_t n);
+typedef float (*qlm_vec_dot_t_fn)(int type, const void *w, const void *a, int64_t n);
+/* The dequantizer of qlm's own types: as to_float, but told the type id (see vec_dot_t). */
+typedef void (*qlm_to_float_t_fn)(int type, const void *src, float *dst, int64_t n);
 
 typedef struct qlm_type_traits {
   const char *name;        /* "f32", "q4_0", ... as llama.cpp names them */
   int block_size;          /* weights per block */
   size_t type_size;        /* bytes per block */
-  qlm_to_float_fn to_float;/* reference dequantizer; NULL if unsupported */
+  qlm_to_float_fn to_float;/* reference dequantizer; NULL if unsupported or to_float_t is set */
   /* Quantized matmul (kernels/qdot.c).  Fields are 0/NULL for types that are converted to f32
    * instead.  The functions here are the portable scalar references; qlm_matmul picks the SIMD
    * version of the same pair for the CPU at run time (kernels/qdot.h).  Activations go to
@@ -51,7 +84,29 @@ typedef struct qlm_type_traits {
   int vec_dot_type;               /* qlm_type activations are quantized to */
   qlm_from_float_fn quantize_act; /* fast activation quantizer float -> vec_dot_type */
   qlm_vec_dot_fn vec_dot;         /* dot(weights of this type, activations in vec_dot_type) */
+  /* qlm's own types use these instead of vec_dot: the dot takes the type id, so one function
+   * serves every group size of a parameterized family.  vec_dot_t is the scalar reference;
+   * vec_dot_t_for(type, level) the best one for a SIMD level (an int holding a qlm_simd_level,
+   * already clamped to this CPU), may be NULL (= vec_dot_t everywhere). */
+  qlm_vec_dot_t_fn vec_dot_t;
+  qlm_vec_dot_t_fn (*vec_dot_t_for)(int type, int level);
+  qlm_to_float_t_fn to_float_t; /* their dequantizer, used instead of to_float (qlm_dequantize) */
 } qlm_type_traits;
+
+/* Builders of the parameterized families (fill *tr and write the type's name into name[cap];
+ * return 0 for an id the family does not define). */
+int qlm_rtn_traits(int type, qlm_type_traits *tr, char *name, size_t cap);     /* kernels/rtn.c */
+int qlm_int8row_traits(int type, qlm_type_traits *tr, char *name, size_t cap); /* kernels/int8row.c */
+/* Traits of QLM_TYPE_Q8_S (kernels/rtn.c). */
+const qlm_type_traits *qlm_rtn_traits_q8_s(void);
+/* Traits of the fixed bitsandbytes ids (NF4, FP4, NF4_DQ, FP4_DQ), or NULL (kernels/bnb4.c). */
+const qlm_type_traits *qlm_bnb4_traits(int type);
+/* Dequantize n weights of `type` (n a multiple of its block size) with whichever dequantizer
+ * it has; returns false (writing nothing) if it has none. */
+bool qlm_dequantize(int type, const void *src, float *dst, int64_t n);
+bool qlm_type_can_dequantize(int type);
+/* Bits per weight of a type (type_size * 8 / block_size); 0 if unknown. */
+double qlm_type_bpw(int type);
 
 /* Traits of a type, or NULL if qlm does not know it. */
 const qlm_type_traits *qlm_type_traits_of(int type);

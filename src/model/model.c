@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/bnb4.h"
 #include "kernels/types.h"
 
 /* Sanity limits: far above any real model, low enough that products of them fit easily in
@@ -55,9 +56,69 @@ static int own(loader *L, void *p) {
 /* Whether matrices stored in `type` stay in that type (see the top of the file). */
 static bool keep_quantized(int type) {
   const qlm_type_traits *tr = qlm_type_traits_of(type);
-  if (!tr || !tr->vec_dot || !tr->quantize_act) return false;
+  if (!tr || (!tr->vec_dot && !tr->vec_dot_t) || !tr->quantize_act) return false;
   const char *env = getenv("QLM_DEQUANT_ALL");
   return !(env && *env && strcmp(env, "0") != 0);
+}
+
+/* LLM.int8() weights: the outlier threshold is part of the method recorded for the tensor
+ * ("llm-int8 threshold=6"); QLM_INT8_THRESHOLD overrides it for every tensor (0: no outliers). */
+static int int8_threshold(loader *L, const char *name, qlm_mat *out) {
+  char key[320];
+  snprintf(key, sizeof key, "qlm.tensor.%s.method", name);
+  const qlm_meta *m = qlm_source_meta(L->src, key);
+  const char *p = m && m->type == QLM_META_STRING ? strstr(m->v.s, "threshold=") : NULL;
+  out->outlier_threshold = 6.0f;
+  if (p) out->outlier_threshold = strtof(p + strlen("threshold="), NULL);
+  const char *env = getenv("QLM_INT8_THRESHOLD");
+  if (env && *env) out->outlier_threshold = strtof(env, NULL);
+  if (!(out->outlier_threshold >= 0.0f))
+    return qlm_fail(L->err, QLM_EFORMAT, "%s: tensor '%s': bad LLM.int8() outlier threshold", L->src->path, name);
+  out->outlier_stats = &L->m->int8_stats;
+  return QLM_OK;
+}
+
+/* A companion tensor "<name><suffix>" of `type` with n elements (quant/method.h). */
+static int companion(loader *L, const char *name, const char *suffix, int type, int64_t n, const void **data,
+                     int64_t *n_out) {
+  char cname[320];
+  snprintf(cname, sizeof cname, "%s%s", name, suffix);
+  const qlm_tensor *c = qlm_source_tensor(L->src, cname);
+  if (!c) return qlm_fail(L->err, QLM_EFORMAT, "%s: tensor '%s' needs its companion '%s'", L->src->path, name, cname);
+  int64_t count = c->ne[0] * c->ne[1] * c->ne[2] * c->ne[3];
+  if (c->type != type || (n >= 0 && count != n) || !c->data || c->nbytes < qlm_type_row_bytes(type, count))
+    return qlm_fail(L->err, QLM_EFORMAT, "%s: companion tensor '%s' should be %s with %lld elements", L->src->path,
+                    cname, qlm_type_name(type), (long long)(n >= 0 ? n : count));
+  *data = c->data;
+  *n_out = count;
+  return QLM_OK;
+}
+
+/* NF4/FP4 with double quantization: expand the 8-bit absmax codes (companion tensors) into
+ * NF4/FP4 blocks owned by the model (kernels/bnb4.h). */
+static int expand_dq(loader *L, const qlm_tensor *t, const char *name, qlm_tensor *out) {
+  const void *aq = NULL, *a2 = NULL, *off = NULL;
+  int64_t n_aq = 0, n_a2 = 0, n_off = 0;
+  int rc = companion(L, name, ".absmax_q", QLM_TYPE_I8, -1, &aq, &n_aq);
+  if (!rc) rc = companion(L, name, ".absmax2", QLM_TYPE_F32, -1, &a2, &n_a2);
+  if (!rc) rc = companion(L, name, ".absmax_offset", QLM_TYPE_F32, 1, &off, &n_off);
+  if (rc) return rc;
+  float *absmax2 = qlm_malloc((size_t)n_a2 * sizeof(float) + 1, "double-quantization constants", L->err);
+  if (!absmax2) return QLM_ENOMEM;
+  memcpy(absmax2, a2, (size_t)n_a2 * sizeof(float)); /* GGUF data is 32-byte aligned, but be safe */
+  float offset;
+  memcpy(&offset, off, sizeof offset);
+  void *blocks = NULL;
+  int type;
+  rc = qlm_bnb4_expand_dq(t->type, t->data, t->ne[1], t->ne[0], aq, n_aq, absmax2, n_a2, offset, &blocks, &type, L->err);
+  free(absmax2);
+  if (rc) return qlm_fail_prefix(L->err, "%s: tensor '%s'", L->src->path, name);
+  if ((rc = own(L, blocks))) return rc;
+  *out = *t;
+  out->type = type;
+  out->data = blocks;
+  out->nbytes = qlm_type_row_bytes(type, t->ne[0]) * (size_t)t->ne[1];
+  return QLM_OK;
 }
 
 /* Find `name` with shape [ne0, ne1] (ne1 == 1 for vectors) and make a qlm_mat of it: f32, or its
@@ -77,6 +138,12 @@ static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool
                     "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld] from the hyper-parameters",
                     path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                     (long long)ne0, (long long)ne1);
+  qlm_tensor expanded;
+  if (qlm_bnb4_is_dq(t->type)) { /* continue with the NF4/FP4 blocks it stands for */
+    int rc = expand_dq(L, t, name, &expanded);
+    if (rc) return rc;
+    t = &expanded;
+  }
   const qlm_type_traits *tr = qlm_type_traits_of(t->type);
   if (!tr) return qlm_fail(L->err, QLM_EUNSUPPORTED, "%s: tensor '%s' has unknown type %d", path, name, t->type);
   size_t row_bytes = qlm_type_row_bytes(t->type, ne0), total;
@@ -92,7 +159,7 @@ static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool
     out->type = t->type;
     out->row_bytes = row_bytes;
     out->data = t->data;
-    return QLM_OK;
+    return QLM_TYPE_FAMILY(t->type) == QLM_FAMILY_INT8_ROW ? int8_threshold(L, name, out) : QLM_OK;
   }
   out->type = QLM_TYPE_F32;
   out->row_bytes = (size_t)ne0 * sizeof(float);
@@ -100,7 +167,7 @@ static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool
     out->data = t->data;
     return QLM_OK;
   }
-  if (t->type != QLM_TYPE_F32 && !tr->to_float)
+  if (t->type != QLM_TYPE_F32 && !qlm_type_can_dequantize(t->type))
     return qlm_fail(L->err, QLM_EUNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32", path, name, tr->name);
   size_t nf, nb;
   if (qlm_mul_overflow((size_t)ne0, (size_t)ne1, &nf) || qlm_mul_overflow(nf, sizeof(float), &nb))
@@ -112,7 +179,8 @@ static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool
     memcpy(buf, t->data, nb); /* unaligned f32 data: copy so float loads are legal */
   } else {
     for (int64_t r = 0; r < ne1; r++)
-      tr->to_float((const unsigned char *)t->data + (size_t)r * row_bytes, buf + (size_t)r * (size_t)ne0, ne0);
+      qlm_dequantize(t->type, (const unsigned char *)t->data + (size_t)r * row_bytes, buf + (size_t)r * (size_t)ne0,
+                     ne0);
   }
   int rc = own(L, buf);
   if (rc) return rc;

@@ -37,6 +37,7 @@ typedef struct qlm_model {
   qlm_mat output;          /* [n_vocab x n_embd]; == tok_embd when tied */
   qlm_layer *layers;       /* [n_layer] */
   void *owned;             /* buffers owned by the model (dequantized copies) */
+  qlm_outlier_stats int8_stats; /* LLM.int8() outlier columns seen by all its int8 matrices */
 } qlm_model;
 
 /* Build the model from a source (dequantizing tensors qlm cannot yet run quantized to f32).

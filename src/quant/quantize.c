@@ -69,20 +69,32 @@ static bool is_linear_weight(const char *name) {
 
 static bool is_matrix(const qlm_tensor *t) { return t->n_dims == 2 && t->ne[2] == 1 && t->ne[3] == 1; }
 
-int qlm_quantize_wanted_type(const qlm_tensor *t, const qlm_quant_params *p) {
-  if (!is_matrix(t)) return QLM_TYPE_F32;
+/* The choice for a llama.cpp type (f32/f16 store unquantized). */
+static qlm_choice choice_of_type(int type) {
+  qlm_choice c = {.kind = QLM_CHOICE_F32};
+  if (type == QLM_TYPE_F16) c.kind = QLM_CHOICE_F16;
+  else if (type != QLM_TYPE_F32) c = (qlm_choice){.kind = QLM_CHOICE_METHOD, .method = &qlm_method_ggml,
+                                                   .opts = {.type = type}};
+  return c;
+}
+
+static qlm_choice linear_default(const qlm_quant_params *p) {
+  if (!p->method) return choice_of_type(p->type);
+  qlm_choice c = {.kind = QLM_CHOICE_METHOD, .method = p->method, .opts = p->opts};
+  if (c.method->defaults) c.method->defaults(&c.opts);
+  return c;
+}
+
+qlm_choice qlm_quantize_choice(const qlm_tensor *t, const qlm_quant_params *p) {
+  qlm_choice c = {.kind = QLM_CHOICE_F32};
+  if (!is_matrix(t)) return c;
+  if (qlm_rules_match(p->rules, t->name, &c)) return c;
   if (strcmp(t->name, "token_embd.weight") == 0 || strcmp(t->name, "output.weight") == 0)
-    return p->embd_type < 0 ? p->type : p->embd_type;
-  return is_linear_weight(t->name) ? p->type : QLM_TYPE_F32;
+    return p->embd_type < 0 ? linear_default(p) : choice_of_type(p->embd_type);
+  return is_linear_weight(t->name) ? linear_default(p) : c;
 }
 
 /* ---- converting one tensor */
-
-typedef struct out_tensor {
-  int type;
-  void *data; /* [nbytes] owned */
-  size_t nbytes;
-} out_tensor;
 
 /* Work shared by the threads converting one tensor: rows [0, n_rows) of n_cols floats. */
 typedef struct convert_task {
@@ -116,13 +128,12 @@ static void convert_rows(void *ctx, int ith, int nth) {
     c->failed[ith] = 1;
     return;
   }
-  const qlm_type_traits *tt = qlm_type_traits_of(c->type);
   double e2 = 0, n2 = 0, mx = 0;
   for (int64_t r = ith; r < c->n_rows; r += nth) {
     const float *x = c->src + r * c->n_cols;
     unsigned char *y = c->dst + (size_t)r * c->row_bytes;
     convert_row(c, x, y);
-    tt->to_float(y, back, c->n_cols);
+    qlm_dequantize(c->type, y, back, c->n_cols);
     for (int64_t j = 0; j < c->n_cols; j++) {
       double d = (double)x[j] - (double)back[j];
       e2 += d * d;
@@ -165,7 +176,7 @@ static bool needs_rope_permutation(const qlm_source *src, const qlm_tensor *t) {
 /* The source tensor as f32 (malloc'd), RoPE rows permuted if needed. */
 static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, float **out, qlm_error *err) {
   const qlm_type_traits *tt = qlm_type_traits_of(t->type);
-  if (!tt || !tt->to_float)
+  if (!tt || !qlm_type_can_dequantize(t->type))
     return qlm_fail(err, QLM_EUNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32", src->path, t->name,
                     qlm_type_name(t->type));
   size_t bytes;
@@ -173,7 +184,7 @@ static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, float
     return qlm_fail(err, QLM_ELIMIT, "%s: tensor '%s' is too large", src->path, t->name);
   float *f = qlm_malloc(bytes ? bytes : 1, "a tensor converted to f32", err);
   if (!f) return QLM_ENOMEM;
-  tt->to_float(t->data, f, n);
+  qlm_dequantize(t->type, t->data, f, n);
   if (needs_rope_permutation(src, t)) {
     if (src->hp.n_rot != src->hp.head_dim) {
       free(f);
@@ -190,8 +201,9 @@ static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, float
   return QLM_OK;
 }
 
+/* f32, f16 and llama.cpp block types: rows converted in parallel by the reference quantizers. */
 static int convert_tensor(const qlm_source *src, const qlm_tensor *t, qlm_pool *pool, qlm_quant_tensor *rep,
-                          out_tensor *o, qlm_error *err) {
+                          qlm_qtensor *o, qlm_error *err) {
   int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
   float *f = NULL;
   int rc = load_f32(src, t, n, &f, err);
@@ -225,9 +237,51 @@ static int convert_tensor(const qlm_source *src, const qlm_tensor *t, qlm_pool *
     free(c.dst);
     return rc;
   }
-  *o = (out_tensor){.type = rep->type, .data = c.dst, .nbytes = nbytes};
+  *o = (qlm_qtensor){.type = rep->type, .rows = c.n_rows, .cols = c.n_cols, .row_bytes = c.row_bytes, .data = c.dst};
+  qlm_qtensor_set_bpw(o);
   rep->bytes_out = nbytes;
   return QLM_OK;
+}
+
+/* Any other method: W as f32, the method's quantize, and the error of its dequantized result. */
+static int method_tensor(const qlm_source *src, const qlm_tensor *t, const qlm_choice *ch, qlm_quant_tensor *rep,
+                         qlm_qtensor *o, qlm_error *err) {
+  int64_t rows = t->ne[1], cols = t->ne[0];
+  float *f = NULL, *back = NULL;
+  int rc = load_f32(src, t, rows * cols, &f, err);
+  if (rc) return rc;
+  rc = ch->method->quantize(f, rows, cols, NULL, &ch->opts, o, err);
+  if (rc) {
+    qlm_fail_prefix(err, "tensor '%s'", t->name);
+  } else if (!(back = qlm_malloc((size_t)(rows * cols) * sizeof *back + 1, "a dequantized tensor", err))) {
+    rc = QLM_ENOMEM;
+  } else if (ch->method->dequantize) {
+    rc = ch->method->dequantize(o, back, err);
+  } else if (!qlm_dequantize(o->type, o->data, back, rows * cols)) {
+    rc = qlm_fail(err, QLM_EINTERNAL, "tensor '%s': type %s has no dequantizer", t->name, qlm_type_name(o->type));
+  }
+  if (!rc) {
+    double e2 = 0, n2 = 0, mx = 0;
+    for (int64_t i = 0; i < rows * cols; i++) {
+      double d = (double)f[i] - (double)back[i];
+      e2 += d * d, n2 += (double)f[i] * (double)f[i];
+      if (fabs(d) > mx) mx = fabs(d);
+    }
+    rep->rel_err = n2 > 0 ? sqrt(e2 / n2) : sqrt(e2);
+    rep->max_err = mx;
+    rep->type = o->type;
+    if (o->note[0]) {
+      rep->fallback = true;
+      snprintf(rep->fallback_why, sizeof rep->fallback_why, "%s", o->note);
+    }
+    rep->bytes_out = o->row_bytes * (size_t)rows;
+    for (int i = 0; i < o->n_aux; i++) rep->bytes_out += o->aux[i].bytes;
+  } else {
+    qlm_qtensor_free(o);
+  }
+  free(f);
+  free(back);
+  return rc;
 }
 
 /* ---- metadata */
@@ -321,8 +375,8 @@ static int write_vocab(qlm_gguf_writer *w, const qlm_source *src, qlm_error *err
   return QLM_OK;
 }
 
-static int write_metadata(qlm_gguf_writer *w, const qlm_source *src, const qlm_quant_params *p, double seconds,
-                          qlm_error *err) {
+static int write_metadata(qlm_gguf_writer *w, const qlm_source *src, const qlm_quant_params *p, bool ggml_only,
+                          double seconds, qlm_error *err) {
   int rc = QLM_OK;
   if (strcmp(src->format, "gguf") == 0) {
     for (int i = 0; i < src->n_meta && !rc; i++)
@@ -331,12 +385,23 @@ static int write_metadata(qlm_gguf_writer *w, const qlm_source *src, const qlm_q
     rc = write_hparams(w, &src->hp, err);
     if (!rc) rc = write_vocab(w, src, err);
   }
-  if (rc || (rc = qlm_gguf_add_u32(w, "general.file_type", (uint32_t)ftype_of(p->type), err)) ||
-      (rc = qlm_gguf_add_u32(w, "general.quantization_version", 2, err)) ||
+  /* general.file_type tells llama.cpp what the bulk of the weights are; only meaningful for a
+   * file of ggml types quantized with one type */
+  if (!rc && ggml_only && !p->method && !qlm_rules_count(p->rules))
+    rc = qlm_gguf_add_u32(w, "general.file_type", (uint32_t)ftype_of(p->type), err);
+  qlm_choice def = linear_default(p);
+  char desc[128];
+  if (def.kind != QLM_CHOICE_METHOD) snprintf(desc, sizeof desc, "%s", def.kind == QLM_CHOICE_F16 ? "f16" : "f32");
+  else if (def.method == &qlm_method_ggml) snprintf(desc, sizeof desc, "gguf type=%s", qlm_type_name(def.opts.type));
+  else snprintf(desc, sizeof desc, "%s", def.method->name);
+  if (rc || (rc = qlm_gguf_add_u32(w, "general.quantization_version", 2, err)) ||
       (rc = qlm_gguf_add_str(w, "qlm.version", QLM_VERSION, err)) ||
       (rc = qlm_gguf_add_str(w, "qlm.source", p->source_label ? p->source_label : src->path, err)) ||
-      (rc = qlm_gguf_add_str(w, "qlm.quantize.type", qlm_type_name(p->type), err)) ||
+      (rc = qlm_gguf_add_str(w, "qlm.quantize.method", desc, err)) ||
       (rc = qlm_gguf_add_f32(w, "qlm.quantize.seconds", (float)seconds, err)))
+    return rc;
+  if (!p->method && (rc = qlm_gguf_add_str(w, "qlm.quantize.type", qlm_type_name(p->type), err))) return rc;
+  if (qlm_rules_count(p->rules) && (rc = qlm_gguf_add_str(w, "qlm.quantize.rules", qlm_rules_text(p->rules), err)))
     return rc;
   return QLM_OK;
 }
@@ -355,28 +420,108 @@ static int fallback_type(int type) {
   }
 }
 
-static void fill_report(const qlm_source *src, int i, const qlm_quant_params *p, qlm_quant_tensor *r) {
+/* The storage type of a choice for the llama.cpp path, or -1 for other methods. */
+static int choice_type(const qlm_choice *c) {
+  if (c->kind == QLM_CHOICE_F32) return QLM_TYPE_F32;
+  if (c->kind == QLM_CHOICE_F16) return QLM_TYPE_F16;
+  return c->method == &qlm_method_ggml ? c->opts.type : -1;
+}
+
+/* Decide what tensor i gets; a choice that cannot hold the shape falls back (reported). */
+static void plan_tensor(const qlm_source *src, int i, const qlm_quant_params *p, qlm_choice *ch,
+                        qlm_quant_tensor *r) {
   const qlm_tensor *t = &src->tensors[i];
   *r = (qlm_quant_tensor){.index = i + 1, .n_tensors = src->n_tensors, .name = t->name, .n_dims = t->n_dims,
                           .src_type = t->type, .bytes_in = t->nbytes};
   memcpy(r->ne, t->ne, sizeof r->ne);
-  r->wanted_type = qlm_quantize_wanted_type(t, p);
-  r->type = r->wanted_type;
-  if (t->ne[0] % qlm_type_traits_of(r->type)->block_size != 0) { /* not a whole number of blocks */
-    r->type = fallback_type(r->type);
-    if (t->ne[0] % qlm_type_traits_of(r->type)->block_size != 0) r->type = QLM_TYPE_F16;
-    r->fallback = true;
+  *ch = qlm_quantize_choice(t, p);
+  int type = choice_type(ch);
+  r->wanted_type = type;
+  if (type >= 0) {
+    r->type = type;
+    if (t->ne[0] % qlm_type_traits_of(type)->block_size != 0) { /* not a whole number of blocks */
+      r->type = fallback_type(type);
+      if (t->ne[0] % qlm_type_traits_of(r->type)->block_size != 0) r->type = QLM_TYPE_F16;
+      snprintf(r->fallback_why, sizeof r->fallback_why, "%lld columns are not a multiple of the %s block size %d",
+               (long long)t->ne[0], qlm_type_name(type), qlm_type_traits_of(type)->block_size);
+      r->fallback = true;
+      *ch = choice_of_type(r->type);
+    }
+  } else {
+    qlm_error e = {0};
+    if (ch->method->check && ch->method->check(&ch->opts, t->ne[1], t->ne[0], &e)) {
+      snprintf(r->fallback_why, sizeof r->fallback_why, "%.150s", e.msg);
+      r->fallback = true;
+      *ch = choice_of_type(QLM_TYPE_F16);
+      r->type = QLM_TYPE_F16;
+    }
   }
-  r->quantized = r->type != QLM_TYPE_F32;
+  r->quantized = ch->kind != QLM_CHOICE_F32;
 }
 
 static int check_params(const qlm_quant_params *p, qlm_error *err) {
-  if (qlm_quantize_parse_type(qlm_type_name(p->type)) < 0)
+  if (!p->method && qlm_quantize_parse_type(qlm_type_name(p->type)) < 0)
     return qlm_fail(err, QLM_EUSAGE, "quantize: type %s is not supported (use %s)", qlm_type_name(p->type),
                     qlm_quantize_types);
-  if (p->embd_type >= 0 && qlm_quantize_parse_type(qlm_type_name(p->embd_type)) < 0)
+  if (p->embd_type >= 0 && p->embd_type != QLM_TYPE_F32 && p->embd_type != QLM_TYPE_F16 &&
+      qlm_quantize_parse_type(qlm_type_name(p->embd_type)) < 0)
     return qlm_fail(err, QLM_EUSAGE, "quantize: embedding type %s is not supported", qlm_type_name(p->embd_type));
+  if (p->method && p->method->check) {
+    qlm_quant_opts o = p->opts;
+    if (p->method->defaults) p->method->defaults(&o);
+    int rc = p->method->check(&o, 0, 0, err); /* options only: an empty shape always fits */
+    if (rc == QLM_EUSAGE) return rc;
+    if (err) *err = (qlm_error){0};
+  }
   return QLM_OK;
+}
+
+/* Whether every stored type is one of ggml's (the file then loads in llama.cpp). */
+static bool only_ggml_types(const qlm_qtensor *q, int n) {
+  for (int i = 0; i < n; i++)
+    if (q[i].type >= QLM_TYPE_COUNT_GGML || q[i].n_aux) return false;
+  return true;
+}
+
+static int write_tensor_meta(qlm_gguf_writer *w, const char *name, const char *desc, qlm_error *err) {
+  char key[320];
+  snprintf(key, sizeof key, "qlm.tensor.%s.method", name);
+  return qlm_gguf_add_str(w, key, desc, err);
+}
+
+/* Phase 2: metadata and tensors (main + companions) into the GGUF writer. */
+static int write_model(const qlm_source *src, const qlm_quant_params *p, qlm_qtensor *outs, char **descs,
+                       qlm_quant_summary *sum, const char *out_path, qlm_error *err) {
+  qlm_gguf_writer *w = qlm_gguf_writer_new(err);
+  if (!w) return err && err->code ? err->code : QLM_ENOMEM;
+  bool ggml_only = only_ggml_types(outs, src->n_tensors);
+  int rc = write_metadata(w, src, p, ggml_only, sum->seconds, err);
+  for (int i = 0; i < src->n_tensors && !rc; i++)
+    if (descs[i]) rc = write_tensor_meta(w, src->tensors[i].name, descs[i], err);
+  char **names = qlm_calloc((size_t)src->n_tensors * QLM_QAUX_MAX + 1, sizeof *names, "tensor names", err);
+  if (!names && !rc) rc = QLM_ENOMEM;
+  for (int i = 0; i < src->n_tensors && !rc; i++) {
+    const qlm_tensor *t = &src->tensors[i];
+    size_t nbytes = outs[i].row_bytes * (size_t)outs[i].rows;
+    rc = qlm_gguf_add_tensor(w, t->name, outs[i].type, t->n_dims, t->ne, outs[i].data, nbytes, err);
+    for (int k = 0; k < outs[i].n_aux && !rc; k++) {
+      const qlm_qaux *a = &outs[i].aux[k];
+      char **nm = &names[i * QLM_QAUX_MAX + k];
+      size_t len = strlen(t->name) + strlen(a->suffix) + 1;
+      if (!(*nm = qlm_malloc(len, "a tensor name", err))) {
+        rc = QLM_ENOMEM;
+        break;
+      }
+      snprintf(*nm, len, "%s%s", t->name, a->suffix);
+      int64_t ne[4] = {a->n, 1, 1, 1};
+      rc = qlm_gguf_add_tensor(w, *nm, a->type, 1, ne, a->data, a->bytes, err);
+    }
+  }
+  if (!rc) rc = qlm_gguf_write(w, out_path, &sum->file_bytes, err);
+  qlm_gguf_writer_free(w);
+  for (int i = 0; names && i < src->n_tensors * QLM_QAUX_MAX; i++) free(names[i]);
+  free(names);
+  return rc;
 }
 
 int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_params *p, qlm_quant_summary *sum,
@@ -384,15 +529,35 @@ int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_pa
   *sum = (qlm_quant_summary){.n_tensors = src->n_tensors, .n_params = qlm_source_n_params(src)};
   int rc = check_params(p, err);
   if (rc) return rc;
-  out_tensor *outs = qlm_calloc((size_t)(src->n_tensors ? src->n_tensors : 1), sizeof *outs, "output tensors", err);
-  if (!outs) return QLM_ENOMEM;
+  size_t n = (size_t)(src->n_tensors ? src->n_tensors : 1);
+  qlm_qtensor *outs = qlm_calloc(n, sizeof *outs, "output tensors", err);
+  char **descs = outs ? qlm_calloc(n, sizeof *descs, "tensor descriptions", err) : NULL;
+  if (!outs || !descs) {
+    free(outs);
+    return QLM_ENOMEM;
+  }
   qlm_pool *pool = p->n_threads > 1 ? qlm_pool_new(p->n_threads) : NULL;
   double t0 = now_s();
+  int64_t done = 0;
   for (int i = 0; i < src->n_tensors && !rc; i++) {
+    const qlm_tensor *t = &src->tensors[i];
     qlm_quant_tensor r;
-    fill_report(src, i, p, &r);
-    rc = convert_tensor(src, &src->tensors[i], pool, &r, &outs[i], err);
+    qlm_choice ch;
+    plan_tensor(src, i, p, &ch, &r);
+    if (choice_type(&ch) >= 0) rc = convert_tensor(src, t, pool, &r, &outs[i], err);
+    else rc = method_tensor(src, t, &ch, &r, &outs[i], err);
     if (rc) break;
+    if (ch.kind == QLM_CHOICE_METHOD) {
+      char buf[128];
+      if (ch.method == &qlm_method_ggml) snprintf(buf, sizeof buf, "gguf type=%s", qlm_type_name(outs[i].type));
+      else snprintf(buf, sizeof buf, "%s", outs[i].desc);
+      if (!(descs[i] = strdup(buf))) rc = qlm_fail(err, QLM_ENOMEM, "out of memory");
+    }
+    qlm_qtensor_set_bpw(&outs[i]);
+    r.bpw = outs[i].bpw;
+    r.method = descs[i] ? descs[i] : qlm_type_name(outs[i].type);
+    done += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    r.params_done = done, r.n_params = sum->n_params, r.elapsed = now_s() - t0;
     sum->bytes_in += r.bytes_in;
     sum->bytes_out += r.bytes_out;
     if (r.fallback) sum->n_fallback++;
@@ -402,16 +567,12 @@ int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_pa
   }
   sum->seconds = now_s() - t0;
   qlm_pool_free(pool);
-  qlm_gguf_writer *w = rc ? NULL : qlm_gguf_writer_new(err);
-  if (!rc && !w) rc = err && err->code ? err->code : QLM_ENOMEM;
-  if (!rc) rc = write_metadata(w, src, p, sum->seconds, err);
-  for (int i = 0; i < src->n_tensors && !rc; i++) {
-    const qlm_tensor *t = &src->tensors[i];
-    rc = qlm_gguf_add_tensor(w, t->name, outs[i].type, t->n_dims, t->ne, outs[i].data, outs[i].nbytes, err);
+  if (!rc) rc = write_model(src, p, outs, descs, sum, out_path, err);
+  for (int i = 0; i < src->n_tensors; i++) {
+    qlm_qtensor_free(&outs[i]);
+    free(descs[i]);
   }
-  if (!rc) rc = qlm_gguf_write(w, out_path, &sum->file_bytes, err);
-  qlm_gguf_writer_free(w);
-  for (int i = 0; i < src->n_tensors; i++) free(outs[i].data);
   free(outs);
+  free(descs);
   return rc;
 }

@@ -1,11 +1,19 @@
-/* quantize.h — `qlm quantize`: convert a model's weights to one of llama.cpp's block types and
- * write a self-contained GGUF file.
+/* quantize.h — `qlm quantize`: quantize a model's weights with any method (quant/method.h),
+ * chosen per tensor by selective-precision rules (quant/rules.h), and write a self-contained
+ * GGUF file: the qlm model file.  Tensors in llama.cpp's block types use ggml's type ids, so a
+ * file quantized only with those (method gguf / --type) loads in llama.cpp; other methods store
+ * qlm's own type ids (kernels/types.h) that only qlm reads.
  *
- * Which tensors get the target type: the 2-D weight matrices of the linear layers
- * (blk.N.attn_q/k/v/output, attn_qkv, ffn_gate/up/down .weight).  token_embd.weight and
+ * Which tensors get what: the first matching rule decides; otherwise the 2-D weight matrices of
+ * the linear layers (blk.N.attn_q/k/v/output, attn_qkv, ffn_gate/up/down .weight) get the
+ * default method (`method` + `opts`, or the llama.cpp `type`), token_embd.weight and
  * output.weight get `embd_type` (default f32).  Everything else (norms, biases, position
- * embeddings) is written as f32.  Input tensors of any type are first dequantized with the type
- * traits' to_float, so an already-quantized GGUF can be re-quantized.
+ * embeddings) is written as f32.  Input tensors of any type are first dequantized, so an
+ * already-quantized GGUF can be re-quantized.
+ *
+ * Metadata: qlm.version, qlm.source, qlm.quantize.seconds, qlm.quantize.method (the default),
+ * qlm.quantize.rules (the rule lines, if any) and, per tensor quantized by a method,
+ * qlm.tensor.<name>.method = the method and options ("absmax bits=4 group=64").
  *
  * Fallback: a matrix whose row length is not a multiple of the target's block size (32 for the
  * legacy types, 256 for the k-quants) gets another type, chosen as llama-quantize does: q4_K ->
@@ -25,6 +33,8 @@
 #include "core/error.h"
 #include "formats/source.h"
 
+#include "quant/rules.h"
+
 /* What happened to one tensor (passed to the progress callback). */
 typedef struct qlm_quant_tensor {
   int index, n_tensors;  /* 1-based position, total */
@@ -38,6 +48,12 @@ typedef struct qlm_quant_tensor {
   double rel_err;        /* ||W - deq(Q(W))||_F / ||W||_F (0 for exact types) */
   double max_err;        /* max |W - deq(Q(W))| */
   size_t bytes_in, bytes_out;
+  const char *method;    /* method and options ("nf4 block=64 dq=1"), "f32" or "f16" */
+  double bpw;            /* bits per weight stored for this tensor (incl. companions) */
+  char fallback_why[160];/* why the wanted choice could not hold the shape */
+  int64_t params_done;   /* weights converted so far, this tensor included */
+  int64_t n_params;      /* weights in the model */
+  double elapsed;        /* seconds since the quantization phase started */
 } qlm_quant_tensor;
 
 typedef struct qlm_quant_summary {
@@ -50,8 +66,13 @@ typedef struct qlm_quant_summary {
 } qlm_quant_summary;
 
 typedef struct qlm_quant_params {
-  int type;              /* target qlm_type for the linear layers */
-  int embd_type;         /* type of token_embd/output; -1 = same as type */
+  /* Default for the linear layers: `method` with `opts` (defaults filled in by the method), or
+   * when method is NULL the llama.cpp type `type` (f32/f16 store unquantized). */
+  const qlm_quant_method *method;
+  qlm_quant_opts opts;
+  int type;              /* used when method is NULL */
+  int embd_type;         /* token_embd/output: QLM_TYPE_F32, QLM_TYPE_F16, or -1 = as the linear layers */
+  const qlm_rules *rules;/* selective precision, may be NULL */
   int n_threads;         /* 1.. */
   const char *source_label; /* written as qlm.source (NULL: src->path) */
   void (*on_tensor)(void *ctx, const qlm_quant_tensor *t); /* progress, may be NULL */
@@ -67,7 +88,7 @@ extern const char *const qlm_quantize_types; /* "q8_0|q4_0|...|f32" for help tex
 int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_params *p, qlm_quant_summary *sum,
                  qlm_error *err);
 
-/* The type the rules choose for a tensor of `name` and shape, before fallback. */
-int qlm_quantize_wanted_type(const qlm_tensor *t, const qlm_quant_params *p);
+/* What a tensor gets (before any fallback for its shape). */
+qlm_choice qlm_quantize_choice(const qlm_tensor *t, const qlm_quant_params *p);
 
 #endif

@@ -1,0 +1,116 @@
+/* method.h — the one interface every quantization method implements.
+ *
+ * A method takes one weight matrix W [rows x cols] (row-major floats, rows = output features),
+ * optional calibration statistics and its options, and returns a quantized tensor: the main
+ * tensor in one storage type (kernels/types.h) whose rows the kernels multiply directly, plus
+ * optional companion tensors for methods that keep tensor-level data outside the row blocks
+ * (NF4/FP4 double quantization stores its 8-bit absmax codes that way).
+ *
+ * One method per source file in src/quant/ (rtn.c, llm_int8.c, bnb4.c, ggml_block.c, and the
+ * calibrated methods of later issues); quant/method.c lists them.
+ *
+ * Options are parsed from "key=value" words so that the command line, rules files and the
+ * metadata written into a model file all use one spelling, e.g. "bits=4 group=64 asym=1". */
+#ifndef QLM_METHOD_H
+#define QLM_METHOD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+/* Granularity of RTN-style scales: per group of `group` weights along a row, per output row
+ * (per-channel), or one for the whole tensor. */
+enum { QLM_GROUP_TENSOR = -1, QLM_GROUP_CHANNEL = 0 };
+
+typedef struct qlm_quant_opts {
+  int bits;              /* 2..8 for RTN; 4 for nf4/fp4; 8 for llm-int8; 0 = method default */
+  int group;             /* > 0: group size; QLM_GROUP_CHANNEL; QLM_GROUP_TENSOR */
+  bool asym;             /* RTN: zero-point (asymmetric) instead of absmax (symmetric) */
+  bool double_quant;     /* nf4/fp4: quantize the absmax constants (8-bit, block 256) */
+  float threshold;       /* llm-int8: outlier threshold on |activation| (default 6.0) */
+  bool threshold_set;    /* threshold was given (so 0, no outliers, can be asked for) */
+  int type;              /* ggml block methods: the llama.cpp type (kernels/types.h) */
+} qlm_quant_opts;
+
+/* Calibration statistics of one linear layer's input, gathered by running the model on
+ * calibration text (issue 4's methods use them; the methods of issue 3 ignore them). */
+typedef struct qlm_calib {
+  int64_t cols;          /* input features */
+  int64_t n_tokens;      /* tokens seen */
+  const float *act_absmax;/* [cols] max |x_j| over the tokens, or NULL */
+  const float *act_sqmean;/* [cols] mean x_j^2, or NULL */
+  const double *hessian; /* [cols x cols] sum x x^T / n_tokens (GPTQ), or NULL */
+} qlm_calib;
+
+/* A companion tensor: stored in the model file as "<weight name><suffix>". */
+typedef struct qlm_qaux {
+  char suffix[32];       /* e.g. ".absmax_q" */
+  int type;              /* storage type (f32, i8, ...) */
+  int64_t n;             /* elements (a 1-D tensor) */
+  void *data;            /* owned, qlm_type_row_bytes(type, n) bytes */
+  size_t bytes;
+} qlm_qaux;
+
+#define QLM_QAUX_MAX 4
+
+typedef struct qlm_qtensor {
+  int type;              /* storage type of the main tensor */
+  int64_t rows, cols;
+  size_t row_bytes;      /* qlm_type_row_bytes(type, cols) */
+  void *data;            /* owned, rows * row_bytes */
+  int n_aux;
+  qlm_qaux aux[QLM_QAUX_MAX];
+  /* Bits per weight of everything stored for this tensor (main + companions), exact. */
+  double bpw;
+  /* The method and options as stored in the file's metadata, e.g. "rtn bits=4 group=64 asym=0". */
+  char desc[96];
+  /* Set when the options had to be adapted to the shape (e.g. a group size that does not divide
+   * the rows); the driver reports it. */
+  char note[128];
+} qlm_qtensor;
+
+typedef struct qlm_quant_method {
+  const char *name;      /* "rtn", "llm-int8", "nf4", ... (what --method takes) */
+  const char *summary;   /* one line for --help */
+  const char *options;   /* the option keys it takes, for --help, e.g. "bits group" */
+  /* Fill in the method's defaults for options left 0 (called before check and quantize). */
+  void (*defaults)(qlm_quant_opts *o);
+  /* Whether the options and shape are usable; on failure say why in err (QLM_EUSAGE for bad
+   * options, QLM_EUNSUPPORTED for a shape the method cannot hold). */
+  int (*check)(const qlm_quant_opts *o, int64_t rows, int64_t cols, qlm_error *err);
+  /* Quantize W.  out is zeroed by the caller; on failure nothing is left allocated. */
+  int (*quantize)(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
+                  qlm_qtensor *out, qlm_error *err);
+  /* Dequantize a result into W [rows x cols]; NULL when the main tensor's type has a dequantizer
+   * of its own (qlm_dequantize) and no companions. */
+  int (*dequantize)(const qlm_qtensor *q, float *W, qlm_error *err);
+} qlm_quant_method;
+
+/* The method called `name`, or NULL. */
+const qlm_quant_method *qlm_quant_method_find(const char *name);
+/* All methods, NULL-terminated. */
+const qlm_quant_method *const *qlm_quant_methods(void);
+
+/* Parse "key=value" words (bits=, group=, asym=, dq=, threshold=, type=) into o.  group takes
+ * a number, "channel" or "tensor".  Unknown keys and bad values are usage errors naming `what`
+ * (e.g. the rules file and line). */
+int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *value, const char *what, qlm_error *err);
+
+/* Helpers for methods. */
+int qlm_qtensor_alloc(qlm_qtensor *q, int type, int64_t rows, int64_t cols, qlm_error *err);
+qlm_qaux *qlm_qtensor_add_aux(qlm_qtensor *q, const char *suffix, int type, int64_t n, qlm_error *err);
+/* Sets q->bpw from the bytes of the main tensor and its companions. */
+void qlm_qtensor_set_bpw(qlm_qtensor *q);
+void qlm_qtensor_free(qlm_qtensor *q);
+
+/* The methods (each in its own file). */
+extern const qlm_quant_method qlm_method_absmax;    /* quant/rtn.c: RTN symmetric */
+extern const qlm_quant_method qlm_method_zeropoint; /* quant/rtn.c: RTN asymmetric */
+extern const qlm_quant_method qlm_method_llm_int8;  /* quant/llm_int8.c */
+extern const qlm_quant_method qlm_method_nf4;       /* quant/bnb4.c */
+extern const qlm_quant_method qlm_method_fp4;       /* quant/bnb4.c */
+extern const qlm_quant_method qlm_method_ggml;      /* quant/ggml_block.c */
+
+#endif
