@@ -3,8 +3,11 @@
  * usage: bench_speed [-p 512] [-n 128] [-t 1,2] [-r 3] MODEL...
  * pp: one batched forward of p tokens (random ids, seeded) from an empty cache;
  * tg: n single-token forwards after a 1-token prompt. Mean ± sd over r repetitions.
- * Prints a Markdown table. */
+ * Prints a Markdown table; "bpw" is the bits per weight of the transformer blocks' matrices (with
+ * companion tensors such as NF4 double-quant constants), "x base" the speed relative to the
+ * first MODEL at the same thread count and test (measured in this run). */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +51,21 @@ static void stats(const double *tps, int r, double *mean, double *sd) {
 /* The storage type the engine runs the FFN in (what "backend" means for this model). */
 static const char *weight_type(const qlm_model *m) { return qlm_type_name(m->layers[0].w_up.type); }
 
-static int bench_model(const char *path, int n_p, int n_g, const int *threads, int n_thr, int reps) {
+/* Bits per weight of the blocks' 2-D weight matrices, companions included. */
+static double linear_bpw(const qlm_source *src) {
+  double bytes = 0, n = 0;
+  for (int i = 0; i < src->n_tensors; i++) {
+    const qlm_tensor *t = &src->tensors[i];
+    if (strncmp(t->name, "blk.", 4)) continue;
+    if (strstr(t->name, ".weight.")) bytes += (double)t->nbytes; /* a companion */
+    else if (t->n_dims == 2) bytes += (double)t->nbytes, n += (double)(t->ne[0] * t->ne[1]);
+  }
+  return n > 0 ? 8.0 * bytes / n : 0.0;
+}
+
+static double g_base[16][2]; /* t/s of the first model per thread count and test */
+
+static int bench_model(const char *path, int n_p, int n_g, const int *threads, int n_thr, int reps, bool first) {
   qlm_error err = {0};
   qlm_source *src;
   qlm_model *m;
@@ -76,9 +93,10 @@ static int bench_model(const char *path, int n_p, int n_g, const int *threads, i
         tps[r] = (test == 0 ? n_p : n_g) / s;
       }
       stats(tps, reps, &mean, &sd);
-      printf("| %-28s | %8.2f MiB | %7.2f M | %4s %-6s | %7d | %5s%-4d | %10.2f ± %.2f |\n", name, bytes / 1048576.0,
-             qlm_source_n_params(src) / 1e6, weight_type(m), qlm_simd_name(qlm_cpu_simd_level()), threads[ti], test == 0 ? "pp" : "tg",
-             test == 0 ? n_p : n_g, mean, sd);
+      if (first) g_base[ti][test] = mean;
+      printf("| %-28s | %8.2f MiB | %6.3f | %-14s %-6s | %7d | %5s%-4d | %10.2f ± %-6.2f | %6.2f |\n", name,
+             bytes / 1048576.0, linear_bpw(src), weight_type(m), qlm_simd_name(qlm_cpu_simd_level()), threads[ti],
+             test == 0 ? "pp" : "tg", test == 0 ? n_p : n_g, mean, sd, mean / g_base[ti][test]);
       fflush(stdout);
     }
     qlm_state_free(st);
@@ -106,9 +124,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_speed [-p 512] [-n 128] [-t 1,2] [-r 3] MODEL...\n");
     return 2;
   }
-  printf("| %-28s | %12s | %9s | %-10s | %7s | %9s | %18s |\n", "model", "size", "params", "backend", "threads", "test", "t/s");
-  printf("|------------------------------|--------------|-----------|------------|---------|-----------|--------------------|\n");
-  for (; i < argc; i++)
-    if (bench_model(argv[i], n_p, n_g, threads, n_thr, reps)) return 1;
+  printf("| %-28s | %12s | %6s | %-21s | %7s | %9s | %19s | %6s |\n", "model", "size", "bpw", "backend", "threads", "test",
+         "t/s", "x base");
+  printf("|------------------------------|--------------|--------|-----------------------|---------|-----------|---------------------|--------|\n");
+  for (int first = i; i < argc; i++)
+    if (bench_model(argv[i], n_p, n_g, threads, n_thr, reps, i == first)) return 1;
   return 0;
 }
