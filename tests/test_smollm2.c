@@ -4,13 +4,16 @@
  * tokenizer.json, and that it answers a simple question coherently. */
 #include "testutil.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mapfile.h"
 #include "generate/generate.h"
+#include "kernels/types.h"
 #include "model/model.h"
+#include "quant/quantize.h"
 #include "tokenizer/tokenizer.h"
 
 
@@ -100,15 +103,15 @@ static int append_piece(void *ctx, int32_t token, const char *piece, int len) {
   return 0;
 }
 
-/* Greedy chat answer to a question every small instruct model gets right. */
-static void test_answers_capital_of_france(void **st) {
-  (void)st;
+/* Greedy chat answer of the model in src to a question every small instruct model gets right;
+ * returns the loaded model's output-head type. */
+static int answer_capital_of_france(const qlm_source *src) {
   qlm_error err = {0};
   qlm_model *m;
   qlm_tokenizer *tok;
   qlm_state *state;
-  if (qlm_model_load(g_src, &m, &err)) fail_msg("%s", err.msg);
-  assert_int_equal(qlm_tokenizer_new(&g_src->vocab, &tok, &err), 0);
+  if (qlm_model_load(src, &m, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(qlm_tokenizer_new(&src->vocab, &tok, &err), 0);
   const char *prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
   int32_t *ids;
   int n;
@@ -124,11 +127,52 @@ static void test_answers_capital_of_france(void **st) {
   if (qlm_generate(m, tok, state, &smp, &req, &gs, &err)) fail_msg("%s", err.msg);
   print_message("SmolLM2 answered: %s\n", out.buf);
   assert_non_null(strstr(out.buf, "Paris"));
+  int head_type = m->output.type;
+  uint64_t cols = atomic_load(&m->int8_stats.columns);
+  if (cols)
+    print_message("LLM.int8(): %.3f%% of activation columns were outliers\n",
+                  100.0 * (double)atomic_load(&m->int8_stats.outlier_columns) / (double)cols);
   qlm_sampler_free(&smp);
   qlm_state_free(state);
   free(ids);
   qlm_tokenizer_free(tok);
   qlm_model_free(m);
+  return head_type;
+}
+
+static void test_answers_capital_of_france(void **st) {
+  (void)st;
+  assert_int_equal(answer_capital_of_france(g_src), QLM_TYPE_Q8_0); /* llama.cpp's choice for the head */
+}
+
+/* Re-quantized with NF4 + double quantization (tied head included: it must run as NF4 blocks
+ * expanded at load, not fall back to f32) and with LLM.int8(): still answers. */
+static void test_quantized_answers(void **st) {
+  (void)st;
+  char *dir = tu_tmpdir(), path[512];
+  snprintf(path, sizeof path, "%s/m.gguf", dir);
+  struct {
+    const qlm_quant_method *m;
+    qlm_quant_opts o;
+    int head;
+  } cases[] = {
+      {&qlm_method_nf4, {.double_quant = true}, QLM_TYPE_NF4},
+      {&qlm_method_llm_int8, {0}, qlm_type_make(QLM_FAMILY_INT8_ROW, 8, 576)},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    qlm_quant_params p = {.method = cases[i].m, .opts = cases[i].o, .embd_type = -1, .n_threads = 2};
+    qlm_quant_summary sum;
+    qlm_error err = {0};
+    if (qlm_quantize(g_src, path, &p, &sum, &err)) fail_msg("%s", err.msg);
+    qlm_source *q;
+    if (qlm_source_open(path, NULL, &q, &err)) fail_msg("%s", err.msg);
+    print_message("%s: ", cases[i].m->name);
+    assert_int_equal(answer_capital_of_france(q), cases[i].head);
+    qlm_source_close(q);
+    remove(path);
+  }
+  remove(dir);
+  free(dir);
 }
 
 int main(void) {
@@ -136,6 +180,7 @@ int main(void) {
       cmocka_unit_test(test_hparams_match_published_config),
       cmocka_unit_test(test_gguf_tokenizer_equals_tokenizer_json),
       cmocka_unit_test(test_answers_capital_of_france),
+      cmocka_unit_test(test_quantized_answers),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -55,6 +55,8 @@ static int own(loader *L, void *p) {
 
 /* Whether matrices stored in `type` stay in that type (see the top of the file). */
 static bool keep_quantized(int type) {
+  if (type == QLM_TYPE_NF4_DQ) type = QLM_TYPE_NF4; /* expanded at load (expand_dq) */
+  if (type == QLM_TYPE_FP4_DQ) type = QLM_TYPE_FP4;
   const qlm_type_traits *tr = qlm_type_traits_of(type);
   if (!tr || (!tr->vec_dot && !tr->vec_dot_t) || !tr->quantize_act) return false;
   const char *env = getenv("QLM_DEQUANT_ALL");
