@@ -145,50 +145,13 @@ static char *quantize_to(const qlm_source *src, const char *dir, const char *nam
   return out;
 }
 
-/* Greedy tokens from BOS and the logits of every step ([n x V], may be NULL); with `forced`,
- * step i is fed forced[i-1] instead of its own previous pick (teacher forcing). */
-static void greedy_forced(const qlm_source *src, int n, const int32_t *forced, int32_t *out, float *all_logits) {
-  qlm_model *m;
-  qlm_state *st;
-  qlm_error err = {0};
-  if (qlm_model_load(src, &m, &err)) fail_msg("%s", err.msg);
-  if (qlm_state_new(m, 1, n + 1, 1, 1, &st, &err)) fail_msg("%s", err.msg);
-  int V = m->hp.n_vocab;
-  float *logits = malloc((size_t)V * sizeof *logits);
-  int32_t tok = 1; /* BOS of stories260K */
-  for (int i = 0; i < n; i++) {
-    if (qlm_forward_seq(m, st, 0, i, &tok, 1, logits, &err)) fail_msg("%s", err.msg);
-    int best = 0;
-    for (int v = 0; v < V; v++) {
-      if (!isfinite(logits[v])) fail_msg("step %d: logit %d is %g", i, v, logits[v]);
-      if (logits[v] > logits[best]) best = v;
-    }
-    if (all_logits) memcpy(all_logits + (size_t)i * (size_t)V, logits, (size_t)V * sizeof *logits);
-    out[i] = tok = best;
-    if (forced) tok = forced[i];
-  }
-  free(logits);
-  qlm_state_free(st);
-  qlm_model_free(m);
-}
-
-static void greedy(const qlm_source *src, int n, int32_t *out, float *all_logits) {
-  greedy_forced(src, n, NULL, out, all_logits);
-}
-
-static int common_prefix(const int32_t *a, const int32_t *b, int n) {
-  int i = 0;
-  while (i < n && a[i] == b[i]) i++;
-  return i;
-}
-
 /* 8-bit RTN (absmax and zero-point, per channel and per group of 32) and Q8_0 keep the 64-token
  * greedy output of the f32 model. */
 static void test_8bit_keeps_greedy(void **state) {
   (void)state;
   qlm_source *src = open_stories();
   int32_t ref[N_GREEDY], got[N_GREEDY];
-  greedy(src, N_GREEDY, ref, NULL);
+  tu_greedy(src, N_GREEDY, NULL, ref, NULL);
   char *dir = tu_tmpdir();
   struct {
     const char *name;
@@ -204,8 +167,8 @@ static void test_8bit_keeps_greedy(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char *path = quantize_to(src, dir, cases[i].name, cases[i].m, cases[i].o, cases[i].type, NULL);
     qlm_source *q = open_path(path);
-    greedy(q, N_GREEDY, got, NULL);
-    int same = common_prefix(ref, got, N_GREEDY);
+    tu_greedy(q, N_GREEDY, NULL, got, NULL);
+    int same = tu_common_prefix(ref, got, N_GREEDY);
     print_message("%-12s greedy tokens identical to f32: %d/%d\n", cases[i].name, same, N_GREEDY);
     assert_int_equal(same, N_GREEDY);
     qlm_source_close(q);
@@ -260,11 +223,11 @@ static void test_file_roundtrip(void **state) {
   assert_int_equal(n_checked, 35); /* 7 matrices x 5 layers */
   /* runs, and stays close to f32: 4-bit zero-point groups of 32 on this tiny model */
   int32_t ref_tok[N_GREEDY], got[N_GREEDY], again[N_GREEDY];
-  greedy(src, N_GREEDY, ref_tok, NULL);
-  greedy(q, N_GREEDY, got, NULL);
-  greedy(q, N_GREEDY, again, NULL);
+  tu_greedy(src, N_GREEDY, NULL, ref_tok, NULL);
+  tu_greedy(q, N_GREEDY, NULL, got, NULL);
+  tu_greedy(q, N_GREEDY, NULL, again, NULL);
   assert_memory_equal(got, again, sizeof got);
-  print_message("zeropoint4 g32: greedy prefix identical to f32: %d/%d\n", common_prefix(ref_tok, got, N_GREEDY),
+  print_message("zeropoint4 g32: greedy prefix identical to f32: %d/%d\n", tu_common_prefix(ref_tok, got, N_GREEDY),
                 N_GREEDY);
   qlm_source_close(q);
   unlink(path);
@@ -303,9 +266,9 @@ static void test_rules_end_to_end(void **state) {
   assert_non_null(m);
   assert_non_null(strstr(m->v.s, "layers=0-1,component=linear absmax bits=8"));
   int32_t ref[N_GREEDY], got[N_GREEDY];
-  greedy(src, N_GREEDY, ref, NULL);
-  greedy(q, N_GREEDY, got, NULL);
-  assert_int_equal(common_prefix(ref, got, N_GREEDY), N_GREEDY);
+  tu_greedy(src, N_GREEDY, NULL, ref, NULL);
+  tu_greedy(q, N_GREEDY, NULL, got, NULL);
+  assert_int_equal(tu_common_prefix(ref, got, N_GREEDY), N_GREEDY);
   qlm_source_close(q);
   qlm_rules_free(r);
   unlink(path);
@@ -321,11 +284,11 @@ static double logit_drift(const char *path, const int32_t *ref, const float *lre
   int32_t got[N_GREEDY];
   float *lgot = malloc((size_t)N_GREEDY * (size_t)V * sizeof *lgot);
   qlm_source *q = open_path(path);
-  greedy_forced(q, N_GREEDY, ref, got, lgot);
+  tu_greedy(q, N_GREEDY, ref, got, lgot);
   double dl = 0;
   for (size_t k = 0; k < (size_t)N_GREEDY * (size_t)V; k++) dl += fabs((double)lgot[k] - (double)lref[k]);
-  greedy(q, N_GREEDY, got, NULL);
-  *prefix = common_prefix(ref, got, N_GREEDY);
+  tu_greedy(q, N_GREEDY, NULL, got, NULL);
+  *prefix = tu_common_prefix(ref, got, N_GREEDY);
   qlm_source_close(q);
   free(lgot);
   return dl / ((double)N_GREEDY * V);
@@ -342,7 +305,7 @@ static void test_every_combination_runs(void **state) {
   int V = src->hp.n_vocab, prefix;
   int32_t ref[N_GREEDY];
   float *lref = malloc((size_t)N_GREEDY * (size_t)V * sizeof *lref);
-  greedy(src, N_GREEDY, ref, lref);
+  tu_greedy(src, N_GREEDY, NULL, ref, lref);
   char *path = quantize_to(src, dir, "q8.gguf", NULL, (qlm_quant_opts){0}, QLM_TYPE_Q8_0, NULL);
   double d_q8 = logit_drift(path, ref, lref, V, &prefix);
   print_message("q8_0                     : prefix %2d/%d, mean |dlogit| %.4f\n", prefix, N_GREEDY, d_q8);

@@ -60,34 +60,6 @@ static char *quantize_to(const qlm_source *src, const char *dir, const char *nam
   return out;
 }
 
-/* Greedy argmax tokens from BOS (no tokenizer needed). */
-static void greedy(const qlm_source *src, int n, int32_t *out) {
-  qlm_model *m;
-  qlm_state *st;
-  qlm_error err = {0};
-  if (qlm_model_load(src, &m, &err)) fail_msg("%s", err.msg);
-  if (qlm_state_new(m, 1, n + 1, 1, 1, &st, &err)) fail_msg("%s", err.msg);
-  int V = m->hp.n_vocab;
-  float *logits = malloc((size_t)V * sizeof *logits);
-  int32_t tok = 1; /* BOS of stories260K */
-  for (int i = 0; i < n; i++) {
-    if (qlm_forward_seq(m, st, 0, i, &tok, 1, logits, &err)) fail_msg("%s", err.msg);
-    int best = 0;
-    for (int v = 1; v < V; v++)
-      if (logits[v] > logits[best]) best = v;
-    out[i] = tok = best;
-  }
-  free(logits);
-  qlm_state_free(st);
-  qlm_model_free(m);
-}
-
-static int common_prefix(const int32_t *a, const int32_t *b, int n) {
-  int i = 0;
-  while (i < n && a[i] == b[i]) i++;
-  return i;
-}
-
 static void rm_rf(const char *dir) {
   DIR *d = opendir(dir);
   if (!d) return;
@@ -173,8 +145,8 @@ static void test_stories_q8_0(void **state) {
   assert_memory_equal(&q->hp, &src->hp, sizeof q->hp);
   /* 8 bits: the greedy 64 tokens are the f32 model's */
   int32_t a[64], b[64];
-  greedy(src, 64, a);
-  greedy(q, 64, b);
+  tu_greedy(src, 64, NULL, a, NULL);
+  tu_greedy(q, 64, NULL, b, NULL);
   assert_memory_equal(a, b, sizeof a);
   /* quantizing the Q8_0 file again reproduces every tensor byte for byte (Q8_0 is idempotent on
    * its own grid), and every metadata value but the provenance of the run */
@@ -190,7 +162,7 @@ static void test_stories_q8_0(void **state) {
   assert_int_equal(q2->n_meta, q->n_meta);
   /* same model read twice: same logits */
   int32_t c[64];
-  greedy(q2, 64, c);
+  tu_greedy(q2, 64, NULL, c, NULL);
   assert_memory_equal(a, c, sizeof a);
   qlm_source_close(q2);
   qlm_source_close(q);
@@ -208,7 +180,7 @@ static void test_every_type_generates(void **state) {
   qlm_source *src = open_shared(STORIES);
   char *dir = tu_tmpdir();
   int32_t ref[64];
-  greedy(src, 64, ref);
+  tu_greedy(src, 64, NULL, ref, NULL);
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     int type = qlm_quantize_parse_type(names[i]);
     assert_true(type >= 0);
@@ -216,8 +188,8 @@ static void test_every_type_generates(void **state) {
     char *out = quantize_to(src, dir, "t.gguf", type, NULL, &sum);
     qlm_source *q = open_src(out);
     int32_t toks[64];
-    greedy(q, 64, toks);
-    int same = common_prefix(ref, toks, 64);
+    tu_greedy(q, 64, NULL, toks, NULL);
+    int same = tu_common_prefix(ref, toks, 64);
     print_message("%-5s %7llu bytes (%.3f bits/weight), greedy tokens equal to f32 for %d of 64\n", names[i],
                   (unsigned long long)sum.file_bytes, 8.0 * (double)sum.bytes_out / (double)sum.n_params, same);
     if (type == QLM_TYPE_F32 || type == QLM_TYPE_F16 || type == QLM_TYPE_Q8_0) assert_int_equal(same, 64);
@@ -259,9 +231,9 @@ static void test_other_sources(void **state) {
     assert_memory_equal(a->data, y->data, a->nbytes);
   }
   int32_t tg[64], tb[64], th[64];
-  greedy(qg, 64, tg);
-  greedy(qb, 64, tb);
-  greedy(qh, 64, th);
+  tu_greedy(qg, 64, NULL, tg, NULL);
+  tu_greedy(qb, 64, NULL, tb, NULL);
+  tu_greedy(qh, 64, NULL, th, NULL);
   assert_memory_equal(tg, tb, sizeof tg);
   assert_memory_equal(tg, th, sizeof tg);
   qlm_source_close(qg);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/model.h"
+
 static char *join(const char *env, const char *dflt, const char *rel) {
   const char *base = getenv(env);
   if (!base || !*base) base = dflt;
@@ -88,4 +90,35 @@ uint8_t *tu_read_vectors(const char *rel, const char *magic8, const char *genera
   if (memcmp(data, magic8, 8) != 0) fail_msg("%s: bad magic (regenerate with %s)", path, generator);
   free(path);
   return data;
+}
+
+void tu_greedy(const qlm_source *src, int n, const int32_t *forced, int32_t *out, float *all_logits) {
+  qlm_model *m;
+  qlm_state *st;
+  qlm_error err = {0};
+  if (qlm_model_load(src, &m, &err)) fail_msg("%s", err.msg);
+  if (qlm_state_new(m, 1, n + 1, 1, 1, &st, &err)) fail_msg("%s", err.msg);
+  int V = m->hp.n_vocab;
+  float *logits = malloc((size_t)V * sizeof *logits);
+  int32_t tok = 1;
+  for (int i = 0; i < n; i++) {
+    if (qlm_forward_seq(m, st, 0, i, &tok, 1, logits, &err)) fail_msg("%s", err.msg);
+    int best = 0;
+    for (int v = 0; v < V; v++) {
+      if (!isfinite(logits[v])) fail_msg("step %d: logit %d is %g", i, v, logits[v]);
+      if (logits[v] > logits[best]) best = v;
+    }
+    if (all_logits) memcpy(all_logits + (size_t)i * (size_t)V, logits, (size_t)V * sizeof *logits);
+    out[i] = tok = best;
+    if (forced) tok = forced[i];
+  }
+  free(logits);
+  qlm_state_free(st);
+  qlm_model_free(m);
+}
+
+int tu_common_prefix(const int32_t *a, const int32_t *b, int n) {
+  int i = 0;
+  while (i < n && a[i] == b[i]) i++;
+  return i;
 }

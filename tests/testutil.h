@@ -36,4 +36,12 @@ char *tu_smollm2_path(void);
 /* The stories260K hyper-parameters of ../shared/models/README.md, as every reader must give them;
  * n_ctx, rope style and tying differ between the three copies and are passed in. */
 void tu_check_stories260k_hparams(const qlm_hparams *hp, int n_ctx, int rope_style, int tied);
+
+/* Greedy argmax tokens of the model in src, starting from token 1 (BOS of the Llama vocabularies),
+ * one token per forward step; out[n].  With `forced`, step i is fed forced[i-1] instead of its
+ * own previous pick (teacher forcing).  all_logits [n x n_vocab] receives every step's logits
+ * (may be NULL).  Fails the test on non-finite logits. */
+void tu_greedy(const qlm_source *src, int n, const int32_t *forced, int32_t *out, float *all_logits);
+/* Length of the common prefix of two token arrays of length n. */
+int tu_common_prefix(const int32_t *a, const int32_t *b, int n);
 #endif
