@@ -1,8 +1,10 @@
 /* rtn_kernels.c — decode (T = 1) matrix-vector speed of the RTN types next to f32, Q8_0 and Q4_0.
  *
- * usage: rtn_kernels [rows cols [ms]]   (default 576 576 300: SmolLM2-135M's attention matrices)
+ * usage: rtn_kernels [rows cols [ms [best]]]   (default 576 576 300: SmolLM2-135M's attention
+ * matrices; "best": only the best SIMD level this CPU has, not every level)
  * For each type: ns per y = W x on one thread through qlm_matmul_ex (activation quantization
  * included, as in the model), at every SIMD level this CPU has, and GB/s of weight bytes read.
+ * NF4 (bitsandbytes, f32 activations and a table lookup) is the yardstick for the 4-bit types.
  * Weights are N(0, 0.02) quantized by the methods themselves. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +37,7 @@ static float randn(void) {
 int main(int argc, char **argv) {
   int64_t rows = argc > 2 ? atoll(argv[1]) : 576, cols = argc > 2 ? atoll(argv[2]) : 576;
   double ms = argc > 3 ? atof(argv[3]) : 300;
+  const int best_only = argc > 4 && !strcmp(argv[4], "best");
   if (rows < 1 || cols < 1 || rows * cols > (1 << 26)) return fprintf(stderr, "rtn_kernels: bad shape\n"), 2;
   float *W = malloc((size_t)(rows * cols) * sizeof *W), *x = malloc((size_t)cols * sizeof *x),
         *y = malloc((size_t)rows * sizeof *y);
@@ -45,13 +48,16 @@ int main(int argc, char **argv) {
       {"f32", NULL, {0}},
       {"q8_0", &qlm_method_ggml, {.type = QLM_TYPE_Q8_0}},
       {"q4_0", &qlm_method_ggml, {.type = QLM_TYPE_Q4_0}},
+      {"nf4", &qlm_method_nf4, {0}},
       {"absmax8 g32", &qlm_method_absmax, {.bits = 8, .group = 32}},
       {"absmax8 g128", &qlm_method_absmax, {.bits = 8, .group = 128}},
       {"absmax8 channel", &qlm_method_absmax, {.bits = 8, .group = QLM_GROUP_CHANNEL}},
       {"zeropoint8 g32", &qlm_method_zeropoint, {.bits = 8, .group = 32}},
       {"zeropoint8 g128", &qlm_method_zeropoint, {.bits = 8, .group = 128}},
       {"absmax4 g32", &qlm_method_absmax, {.bits = 4, .group = 32}},
+      {"absmax4 g64", &qlm_method_absmax, {.bits = 4, .group = 64}},
       {"absmax4 g128", &qlm_method_absmax, {.bits = 4, .group = 128}},
+      {"absmax4 g48 (16 | g)", &qlm_method_absmax, {.bits = 4, .group = 48}},
       {"zeropoint4 g32", &qlm_method_zeropoint, {.bits = 4, .group = 32}},
       {"zeropoint4 g64", &qlm_method_zeropoint, {.bits = 4, .group = 64}},
       {"zeropoint4 g128", &qlm_method_zeropoint, {.bits = 4, .group = 128}},
@@ -75,7 +81,7 @@ int main(int argc, char **argv) {
       M.type = q.type, M.data = q.data, M.row_bytes = q.row_bytes;
     }
     double bytes = (double)M.row_bytes * (double)rows;
-    for (int lv = QLM_SIMD_SCALAR; lv <= (int)qlm_cpu_detect(); lv++) {
+    for (int lv = best_only ? (int)qlm_cpu_detect() : QLM_SIMD_SCALAR; lv <= (int)qlm_cpu_detect(); lv++) {
       qlm_matmul_ex(&M, x, 1, y, NULL, (qlm_simd_level)lv, 1); /* warm up */
       long iters = 0;
       double t0 = qlm_now_s(), t;

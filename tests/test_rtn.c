@@ -18,8 +18,8 @@
  *                 bound d/2 + qmax u_h / 2.
  *   plus float rounding of x / d (relative 2^-24 of |x/d| <= qmax + |z| + 1 units of d).
  *
- * Kernels.  For 32 | g the activations are Q8_S and each 32-chunk's sum_j (u_j - c) q_j is an
- * exact integer at every level; only the float summation of the chunks' d_w d_x isum differs.
+ * Kernels, Q8_S activations (32 | g, bits other than 4).  Each 32-chunk's sum_j (u_j - c) q_j is
+ * an exact integer at every level; only the float summation of the chunks' d_w d_x isum differs.
  * So:
  *   integer-valued data (d_w, d_x powers of two, every partial sum a multiple of the smallest
  *   d_w d_x below 2^24 of it, checked) must give bit-identical results at every level, equal
@@ -30,7 +30,20 @@
  *   (the 8-bit kernels without VNNI work with u - 128 and add (128 - c) sum q), so
  *   |result - exact| <= K 2^-24 B with B = sum_chunks |d_w d_x| (that bound).
  * A misplaced code or a saturated int16 (u = 255, q = 127 pairs would saturate vpmaddubsw) is
- * off by ~ d_w d_x 100, far more. */
+ * off by ~ d_w d_x 100, far more.
+ *
+ * Kernels, f32 activations (4 bits at every group size, other bits when 32 does not divide g).
+ * The reference sums fl((u - c) x) per group in element order (g roundings), scales by d (1)
+ * and adds the groups (n/g); the SIMD 4-bit kernels (16 | g) look up t = fl(d (u - c)), which is
+ * the dequantized weight (1 rounding against d (u - c)), and accumulate t x by FMA: at most n/8
+ * FMAs in one lane (AVX2: 8 lanes; AVX-512 has 16), 2 to join the accumulators, 4 for the
+ * horizontal sum.  So both are within K 2^-24 B of the exact sum_i d (u_i - c) x_i, with
+ * K = g + n/g + n/8 + 12 (a bound for either, the 12 covering the conversions and the one-time
+ * slack) and B = sum_i |d (u_i - c) x_i|; the library's dequantizer agrees with d (u - c)
+ * exactly here (|u - c| < 2^24), so this is also the distance to the exact double dot of the
+ * dequantized weights and the f32 activations.  Integer-valued data (d (u - c) and x on a grid
+ * of 0.5, every partial sum below 2^24 units) must again be exact at every level.  A misplaced
+ * code is off by ~ |d x|, about B / n, far above K 2^-24 B for the n tested. */
 #include "testutil.h"
 
 #include <math.h>
@@ -477,8 +490,9 @@ static void test_layout_pack_unpack(void **st) {
 
 /* ------------------------------------------------------------------ (b) the dot products */
 
-static const int KGROUPS[] = {32, 64, 128, 96, 160, 20, 48};
-#define N_KGROUPS 7
+/* 32 | g (nibble layout at 4 bits), 16 | g only (4-bit stream layout, SIMD), neither */
+static const int KGROUPS[] = {32, 64, 128, 96, 160, 20, 48, 16, 80, 24};
+#define N_KGROUPS 10
 
 /* Whether a level runs here; if not the test is reported as skipped. */
 static void need_level(qlm_simd_level level) {
@@ -513,7 +527,8 @@ static void kcase_reference(kcase *k) {
   k->exact = 0, k->B = 0;
   for (int64_t b = 0; b < k->n / g; b++) {
     view_block(k->type, k->w + (size_t)b * bs, &v);
-    if (g % QK == 0) {
+    if (qlm_type_traits_of(k->type)->vec_dot_type == QLM_TYPE_Q8_S) {
+      assert_true(g % QK == 0);
       for (int c = 0; c < g; c += QK) {
         const uint8_t *ab = k->a + (size_t)((b * g + c) / QK) * Q8S;
         double dx = rd_half(ab);
@@ -631,7 +646,8 @@ static void kcase_real(kcase *k, int type, int64_t n, uint64_t *rng, int wild) {
 /* Tolerance of a vec_dot on case k (top of the file). */
 static double kcase_tol(const kcase *k) {
   int g = QLM_TYPE_BLOCK(k->type);
-  double K = g % QK == 0 ? (double)(k->n / QK) + 12 : (double)g + (double)(k->n / g) + 4;
+  double K = qlm_type_traits_of(k->type)->vec_dot_type == QLM_TYPE_Q8_S ? (double)(k->n / QK) + 12
+                                                                        : (double)g + (double)(k->n / g) + (double)(k->n / 8) + 12;
   return K * U24 * k->B * 1.01;
 }
 
@@ -648,8 +664,12 @@ static void check_level(qlm_simd_level level, qlm_vec_dot_t_fn (*fn_for)(int typ
         if (!fn) continue; /* a direct SIMD entry without this type: the reference runs instead */
         bool simd = fn != qlm_vec_dot_rtn_ref;
         n_simd += simd;
-        /* dispatch: SIMD for 32 | g at 8 and 4 bits above scalar; the reference otherwise */
-        if (!fn_for) assert_int_equal(simd, level > QLM_SIMD_SCALAR && g % QK == 0 && (bits == 8 || bits == 4));
+        /* dispatch: SIMD above scalar for 8 bits with 32 | g and 4 bits with 16 | g; the
+         * reference otherwise.  4 bits always take f32 activations, 8 bits Q8_S. */
+        if (!fn_for)
+          assert_int_equal(simd, level > QLM_SIMD_SCALAR && ((bits == 8 && g % QK == 0) || (bits == 4 && g % 16 == 0)));
+        assert_int_equal(qlm_type_traits_of(type)->vec_dot_type,
+                         g % QK == 0 && bits != 4 ? QLM_TYPE_Q8_S : QLM_TYPE_F32);
         /* integer data: 1..3 groups (odd chunk counts too) */
         for (int64_t nb = 1; nb <= 3; nb++) {
           int64_t n = g * nb * (g < 64 ? 2 : 1);
@@ -665,8 +685,10 @@ static void check_level(qlm_simd_level level, qlm_vec_dot_t_fn (*fn_for)(int typ
         }
         /* real data, method-quantized and wild */
         for (int wild = 0; wild < 2; wild++)
-          for (int rep = 0; rep < 3; rep++) {
-            int64_t n = (int64_t)g * (rep == 0 ? 1 : rep == 1 ? 7 : (g >= 96 ? 12 : 36));
+          for (int rep = 0; rep < 4; rep++) {
+            /* 1, 7 (odd) groups; many; 133 (a long odd row, g = 32 pairs blocks) */
+            if (rep == 3 && g > 64) continue;
+            int64_t n = (int64_t)g * (rep == 0 ? 1 : rep == 1 ? 7 : rep == 3 ? 133 : (g >= 96 ? 12 : 36));
             kcase k;
             kcase_real(&k, type, n, &rng, wild);
             float r = fn(type, k.w, k.a, k.n), ref = qlm_vec_dot_rtn_ref(type, k.w, k.a, k.n);
@@ -707,14 +729,26 @@ static void test_kernels_avx512_no_vnni(void **st) {
   check_level(QLM_SIMD_AVX512, avx512_plain);
 }
 
-/* The dispatcher refuses nothing it should not: types of other families get no RTN kernel. */
+/* The SIMD entry points: kernels exactly for 8 bits with 32 | g and 4 bits with 16 | g; types of
+ * other families, bit widths and group sizes get none (the reference runs). */
 static void test_kernel_entry_points(void **st) {
   (void)st;
   assert_null(qlm_rtn_vec_dot_avx2(QLM_TYPE_Q8_0));
   assert_null(qlm_rtn_vec_dot_avx512(QLM_TYPE_Q4_0, true));
   assert_null(qlm_rtn_vec_dot_avx2(qlm_rtn_type(false, 8, 20)));
-  assert_null(qlm_rtn_vec_dot_avx512(qlm_rtn_type(true, 4, 48), false));
+  assert_null(qlm_rtn_vec_dot_avx512(qlm_rtn_type(false, 8, 48), true));
   assert_null(qlm_rtn_vec_dot_avx2(qlm_rtn_type(true, 3, 64)));
+  assert_null(qlm_rtn_vec_dot_avx2(qlm_rtn_type(true, 4, 40)));
+  assert_null(qlm_rtn_vec_dot_avx512(qlm_rtn_type(false, 4, 8), false));
+  for (int asym = 0; asym < 2; asym++)
+    for (int g = 16; g <= 128; g += 16) {
+      int t4 = qlm_rtn_type(asym, 4, g);
+      assert_non_null(qlm_rtn_vec_dot_avx2(t4));
+      assert_non_null(qlm_rtn_vec_dot_avx512(t4, false));
+      assert_non_null(qlm_rtn_vec_dot_avx512(t4, true));
+      assert_int_equal(qlm_type_traits_of(t4)->vec_dot_type, QLM_TYPE_F32);
+      assert_int_equal(qlm_rtn_vec_dot_avx2(qlm_rtn_type(asym, 8, g)) != NULL, g % QK == 0);
+    }
 }
 
 /* ------------------------------------------------------------------ matmul */
@@ -725,7 +759,8 @@ static void test_kernel_entry_points(void **st) {
  * use_blas = 0 bit-identical to the vec_dots again. */
 static void test_matmul(void **st) {
   (void)st;
-  const int64_t rows = 48, cols = 1920; /* 1920 = 2^7 * 15: groups 32, 64, 128, 96, 48, 20 divide it */
+  const int64_t rows = 47, cols = 1920; /* 1920 = 2^7 * 15: groups 32, 64, 128, 96, 48, 20, 16, 80 divide it;
+                                          * an odd row count splits unevenly over 2 and 3 threads */
   float *W = make_tensor(DIST_T3, rows * cols, 6000);
   uint64_t rng = 6001;
   const int64_t Ts[] = {1, 5, 40};
@@ -733,8 +768,10 @@ static void test_matmul(void **st) {
   float *wf = xmalloc((size_t)(rows * cols) * sizeof *wf);
   for (int64_t i = 0; i < 40 * cols; i++) X[i] = tu_rand_normal(&rng) * (tu_rand_uniform(&rng) < 0.01f ? 20.0f : 1.0f);
   qlm_pool *pools[3] = {NULL, qlm_pool_new(2), qlm_pool_new(3)};
-  struct { int asym, bits, group; } cases[] = {{0, 8, 32}, {1, 8, 128}, {0, 4, 64}, {1, 4, 32}, {0, 4, 96},
-                                               {1, 3, 48}, {0, 8, 20},  {1, 6, QLM_GROUP_CHANNEL}, {0, 2, 128}};
+  struct { int asym, bits, group; } cases[] = {{0, 8, 32},  {1, 8, 128}, {0, 4, 64}, {1, 4, 32},
+                                               {0, 4, 96},  {0, 4, 32},  {1, 4, 48}, {0, 4, 16},
+                                               {1, 4, 80},  {1, 3, 48},  {0, 8, 20}, {1, 6, QLM_GROUP_CHANNEL},
+                                               {0, 2, 128}, {0, 4, QLM_GROUP_CHANNEL}};
   qlm_simd_level levels[] = {QLM_SIMD_SCALAR, qlm_cpu_detect()};
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     qlm_qtensor q;

@@ -145,7 +145,10 @@ static void rtn_to_float(int type, const void *src, float *dst, int64_t n) {
   }
 }
 
-/* 32 | g: weights against Q8_S activations, an exact integer sum per 32-chunk; floats summed
+/* Whether a type's activations are Q8_S (32 | g, bits other than 4) or stay f32 (see rtn.h). */
+static bool act_is_q8s(int type) { return QLM_TYPE_BLOCK(type) % QK == 0 && QLM_TYPE_BITS(type) != 4; }
+
+/* Q8_S activations: weights against Q8_S activations, an exact integer sum per 32-chunk; floats summed
  * chunk by chunk within a group, then group by group. */
 static float dot_q8s_ref(int type, const void *w, const void *a, int64_t n) {
   const int g = QLM_TYPE_BLOCK(type), bits = QLM_TYPE_BITS(type), h = qlm_rtn_header_bytes(type);
@@ -171,7 +174,8 @@ static float dot_q8s_ref(int type, const void *w, const void *a, int64_t n) {
   return sum;
 }
 
-/* Other g: weights against f32 activations. */
+/* f32 activations (4 bits, or groups that are not whole 32-chunks): per group the unscaled sum
+ * of (u - c) x in element order, times d, then summed group by group. */
 static float dot_f32_ref(int type, const void *w, const void *a, int64_t n) {
   const int g = QLM_TYPE_BLOCK(type), bits = QLM_TYPE_BITS(type), h = qlm_rtn_header_bytes(type);
   const size_t bs = block_bytes(type);
@@ -190,18 +194,19 @@ static float dot_f32_ref(int type, const void *w, const void *a, int64_t n) {
 }
 
 float qlm_vec_dot_rtn_ref(int type, const void *w, const void *a, int64_t n) {
-  return QLM_TYPE_BLOCK(type) % QK == 0 ? dot_q8s_ref(type, w, a, n) : dot_f32_ref(type, w, a, n);
+  return act_is_q8s(type) ? dot_q8s_ref(type, w, a, n) : dot_f32_ref(type, w, a, n);
 }
 
+/* SIMD where rtn_avx2.c / rtn_avx512.c have a kernel (they return NULL otherwise), built for the
+ * same activation type as the traits choose. */
 static qlm_vec_dot_t_fn rtn_vec_dot_t_for(int type, int level) {
-  if (QLM_TYPE_BLOCK(type) % QK != 0) return NULL;
   qlm_vec_dot_t_fn r = NULL;
   if (level >= QLM_SIMD_AVX512) r = qlm_rtn_vec_dot_avx512(type, qlm_cpu_has_avx512_vnni());
   if (!r && level >= QLM_SIMD_AVX2) r = qlm_rtn_vec_dot_avx2(type);
   return r;
 }
 
-/* f32 activations for the groups that are not whole 32-chunks. */
+/* f32 activations: a copy. */
 static void copy_f32(const float *x, void *dst, int64_t n) { memcpy(dst, x, (size_t)n * sizeof *x); }
 
 int qlm_rtn_traits(int type, qlm_type_traits *tr, char *name, size_t cap) {
@@ -212,7 +217,7 @@ int qlm_rtn_traits(int type, qlm_type_traits *tr, char *name, size_t cap) {
   tr->block_size = g;
   tr->type_size = block_bytes(type);
   tr->to_float_t = rtn_to_float;
-  if (g % QK == 0) {
+  if (act_is_q8s(type)) {
     tr->vec_dot_type = QLM_TYPE_Q8_S;
     tr->quantize_act = qlm_quantize_q8_s;
   } else {

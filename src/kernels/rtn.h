@@ -14,10 +14,15 @@
  * Per-channel quantization is a group of the row length; per-tensor quantization is the same
  * layout with one d (and z) repeated in every row's header (16-32 bits per row).
  *
- * Dot products: when 32 | g the activations are quantized to Q8_S (half d, exact int16 sum of
- * the quants, int8 q[32]) and each 32-chunk is an exact integer sum, with c = 2^(b-1) or z:
+ * Dot products.  8 bits with 32 | g (and 2, 3, 5, 6, 7 bits with 32 | g): the activations are
+ * quantized to Q8_S (half d, exact int16 sum of the quants, int8 q[32]) and each 32-chunk is an
+ * exact integer sum, with c = 2^(b-1) or z:
  *   sum_i w_i x_i ~ d * sum_chunks d_x,k * (sum u_i q_i - c * sum q_i)
- * otherwise the activations stay f32 and the codes are expanded one by one. */
+ * 4 bits (any g) and every other g: the activations stay f32.  The scalar reference sums
+ * (u_i - c) x_i per group and scales by d; the 4-bit SIMD kernels (16 | g: nibble layout when
+ * 32 | g, stream layout otherwise) look each weight up in the group's 16-entry table
+ * t[k] = fl(d (k - c)) (the dequantized weights, bit for bit) and FMA it with x, like the NF4
+ * kernels: measured faster than Q8_S integer dots at 4 bits, not at 8 (see bench/rtn_kernels). */
 #ifndef QLM_RTN_H
 #define QLM_RTN_H
 
@@ -40,8 +45,9 @@ void qlm_rtn_unpack(int type, const void *block, float *d, int *z, uint8_t *u);
 /* Scalar reference dot products (kernels/rtn.c), n a multiple of the group size. */
 float qlm_vec_dot_rtn_ref(int type, const void *w, const void *a, int64_t n);
 
-/* SIMD dot products for 32 | g, bits 8 and 4 (kernels/rtn_avx2.c, rtn_avx512.c); NULL where
- * there is none.  Same integers as the reference, floats summed in another order. */
+/* SIMD dot products (kernels/rtn_avx2.c, rtn_avx512.c) for bits 8 with 32 | g (Q8_S activations:
+ * the reference's integers, floats summed in another order) and bits 4 with 16 | g (f32
+ * activations: the dequantized weights times x, summed in another order); NULL otherwise. */
 qlm_vec_dot_t_fn qlm_rtn_vec_dot_avx2(int type);
 qlm_vec_dot_t_fn qlm_rtn_vec_dot_avx512(int type, bool vnni);
 
