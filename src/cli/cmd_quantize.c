@@ -17,7 +17,17 @@ typedef struct quant_opts {
   long threads;
   qlm_rules *rules;
   bool export_gguf;        /* export-gguf: --type only */
+  const char *calib;       /* calibration text */
+  long calib_samples, calib_len, seed;
 } quant_opts;
+
+static char g_default_calib[512];
+/* The default calibration text: C4 under the shared folder ($QLM_SHARED or ../shared). */
+static const char *default_calib(void) {
+  const char *sh = getenv("QLM_SHARED");
+  snprintf(g_default_calib, sizeof g_default_calib, "%s/%s", sh && *sh ? sh : "../shared", QLM_CALIB_DEFAULT_TEXT);
+  return g_default_calib;
+}
 
 static void list_methods(FILE *f) {
   const qlm_quant_method *const *m = qlm_quant_methods();
@@ -56,9 +66,15 @@ static void usage(FILE *f, bool export_gguf) {
           "      --rules FILE          selective precision rules, one per line (first match wins)\n"
           "      --rule 'RULE'         one rule on the command line (before the file's rules; repeatable)\n"
           "      --keep-embeddings T   token_embd/output: f32 (default), f16, or same (= the linear layers)\n"
+          "      --calib FILE          calibration text for calibrated methods (gptq): .jsonl with a \"text\"\n"
+          "                            field per line, or plain text; default %s\n"
+          "                            (C4 web text: never the WikiText-2 test split used for perplexity)\n"
+          "      --calib-samples N     windows of calibration text (default 128)\n"
+          "      --calib-len L         tokens per window (default 2048, capped by the model's context)\n"
+          "      --seed S              where the windows start (default 0)\n"
           "  -t, --threads N           threads (default: all %d CPUs)\n\n"
           "Methods:\n",
-          cli_default_model(), qlm_quantize_types, cli_default_threads());
+          cli_default_model(), qlm_quantize_types, default_calib(), cli_default_threads());
   list_methods(f);
   fprintf(f,
           "\nRules: SELECTOR ACTION [key=value ...], SELECTOR = * or comma-separated layers=0-4|10,\n"
@@ -109,11 +125,13 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
       {"threshold", required_argument, 0, 'H'}, {"opt", required_argument, 0, 'O'},
       {"rule", required_argument, 0, 'R'},   {"rules", required_argument, 0, 'F'},
       {"keep-embeddings", required_argument, 0, 'e'}, {"threads", required_argument, 0, 't'},
+      {"calib", required_argument, 0, 'C'},  {"calib-samples", required_argument, 0, 'S'},
+      {"calib-len", required_argument, 0, 'L'}, {"seed", required_argument, 0, 's'},
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   int c, rc = 0;
   optind = 1;
   while (!rc && (c = getopt_long(argc, argv, "m:o:t:h", opts, NULL)) != -1) {
-    if (o->export_gguf && strchr("MbgdHORF", c))
+    if (o->export_gguf && strchr("MbgdHORFCSLs", c))
       return qlm_fail(err, QLM_EUSAGE, "export-gguf takes --type only (use qlm quantize for methods and rules)");
     switch (c) {
     case 'm': o->model = optarg; break;
@@ -130,6 +148,10 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
       else rc = qlm_fail(err, QLM_EUSAGE, "--keep-embeddings: '%s' is not f32, f16 or same", optarg);
       break;
     case 't': rc = cli_parse_int("--threads", optarg, 1, 256, &o->threads, err); break;
+    case 'C': o->calib = optarg; break;
+    case 'S': rc = cli_parse_int("--calib-samples", optarg, 1, 1 << 20, &o->calib_samples, err); break;
+    case 'L': rc = cli_parse_int("--calib-len", optarg, 2, 1 << 20, &o->calib_len, err); break;
+    case 's': rc = cli_parse_int("--seed", optarg, 0, 0x7fffffffL, &o->seed, err); break;
     case 'h': usage(stdout, o->export_gguf); exit(0);
     case '?': usage(stderr, o->export_gguf); return qlm_fail(err, QLM_EUSAGE, "quantize: bad option (see --help)");
     default: rc = parse_method_opt(o, c, optarg, err); break;
@@ -167,9 +189,16 @@ static void print_tensor(void *ctx, const qlm_quant_tensor *t) {
   fflush(stdout);
 }
 
+static void print_calib(void *ctx, int n_samples, int seq_len, const char *text) {
+  (void)ctx;
+  printf("calibration: %d windows of %d tokens from %s, layer by layer\n", n_samples, seq_len, text);
+  fflush(stdout);
+}
+
 static int run(int argc, char **argv, bool export_gguf) {
   qlm_error err = {0};
-  quant_opts o = {.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads(), .export_gguf = export_gguf};
+  quant_opts o = {.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads(), .export_gguf = export_gguf,
+                  .calib = default_calib(), .calib_samples = 128, .calib_len = 2048};
   if (!(o.rules = qlm_rules_new(&err))) return cli_report(&err);
   int rc = parse_opts(argc, argv, &o, &err);
   if (!rc && export_gguf && o.type < 0) rc = qlm_fail(&err, QLM_EUSAGE, "export-gguf: --type is required");
@@ -181,7 +210,9 @@ static int run(int argc, char **argv, bool export_gguf) {
   }
   qlm_quant_params p = {.method = o.method, .opts = o.qo, .type = o.type, .embd_type = o.embd_type,
                         .rules = o.rules, .n_threads = (int)o.threads, .source_label = o.model,
-                        .on_tensor = print_tensor};
+                        .on_tensor = print_tensor, .on_calib = print_calib, .calib_text = o.calib,
+                        .calib = {.n_samples = (int)o.calib_samples, .seq_len = (int)o.calib_len,
+                                  .seed = (uint64_t)o.seed}};
   qlm_quant_summary s;
   rc = qlm_quantize(src, o.out, &p, &s, &err);
   qlm_source_close(src);

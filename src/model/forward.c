@@ -299,12 +299,22 @@ static void store_kv(qlm_state *s, const qlm_batch *b, int layer) {
   }
 }
 
-static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il) {
+typedef struct hook_fn {
+  qlm_linear_hook fn;
+  void *ctx;
+} hook_fn;
+
+static void call_hook(const hook_fn *h, int il, qlm_linear_slot slot, const float *X, int T, int cols) {
+  if (h && h->fn) h->fn(h->ctx, il, slot, X, T, cols);
+}
+
+static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const hook_fn *hook) {
   const qlm_hparams *hp = &m->hp;
   const qlm_layer *L = &m->layers[il];
   int T = b->n, E = hp->n_embd, F = hp->n_ff, QD = hp->n_head * hp->head_dim, half = hp->n_rot / 2;
 
   norm_rows(m, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
+  call_hook(hook, il, QLM_SLOT_QKV, s->xn, T, E);
   qlm_matmul(&L->wq, s->xn, T, s->q, s->pool);
   qlm_matmul(&L->wk, s->xn, T, s->k, s->pool);
   qlm_matmul(&L->wv, s->xn, T, s->v, s->pool);
@@ -321,11 +331,13 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
   store_kv(s, b, il);
   att_task at = {.s = s, .b = b, .layer = il};
   qlm_pool_run(T * hp->n_head > 1 ? s->pool : NULL, att_worker, &at);
+  call_hook(hook, il, QLM_SLOT_O, s->att, T, QD);
   qlm_matmul(&L->wo, s->att, T, s->tmp, s->pool);
   add_bias(s->tmp, L->bo, T, E);
   add_rows(s->x, s->tmp, T, E);
 
   norm_rows(m, s->xn, s->x, T, L->ffn_norm, L->ffn_norm_b);
+  call_hook(hook, il, QLM_SLOT_UP, s->xn, T, E);
   size_t n = (size_t)T * F;
   if (hp->arch == QLM_ARCH_GPT2) {
     qlm_matmul(&L->w_up, s->xn, T, s->hb, s->pool);
@@ -336,9 +348,21 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
     qlm_matmul(&L->w_up, s->xn, T, s->hb2, s->pool);
     for (size_t i = 0; i < n; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
   }
+  call_hook(hook, il, QLM_SLOT_DOWN, s->hb, T, F);
   qlm_matmul(&L->w_down, s->hb, T, s->tmp, s->pool);
   add_bias(s->tmp, L->b_down, T, E);
   add_rows(s->x, s->tmp, T, E);
+}
+
+static void embed_rows(const qlm_model *m, const qlm_batch *b, float *xs) {
+  int E = m->hp.n_embd;
+  for (int r = 0; r < b->n; r++) {
+    const float *e = (const float *)m->tok_embd.data + (size_t)b->token[r] * (size_t)E;
+    float *x = xs + (size_t)r * E;
+    memcpy(x, e, (size_t)E * sizeof *x);
+    if (m->pos_embd)
+      for (int i = 0; i < E; i++) x[i] += m->pos_embd[(size_t)b->pos[r] * E + i];
+  }
 }
 
 /* compact: wanted rows' logits are written one after another (forward_seq) instead of at their row index. */
@@ -347,15 +371,9 @@ static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *
   if (rc) return rc;
   const qlm_hparams *hp = &m->hp;
   int T = b->n, E = hp->n_embd, V = hp->n_vocab;
-  for (int r = 0; r < T; r++) {
-    const float *e = (const float *)m->tok_embd.data + (size_t)b->token[r] * (size_t)E;
-    float *x = s->x + (size_t)r * E;
-    memcpy(x, e, (size_t)E * sizeof *x);
-    if (m->pos_embd)
-      for (int i = 0; i < E; i++) x[i] += m->pos_embd[(size_t)b->pos[r] * E + i];
-  }
+  embed_rows(m, b, s->x);
   if (hp->rope_style != QLM_ROPE_NONE) rope_table(s, b);
-  for (int il = 0; il < hp->n_layer; il++) layer_forward(m, s, b, il);
+  for (int il = 0; il < hp->n_layer; il++) layer_forward(m, s, b, il, NULL);
   /* a sequence now ends after its last row here (a batch starting before n_past rewrites and truncates) */
   for (int i = 0; i < s->n_seq; i++)
     if (s->batch_next[i] >= 0) s->n_past[i] = s->batch_next[i];
@@ -376,6 +394,28 @@ static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *
     out_row += r1 - r;
     r = r1;
   }
+  return QLM_OK;
+}
+
+int qlm_embed(const qlm_model *m, const qlm_batch *b, float *x, qlm_error *err) {
+  for (int r = 0; r < b->n; r++)
+    if (b->token[r] < 0 || b->token[r] >= m->hp.n_vocab || (m->pos_embd && (b->pos[r] < 0 || b->pos[r] >= m->hp.n_ctx)))
+      return qlm_fail(err, QLM_EUSAGE, "batch row %d: token %d or position %d out of range", r, b->token[r], b->pos[r]);
+  embed_rows(m, b, x);
+  return QLM_OK;
+}
+
+int qlm_forward_layer(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, float *x, qlm_linear_hook hook,
+                      void *ctx, qlm_error *err) {
+  if (il < 0 || il >= m->hp.n_layer) return qlm_fail(err, QLM_EUSAGE, "forward: layer %d is out of range", il);
+  int rc = check_batch(m, s, b, err);
+  if (rc) return rc;
+  size_t bytes = (size_t)b->n * (size_t)m->hp.n_embd * sizeof *x;
+  memcpy(s->x, x, bytes);
+  if (m->hp.rope_style != QLM_ROPE_NONE) rope_table(s, b);
+  hook_fn h = {hook, ctx};
+  layer_forward(m, s, b, il, &h);
+  memcpy(x, s->x, bytes);
   return QLM_OK;
 }
 

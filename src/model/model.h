@@ -76,4 +76,27 @@ int qlm_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *log
 int qlm_forward_seq(const qlm_model *m, qlm_state *s, int seq, int pos0, const int32_t *tokens, int n,
                     float *logits_last, qlm_error *err);
 
+/* ---- layer by layer (calibration, quant/calib.c) ----
+ * The inputs a layer's linear matrices see, by slot: the q/k/v matrices share one input (the
+ * normalized residual), gate/up share one, attn_output and ffn_down have their own. */
+typedef enum qlm_linear_slot {
+  QLM_SLOT_QKV = 0,   /* input of wq, wk, wv:  [T x n_embd] */
+  QLM_SLOT_O = 1,     /* input of wo:          [T x n_head*head_dim] */
+  QLM_SLOT_UP = 2,    /* input of w_gate/w_up: [T x n_embd] */
+  QLM_SLOT_DOWN = 3,  /* input of w_down:      [T x n_ff] */
+  QLM_N_SLOTS = 4,
+} qlm_linear_slot;
+/* Called before the matrices of `slot` of layer `layer` are applied to X [T x cols]. */
+typedef void (*qlm_linear_hook)(void *ctx, int layer, qlm_linear_slot slot, const float *X, int T, int cols);
+
+/* The residual stream after the embeddings for batch b: x [b->n x n_embd]. */
+int qlm_embed(const qlm_model *m, const qlm_batch *b, float *x, qlm_error *err);
+/* Run layer il on x [b->n x n_embd] in place (x enters as the layer's input and leaves as its
+ * output), writing the layer's keys/values for b's positions into s as qlm_forward does; hook
+ * (may be NULL) sees every linear input.  Positions must follow what s holds for each sequence
+ * (use qlm_state_clear before a new sample); the state's positions are not advanced, so the same
+ * batch can be run through the next layer, or again through this one. */
+int qlm_forward_layer(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, float *x, qlm_linear_hook hook,
+                      void *ctx, qlm_error *err);
+
 #endif

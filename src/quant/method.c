@@ -11,7 +11,7 @@
 
 static const qlm_quant_method *const k_methods[] = {
     &qlm_method_absmax, &qlm_method_zeropoint, &qlm_method_llm_int8, &qlm_method_nf4, &qlm_method_fp4,
-    &qlm_method_ggml, NULL,
+    &qlm_method_ggml, &qlm_method_gptq, &qlm_method_smoothquant, NULL,
 };
 
 const qlm_quant_method *const *qlm_quant_methods(void) { return k_methods; }
@@ -70,9 +70,36 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
     }
     if (t < 0) return qlm_fail(err, QLM_EUSAGE, "%s: type=%s: not a llama.cpp type name (e.g. q4_K, q8_0)", what, value);
     o->type = t;
+  } else if (!strcmp(key, "alpha")) {
+    char *end;
+    errno = 0;
+    float a = strtof(value, &end);
+    if (errno || end == value || *end || !(a >= 0.0f && a <= 1.0f))
+      return qlm_fail(err, QLM_EUSAGE, "%s: alpha=%s: expected a number in [0, 1]", what, value);
+    o->alpha = a;
+    o->alpha_set = true;
+  } else if (!strcmp(key, "damp")) {
+    char *end;
+    errno = 0;
+    float t = strtof(value, &end);
+    if (errno || end == value || *end || !(t >= 0.0f) || t > 1e30f)
+      return qlm_fail(err, QLM_EUSAGE, "%s: damp=%s: expected a number >= 0 (fraction of mean diag(H))", what, value);
+    o->damp = t;
+    o->damp_set = true;
+  } else if (!strcmp(key, "act_order") || !strcmp(key, "desc_act")) {
+    if (parse_bool(value, &o->act_order))
+      return qlm_fail(err, QLM_EUSAGE, "%s: %s=%s: expected 0 or 1", what, key, value);
+  } else if (!strcmp(key, "static_groups")) {
+    if (parse_bool(value, &o->static_groups))
+      return qlm_fail(err, QLM_EUSAGE, "%s: static_groups=%s: expected 0 or 1", what, value);
+  } else if (!strcmp(key, "block")) {
+    if (parse_int(value, 1, 65536, &x)) return qlm_fail(err, QLM_EUSAGE, "%s: block=%s: expected 1..65536", what, value);
+    o->block = (int)x;
   } else {
-    return qlm_fail(err, QLM_EUSAGE, "%s: unknown option '%s' (known: bits, group, asym, dq, threshold, type)", what,
-                    key);
+    return qlm_fail(err, QLM_EUSAGE,
+                    "%s: unknown option '%s' (known: bits, group, asym, dq, threshold, type, damp, act_order, "
+                    "static_groups, block, alpha)",
+                    what, key);
   }
   return QLM_OK;
 }

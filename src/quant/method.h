@@ -32,6 +32,15 @@ typedef struct qlm_quant_opts {
   float threshold;       /* llm-int8: outlier threshold on |activation| (default 6.0) */
   bool threshold_set;    /* threshold was given (so 0, no outliers, can be asked for) */
   int type;              /* ggml block methods: the llama.cpp type (kernels/types.h) */
+  /* gptq (quant/gptq.c): */
+  float damp;            /* dampening, a fraction of the mean of diag(H) (default 0.01) */
+  bool damp_set;         /* damp was given (so 0, no dampening, can be asked for) */
+  bool act_order;        /* process columns in decreasing diag(H) (desc_act) */
+  bool static_groups;    /* group grids from the original weights, before any update */
+  int block;             /* lazy-batch block of columns (0 = 128) */
+  /* smoothquant / awq (quant/smoothquant.c, quant/awq.c): */
+  float alpha;           /* migration strength (smoothquant default 0.5) */
+  bool alpha_set;
 } qlm_quant_opts;
 
 /* Calibration statistics of one linear layer's input, gathered by running the model on
@@ -75,6 +84,8 @@ typedef struct qlm_quant_method {
   const char *name;      /* "rtn", "llm-int8", "nf4", ... (what --method takes) */
   const char *summary;   /* one line for --help */
   const char *options;   /* the option keys it takes, for --help, e.g. "bits group" */
+  bool needs_calib;      /* quantize() needs calibration statistics of the layer's input */
+  bool needs_hessian;    /* ... including the Hessian (cols^2 doubles per input) */
   /* Fill in the method's defaults for options left 0 (called before check and quantize). */
   void (*defaults)(qlm_quant_opts *o);
   /* Whether the options and shape are usable; on failure say why in err (QLM_EUSAGE for bad
@@ -86,6 +97,14 @@ typedef struct qlm_quant_method {
   /* Dequantize a result into W [rows x cols]; NULL when the main tensor's type has a dequantizer
    * of its own (qlm_dequantize) and no companions. */
   int (*dequantize)(const qlm_qtensor *q, float *W, qlm_error *err);
+  /* Methods that migrate scale between activations and weights (SmoothQuant, AWQ): per input
+   * channel factors s[cols] for the matrices W [rows x cols] (all that read one input, stacked)
+   * given the input's statistics.  The driver then multiplies the matrices' columns by s, divides
+   * the op that produces the input (the RMS/layer norm before them) by s — the float model's
+   * outputs are unchanged — and quantizes the scaled matrices with the statistics of x / s.
+   * NULL for other methods. */
+  int (*input_scales)(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
+                      float *s, qlm_error *err);
 } qlm_quant_method;
 
 /* The method called `name`, or NULL. */
@@ -93,7 +112,8 @@ const qlm_quant_method *qlm_quant_method_find(const char *name);
 /* All methods, NULL-terminated. */
 const qlm_quant_method *const *qlm_quant_methods(void);
 
-/* Parse "key=value" words (bits=, group=, asym=, dq=, threshold=, type=) into o.  group takes
+/* Parse "key=value" words (bits=, group=, asym=, dq=, threshold=, type=, and gptq's damp=,
+ * act_order= (or desc_act=), static_groups=, block=) into o.  group takes
  * a number, "channel" or "tensor".  Unknown keys and bad values are usage errors naming `what`
  * (e.g. the rules file and line). */
 int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *value, const char *what, qlm_error *err);
@@ -112,5 +132,8 @@ extern const qlm_quant_method qlm_method_llm_int8;  /* quant/llm_int8.c */
 extern const qlm_quant_method qlm_method_nf4;       /* quant/bnb4.c */
 extern const qlm_quant_method qlm_method_fp4;       /* quant/bnb4.c */
 extern const qlm_quant_method qlm_method_ggml;      /* quant/ggml_block.c */
+extern const qlm_quant_method qlm_method_hqq;       /* quant/hqq.c */
+extern const qlm_quant_method qlm_method_gptq;      /* quant/gptq.c (needs calib->hessian) */
+extern const qlm_quant_method qlm_method_smoothquant; /* quant/smoothquant.c (W8A8) */
 
 #endif

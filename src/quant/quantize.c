@@ -17,6 +17,9 @@
 #include "formats/gguf_write.h"
 #include "kernels/quants.h"
 #include "kernels/threadpool.h"
+#include "model/model.h"
+#include "quant/calib.h"
+#include "tokenizer/tokenizer.h"
 
 static const struct {
   const char *name;
@@ -174,7 +177,15 @@ static bool needs_rope_permutation(const qlm_source *src, const qlm_tensor *t) {
 }
 
 /* The source tensor as f32 (malloc'd), RoPE rows permuted if needed. */
-static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, float **out, qlm_error *err) {
+static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, const float *ovr, float **out,
+                    qlm_error *err) {
+  if (ovr) { /* the driver changed this tensor (smoothing folded into it): already in file layout */
+    float *f = qlm_malloc((size_t)n * sizeof *f + 1, "a tensor converted to f32", err);
+    if (!f) return QLM_ENOMEM;
+    memcpy(f, ovr, (size_t)n * sizeof *f);
+    *out = f;
+    return QLM_OK;
+  }
   const qlm_type_traits *tt = qlm_type_traits_of(t->type);
   if (!tt || !qlm_type_can_dequantize(t->type))
     return qlm_fail(err, QLM_EUNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32", src->path, t->name,
@@ -202,11 +213,11 @@ static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, float
 }
 
 /* f32, f16 and llama.cpp block types: rows converted in parallel by the reference quantizers. */
-static int convert_tensor(const qlm_source *src, const qlm_tensor *t, qlm_pool *pool, qlm_quant_tensor *rep,
-                          qlm_qtensor *o, qlm_error *err) {
+static int convert_tensor(const qlm_source *src, const qlm_tensor *t, const float *ovr, qlm_pool *pool,
+                          qlm_quant_tensor *rep, qlm_qtensor *o, qlm_error *err) {
   int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
   float *f = NULL;
-  int rc = load_f32(src, t, n, &f, err);
+  int rc = load_f32(src, t, n, ovr, &f, err);
   if (rc) return rc;
   int nth = qlm_pool_size(pool);
   if (nth < 1) nth = 1;
@@ -244,13 +255,13 @@ static int convert_tensor(const qlm_source *src, const qlm_tensor *t, qlm_pool *
 }
 
 /* Any other method: W as f32, the method's quantize, and the error of its dequantized result. */
-static int method_tensor(const qlm_source *src, const qlm_tensor *t, const qlm_choice *ch, qlm_quant_tensor *rep,
-                         qlm_qtensor *o, qlm_error *err) {
+static int method_tensor(const qlm_source *src, const qlm_tensor *t, const float *ovr, const qlm_choice *ch,
+                         const qlm_calib *calib, qlm_quant_tensor *rep, qlm_qtensor *o, qlm_error *err) {
   int64_t rows = t->ne[1], cols = t->ne[0];
   float *f = NULL, *back = NULL;
-  int rc = load_f32(src, t, rows * cols, &f, err);
+  int rc = load_f32(src, t, rows * cols, ovr, &f, err);
   if (rc) return rc;
-  rc = ch->method->quantize(f, rows, cols, NULL, &ch->opts, o, err);
+  rc = ch->method->quantize(f, rows, cols, calib, &ch->opts, o, err);
   if (rc) {
     qlm_fail_prefix(err, "tensor '%s'", t->name);
   } else if (!(back = qlm_malloc((size_t)(rows * cols) * sizeof *back + 1, "a dequantized tensor", err))) {
@@ -524,55 +535,326 @@ static int write_model(const qlm_source *src, const qlm_quant_params *p, qlm_qte
   return rc;
 }
 
+/* The state of one run of the driver. */
+typedef struct driver {
+  const qlm_source *src;
+  const qlm_quant_params *p;
+  qlm_quant_summary *sum;
+  qlm_qtensor *outs;     /* [n_tensors] */
+  char **descs;          /* [n_tensors] method descriptions (NULL: stored unquantized) */
+  bool *done;            /* [n_tensors] */
+  float **override;      /* [n_tensors] f32 data replacing the source's (file layout), or NULL */
+  qlm_pool *pool;
+  double t0;
+  int64_t params_done;
+} driver;
+
+/* Quantize tensor i (calib: its layer's input statistics, or NULL) and report it. */
+static int do_tensor(driver *d, int i, const qlm_calib *calib, qlm_error *err) {
+  const qlm_tensor *t = &d->src->tensors[i];
+  qlm_quant_tensor r;
+  qlm_choice ch;
+  plan_tensor(d->src, i, d->p, &ch, &r);
+  int rc;
+  const float *ovr = d->override[i];
+  if (choice_type(&ch) >= 0) rc = convert_tensor(d->src, t, ovr, d->pool, &r, &d->outs[i], err);
+  else rc = method_tensor(d->src, t, ovr, &ch, calib, &r, &d->outs[i], err);
+  if (rc) return rc;
+  if (ch.kind == QLM_CHOICE_METHOD) {
+    char buf[128];
+    if (ch.method == &qlm_method_ggml) snprintf(buf, sizeof buf, "gguf type=%s", qlm_type_name(d->outs[i].type));
+    else snprintf(buf, sizeof buf, "%s", d->outs[i].desc);
+    if (!(d->descs[i] = strdup(buf))) return qlm_fail(err, QLM_ENOMEM, "out of memory");
+  }
+  qlm_qtensor_set_bpw(&d->outs[i]);
+  r.bpw = d->outs[i].bpw;
+  r.method = d->descs[i] ? d->descs[i] : qlm_type_name(d->outs[i].type);
+  d->params_done += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+  r.params_done = d->params_done, r.n_params = d->sum->n_params, r.elapsed = now_s() - d->t0;
+  d->sum->bytes_in += r.bytes_in;
+  d->sum->bytes_out += r.bytes_out;
+  if (r.fallback) d->sum->n_fallback++;
+  else if (r.quantized) d->sum->n_quantized++;
+  else d->sum->n_kept++;
+  d->done[i] = true;
+  if (d->p->on_tensor) d->p->on_tensor(d->p->ctx, &r);
+  return QLM_OK;
+}
+
+/* ---- calibrated methods (GPTQ, ...): quantized layer by layer on calibration statistics */
+
+static const struct {
+  const char *stem;
+  qlm_linear_slot slot;
+} k_slot_of[] = {
+    {"attn_q", QLM_SLOT_QKV},   {"attn_k", QLM_SLOT_QKV}, {"attn_v", QLM_SLOT_QKV}, {"attn_output", QLM_SLOT_O},
+    {"ffn_gate", QLM_SLOT_UP}, {"ffn_up", QLM_SLOT_UP},  {"ffn_down", QLM_SLOT_DOWN}, {"attn_qkv", QLM_SLOT_QKV},
+};
+
+static bool needs_calib(const qlm_tensor *t, const qlm_quant_params *p) {
+  qlm_choice c = qlm_quantize_choice(t, p);
+  return c.kind == QLM_CHOICE_METHOD && c.method->needs_calib;
+}
+
+/* The model's matrix of layer il for stem k. */
+static qlm_mat *layer_mat(qlm_model *m, int il, int k) {
+  qlm_layer *L = &m->layers[il];
+  qlm_mat *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+  return mats[k];
+}
+
+/* Rows of a quantized tensor in the model's layout: undo permute_to_interleaved (file row 2i ->
+ * head row i, 2i+1 -> hd/2 + i) for HF q/k.  Returns a malloc'd copy. */
+static void *rows_to_model_layout(const qlm_qtensor *q, int hd, qlm_error *err) {
+  size_t rb = q->row_bytes;
+  unsigned char *out = qlm_malloc(rb * (size_t)q->rows + 1, "a quantized tensor", err);
+  if (!out) return NULL;
+  const unsigned char *in = q->data;
+  for (int64_t h = 0; h < q->rows / hd; h++)
+    for (int i = 0; i < hd / 2; i++) {
+      memcpy(out + ((size_t)(h * hd + i)) * rb, in + ((size_t)(h * hd + 2 * i)) * rb, rb);
+      memcpy(out + ((size_t)(h * hd + hd / 2 + i)) * rb, in + ((size_t)(h * hd + 2 * i + 1)) * rb, rb);
+    }
+  return out;
+}
+
+typedef struct calib_ctx {
+  driver *d;
+  qlm_model *m;
+  void **owned;          /* model-layout copies, freed at the end */
+  int n_owned;
+} calib_ctx;
+
+/* ---- smoothing (methods with input_scales: SmoothQuant, AWQ) */
+
+static int tensor_index(const driver *d, const char *name) {
+  const qlm_tensor *t = qlm_source_tensor(d->src, name);
+  return t ? (int)(t - d->src->tensors) : -1;
+}
+
+/* Replace tensor i's data (f32, file layout) for the rest of the run. */
+static void set_override(driver *d, int i, float *data) {
+  free(d->override[i]);
+  d->override[i] = data;
+}
+
+/* The slot's input comes from a norm that can absorb 1/s (q/k/v and gate/up); if every matrix
+ * reading it is quantized by one method with input_scales, compute s, fold it (matrices' columns
+ * * s, norm / s, in the driver's overrides and in the model) and return it in *s_out (malloc'd;
+ * NULL: not smoothed). */
+static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_layer_stats *st, float **s_out,
+                       qlm_error *err) {
+  driver *d = c->d;
+  *s_out = NULL;
+  int idx[8], n = 0, cols = st->cols[slot];
+  int64_t rows_total = 0;
+  const qlm_quant_method *method = NULL;
+  qlm_choice first = {0};
+  for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]); k++) {
+    if (k_slot_of[k].slot != slot) continue;
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s.weight", il, k_slot_of[k].stem);
+    int i = tensor_index(d, name);
+    if (i < 0) continue;
+    qlm_choice ch = qlm_quantize_choice(&d->src->tensors[i], d->p);
+    if (ch.kind != QLM_CHOICE_METHOD || !ch.method->input_scales) return QLM_OK;
+    if (method && (ch.method != method || ch.opts.alpha != first.opts.alpha)) return QLM_OK; /* mixed: no smoothing */
+    method = ch.method, first = ch;
+    idx[n++] = i;
+    rows_total += d->src->tensors[i].ne[1];
+  }
+  if (!n) return QLM_OK;
+  const char *norm = slot == QLM_SLOT_QKV ? "attn_norm" : "ffn_norm";
+  float *stack = qlm_malloc((size_t)rows_total * cols * sizeof(float) + 1, "matrices to smooth", err);
+  float *sv = qlm_malloc((size_t)cols * sizeof(float), "smoothing factors", err);
+  int rc = (!stack || !sv) ? QLM_ENOMEM : QLM_OK;
+  int64_t off = 0;
+  for (int k = 0; k < n && !rc; k++) {
+    const qlm_tensor *t = &d->src->tensors[idx[k]];
+    float *w = NULL;
+    rc = load_f32(d->src, t, t->ne[0] * t->ne[1], d->override[idx[k]], &w, err);
+    if (!rc) memcpy(stack + off * cols, w, (size_t)(t->ne[0] * t->ne[1]) * sizeof(float));
+    off += t->ne[1];
+    free(w);
+  }
+  qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = st->absmax[slot]};
+  if (!rc) rc = method->input_scales(stack, rows_total, cols, &cal, &first.opts, sv, err);
+  for (int k = 0, r0 = 0; k < n && !rc; k++) { /* columns * s */
+    const qlm_tensor *t = &d->src->tensors[idx[k]];
+    float *w = qlm_malloc((size_t)(t->ne[0] * t->ne[1]) * sizeof(float), "a smoothed matrix", err);
+    if (!w) {
+      rc = QLM_ENOMEM;
+      break;
+    }
+    for (int64_t r = 0; r < t->ne[1]; r++)
+      for (int j = 0; j < cols; j++) w[r * cols + j] = stack[(r0 + r) * cols + j] * sv[j];
+    set_override(d, idx[k], w);
+    r0 += (int)t->ne[1];
+  }
+  for (int b = 0; b < 2 && !rc; b++) { /* norm weight (and bias) / s */
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s.%s", il, norm, b ? "bias" : "weight");
+    int i = tensor_index(d, name);
+    if (i < 0) continue;
+    float *v = NULL;
+    if ((rc = load_f32(d->src, &d->src->tensors[i], cols, d->override[i], &v, err))) break;
+    for (int j = 0; j < cols; j++) v[j] /= sv[j];
+    set_override(d, i, v);
+    qlm_layer *L = &c->m->layers[il];
+    if (slot == QLM_SLOT_QKV) *(b ? &L->attn_norm_b : &L->attn_norm) = v;
+    else *(b ? &L->ffn_norm_b : &L->ffn_norm) = v;
+  }
+  free(stack);
+  if (rc) {
+    free(sv);
+    return rc;
+  }
+  *s_out = sv;
+  return QLM_OK;
+}
+
+/* Statistics of x / s for a smoothed slot (s NULL: unchanged copies). */
+static void scaled_stats(const qlm_layer_stats *st, int slot, const float *s, double *h, float *amax, float *sq) {
+  int cols = st->cols[slot];
+  double inv = st->n_tokens > 0 ? 1.0 / (double)st->n_tokens : 0.0;
+  for (int i = 0; i < cols; i++) {
+    double si = s ? s[i] : 1.0;
+    amax[i] = (float)(st->absmax[slot][i] / si);
+    sq[i] = (float)(st->sqsum[slot][i] * inv / (si * si));
+    for (int j = 0; h && j < cols; j++) h[(size_t)i * cols + j] = st->hessian[slot][(size_t)i * cols + j] * inv / (si * (s ? s[j] : 1.0));
+  }
+}
+
+/* Put a quantized matrix into the model (q/k rows back in the model's layout). */
+static int swap_into_model(calib_ctx *c, int il, int k, const qlm_tensor *t, const qlm_qtensor *q, qlm_error *err) {
+  if (q->n_aux || !qlm_type_traits_of(q->type)) return QLM_OK; /* cannot run in place: the model keeps f32 */
+  void *data = q->data;
+  if (needs_rope_permutation(c->d->src, t)) {
+    if (!(data = rows_to_model_layout(q, c->d->src->hp.head_dim, err))) return QLM_ENOMEM;
+    void **o = realloc(c->owned, (size_t)(c->n_owned + 1) * sizeof *o);
+    if (!o) {
+      free(data);
+      return qlm_fail(err, QLM_ENOMEM, "out of memory");
+    }
+    c->owned = o;
+    c->owned[c->n_owned++] = data;
+  }
+  qlm_mat full = {.type = q->type, .rows = q->rows, .cols = q->cols, .data = data, .row_bytes = q->row_bytes};
+  qlm_layer *L = &c->m->layers[il];
+  if (!strcmp(k_slot_of[k].stem, "attn_qkv")) { /* fused q | k | v rows: three views */
+    int64_t qd = (int64_t)c->m->hp.n_head * c->m->hp.head_dim, kd = (int64_t)c->m->hp.n_head_kv * c->m->hp.head_dim;
+    qlm_mat *v[3] = {&L->wq, &L->wk, &L->wv};
+    int64_t r0[3] = {0, qd, qd + kd}, nr[3] = {qd, kd, kd};
+    for (int j = 0; j < 3; j++) {
+      *v[j] = full;
+      v[j]->rows = nr[j];
+      v[j]->data = (const unsigned char *)data + (size_t)r0[j] * q->row_bytes;
+    }
+    return QLM_OK;
+  }
+  *layer_mat(c->m, il, k) = full;
+  return QLM_OK;
+}
+
+/* qlm_calib_layer_fn: smooth, then quantize layer il's calibrated matrices and put them into the
+ * model so the following layers are calibrated on the quantized layer's outputs. */
+static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err) {
+  calib_ctx *c = ctx;
+  driver *d = c->d;
+  float *sv[QLM_N_SLOTS] = {0};
+  int rc = smooth_slot(c, il, QLM_SLOT_QKV, st, &sv[QLM_SLOT_QKV], err);
+  if (!rc) rc = smooth_slot(c, il, QLM_SLOT_UP, st, &sv[QLM_SLOT_UP], err);
+  for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]) && !rc; k++) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s.weight", il, k_slot_of[k].stem);
+    const qlm_tensor *t = qlm_source_tensor(d->src, name);
+    if (!t || !needs_calib(t, d->p)) continue;
+    int slot = k_slot_of[k].slot, cols = st->cols[slot];
+    if (t->ne[0] != cols) {
+      rc = qlm_fail(err, QLM_EINTERNAL, "%s: %lld columns, calibrated %d", name, (long long)t->ne[0], cols);
+      break;
+    }
+    double *h = st->hessian[slot] ? qlm_malloc((size_t)cols * cols * sizeof(double), "a Hessian", err) : NULL;
+    float *sq = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+    float *am = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+    if ((st->hessian[slot] && !h) || !sq || !am) {
+      rc = QLM_ENOMEM;
+    } else {
+      scaled_stats(st, slot, sv[slot], h, am, sq);
+      qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_sqmean = sq, .hessian = h};
+      rc = do_tensor(d, (int)(t - d->src->tensors), &cal, err);
+    }
+    free(h), free(sq), free(am);
+    if (!rc) rc = swap_into_model(c, il, k, t, &d->outs[t - d->src->tensors], err);
+  }
+  for (int k = 0; k < QLM_N_SLOTS; k++) free(sv[k]);
+  return rc;
+}
+
+static int calibrated_pass(driver *d, qlm_error *err) {
+  const qlm_quant_params *p = d->p;
+  bool any = false, hessian = false;
+  for (int i = 0; i < d->src->n_tensors; i++)
+    if (needs_calib(&d->src->tensors[i], p)) {
+      any = true;
+      hessian |= qlm_quantize_choice(&d->src->tensors[i], p).method->needs_hessian;
+    }
+  if (!any) return QLM_OK;
+  if (!p->calib_text)
+    return qlm_fail(err, QLM_EUSAGE, "quantize: the method needs calibration text (--calib FILE)");
+  char *text = NULL;
+  size_t len;
+  int32_t *tokens = NULL;
+  int L = 0;
+  qlm_tokenizer *tok = NULL;
+  qlm_model *m = NULL;
+  qlm_calib_opts o = p->calib;
+  o.want_hessian = hessian;
+  if (o.seq_len > d->src->hp.n_ctx) o.seq_len = d->src->hp.n_ctx;
+  int rc = qlm_calib_load_text(p->calib_text, &text, &len, err);
+  if (!rc) rc = qlm_tokenizer_new(&d->src->vocab, &tok, err);
+  if (!rc) rc = qlm_calib_sample(tok, text, len, &o, &tokens, &L, err);
+  if (!rc && p->on_calib) p->on_calib(p->ctx, o.n_samples, L, p->calib_text);
+  if (!rc) rc = qlm_model_load(d->src, &m, err);
+  calib_ctx c = {.d = d, .m = m};
+  if (!rc) rc = qlm_calib_run(m, tokens, o.n_samples, L, &o, p->n_threads, on_layer, &c, err);
+  qlm_model_free(m);
+  for (int i = 0; i < c.n_owned; i++) free(c.owned[i]);
+  free(c.owned);
+  qlm_tokenizer_free(tok);
+  free(tokens);
+  free(text);
+  return rc;
+}
+
 int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_params *p, qlm_quant_summary *sum,
                  qlm_error *err) {
   *sum = (qlm_quant_summary){.n_tensors = src->n_tensors, .n_params = qlm_source_n_params(src)};
   int rc = check_params(p, err);
   if (rc) return rc;
   size_t n = (size_t)(src->n_tensors ? src->n_tensors : 1);
-  qlm_qtensor *outs = qlm_calloc(n, sizeof *outs, "output tensors", err);
-  char **descs = outs ? qlm_calloc(n, sizeof *descs, "tensor descriptions", err) : NULL;
-  if (!outs || !descs) {
-    free(outs);
-    return QLM_ENOMEM;
+  driver d = {.src = src, .p = p, .sum = sum};
+  d.outs = qlm_calloc(n, sizeof *d.outs, "output tensors", err);
+  d.descs = qlm_calloc(n, sizeof *d.descs, "tensor descriptions", err);
+  d.done = qlm_calloc(n, sizeof *d.done, "tensor flags", err);
+  d.override = qlm_calloc(n, sizeof *d.override, "tensor overrides", err);
+  if (!d.outs || !d.descs || !d.done || !d.override) rc = QLM_ENOMEM;
+  d.pool = p->n_threads > 1 ? qlm_pool_new(p->n_threads) : NULL;
+  d.t0 = now_s();
+  if (!rc) rc = calibrated_pass(&d, err);
+  for (int i = 0; i < src->n_tensors && !rc; i++)
+    if (!d.done[i]) rc = do_tensor(&d, i, NULL, err);
+  sum->seconds = now_s() - d.t0;
+  qlm_pool_free(d.pool);
+  if (!rc) rc = write_model(src, p, d.outs, d.descs, sum, out_path, err);
+  for (int i = 0; d.outs && d.descs && i < src->n_tensors; i++) {
+    qlm_qtensor_free(&d.outs[i]);
+    free(d.descs[i]);
   }
-  qlm_pool *pool = p->n_threads > 1 ? qlm_pool_new(p->n_threads) : NULL;
-  double t0 = now_s();
-  int64_t done = 0;
-  for (int i = 0; i < src->n_tensors && !rc; i++) {
-    const qlm_tensor *t = &src->tensors[i];
-    qlm_quant_tensor r;
-    qlm_choice ch;
-    plan_tensor(src, i, p, &ch, &r);
-    if (choice_type(&ch) >= 0) rc = convert_tensor(src, t, pool, &r, &outs[i], err);
-    else rc = method_tensor(src, t, &ch, &r, &outs[i], err);
-    if (rc) break;
-    if (ch.kind == QLM_CHOICE_METHOD) {
-      char buf[128];
-      if (ch.method == &qlm_method_ggml) snprintf(buf, sizeof buf, "gguf type=%s", qlm_type_name(outs[i].type));
-      else snprintf(buf, sizeof buf, "%s", outs[i].desc);
-      if (!(descs[i] = strdup(buf))) rc = qlm_fail(err, QLM_ENOMEM, "out of memory");
-    }
-    qlm_qtensor_set_bpw(&outs[i]);
-    r.bpw = outs[i].bpw;
-    r.method = descs[i] ? descs[i] : qlm_type_name(outs[i].type);
-    done += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
-    r.params_done = done, r.n_params = sum->n_params, r.elapsed = now_s() - t0;
-    sum->bytes_in += r.bytes_in;
-    sum->bytes_out += r.bytes_out;
-    if (r.fallback) sum->n_fallback++;
-    else if (r.quantized) sum->n_quantized++;
-    else sum->n_kept++;
-    if (p->on_tensor) p->on_tensor(p->ctx, &r);
-  }
-  sum->seconds = now_s() - t0;
-  qlm_pool_free(pool);
-  if (!rc) rc = write_model(src, p, outs, descs, sum, out_path, err);
-  for (int i = 0; i < src->n_tensors; i++) {
-    qlm_qtensor_free(&outs[i]);
-    free(descs[i]);
-  }
-  free(outs);
-  free(descs);
+  for (int i = 0; d.override && i < src->n_tensors; i++) free(d.override[i]);
+  free(d.override);
+  free(d.outs);
+  free(d.descs);
+  free(d.done);
   return rc;
 }

@@ -33,6 +33,7 @@
 #include "core/error.h"
 #include "formats/source.h"
 
+#include "quant/calib.h"
 #include "quant/rules.h"
 
 /* What happened to one tensor (passed to the progress callback). */
@@ -73,6 +74,10 @@ typedef struct qlm_quant_params {
   int type;              /* used when method is NULL */
   int embd_type;         /* token_embd/output: QLM_TYPE_F32, QLM_TYPE_F16, or -1 = as the linear layers */
   const qlm_rules *rules;/* selective precision, may be NULL */
+  /* Calibrated methods (method->needs_calib): the text and the windows taken from it. */
+  const char *calib_text;
+  qlm_calib_opts calib;
+  void (*on_calib)(void *ctx, int n_samples, int seq_len, const char *text); /* may be NULL */
   int n_threads;         /* 1.. */
   const char *source_label; /* written as qlm.source (NULL: src->path) */
   void (*on_tensor)(void *ctx, const qlm_quant_tensor *t); /* progress, may be NULL */

@@ -1,0 +1,62 @@
+/* calib.h — calibration: statistics of every linear layer's inputs on sample text, gathered
+ * layer by layer ("sequential" mode, as GPTQ does: each layer sees the outputs of the layers
+ * before it after those were quantized).
+ *
+ * Pipeline: text -> tokens (qlm_calib_load_text, qlm_calib_sample: n_samples windows of seq_len
+ * tokens at seeded random offsets, each starting with BOS when the vocabulary adds one) ->
+ * qlm_calib_run: the residual streams of all samples are kept ([n_samples x seq_len x n_embd]
+ * floats); for each layer il, every sample is run through layer il alone while its linear inputs
+ * are accumulated into that layer's statistics (one layer's at a time: memory stays bounded),
+ * the caller quantizes the layer (and may swap the model's matrices for the quantized ones), and
+ * the samples are run through layer il again to become layer il+1's inputs.
+ *
+ * The default text is C4 (../shared/data/calibration/llama-factory/c4_demo.jsonl, 300 English web
+ * documents, GPTQ's usual calibration source), never the WikiText-2 test split used for
+ * perplexity. */
+#ifndef QLM_CALIB_H
+#define QLM_CALIB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+#define QLM_CALIB_DEFAULT_TEXT "data/calibration/llama-factory/c4_demo.jsonl" /* under the shared folder */
+
+typedef struct qlm_calib_opts {
+  int n_samples;          /* windows (default 128) */
+  int seq_len;            /* tokens per window (default 2048; capped by the model's context and the text) */
+  uint64_t seed;          /* window offsets */
+  bool want_hessian;      /* accumulate X^T X (cols^2 doubles per slot) */
+} qlm_calib_opts;
+
+/* Statistics of one layer's linear inputs, per slot (model.h: qkv, o, up, down). */
+typedef struct qlm_layer_stats {
+  int cols[QLM_N_SLOTS];
+  int64_t n_tokens;               /* rows seen (the same for every slot) */
+  double *hessian[QLM_N_SLOTS];   /* [cols x cols] sum over tokens of x x^T (NULL unless want_hessian) */
+  float *absmax[QLM_N_SLOTS];     /* [cols] max |x_j| */
+  double *sqsum[QLM_N_SLOTS];     /* [cols] sum of x_j^2 */
+} qlm_layer_stats;
+
+/* Called once per layer after its statistics are complete; may replace m->layers[il]'s matrices
+ * (the next pass through layer il uses them). */
+typedef int (*qlm_calib_layer_fn)(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err);
+
+/* Read calibration text: a .jsonl file (one {"text": ...} object per line; texts joined by blank
+ * lines) or plain text.  *text is malloc'd and NUL-terminated. */
+int qlm_calib_load_text(const char *path, char **text, size_t *len, qlm_error *err);
+
+/* Tokenize text and cut n_samples windows of seq_len tokens at seeded random offsets (the last
+ * window may start anywhere a whole window fits; with a text shorter than one window, seq_len
+ * shrinks to the text).  *tokens is malloc'd [n_samples x *seq_len]. */
+int qlm_calib_sample(const qlm_tokenizer *tok, const char *text, size_t len, const qlm_calib_opts *o,
+                     int32_t **tokens, int *seq_len, qlm_error *err);
+
+/* The sequential pass over all layers (see the top). n_threads for the forward passes. */
+int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,
+                  int n_threads, qlm_calib_layer_fn on_layer, void *ctx, qlm_error *err);
+
+#endif

@@ -1,0 +1,420 @@
+/* gptq.c — GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative
+ * Pre-trained Transformers", ICLR 2023), following the reference implementations (IST-DASLab
+ * gptq, AutoGPTQ `fasterquant`) step by step.
+ *
+ * Input: the layer's weights W [rows x cols] and its input statistics calib->hessian =
+ * sum x x^T / n_tokens (the mean over calibration tokens, method.h).  GPTQ's Hessian of the
+ * layer-wise loss ||W X - Ŵ X||^2 is H = 2 X X^T / n; we use H = 2 * calib->hessian.  The scale
+ * of H only matters in one place: a dead input (H_ii = 0) gets H_ii = 1, which enters the mean
+ * of diag(H) used for dampening (the reference averages over sequences, we over tokens).
+ *
+ *   1. dead inputs: H_ii == 0 -> H_ii = 1 and W[:, i] = 0
+ *   2. static_groups: every group's grid from these weights, before any update or permutation
+ *   3. act_order: permute columns (of W and both sides of H) by decreasing diag(H), stably
+ *   4. H += damp * mean(diag H) * I;  U = upper Cholesky factor of H^-1 (H^-1 = U^T U), from
+ *      LAPACK: L L^T = H (dpotrf), H^-1 (dpotri), U^T U = H^-1 (dpotrf)
+ *   5. columns in lazy blocks of B (128): for column i of the block, q = quant(w_i),
+ *      e = (w_i - q) / U_ii, the block's later columns -= e U_i,j; after the block, all later
+ *      columns -= E_block U_block,later (one dgemm).  Loss = sum (w - q)^2 / U_ii^2 / 2.
+ *   6. the permutation is undone when the codes are stored.
+ *
+ * Grid (GPTQ's min-max quantizer, per output row and group, maxq = 2^b - 1):
+ *   lo = min(min x, 0), hi = max(max x, 0);
+ *   sym:  hi = max(|lo|, hi) and lo = -hi if lo < 0 (a group with no negative value keeps
+ *         lo = 0: its scale is then hi/maxq, the reference's quirk);  z = (maxq + 1) / 2
+ *   lo = hi = 0 -> lo = -1, hi = 1;   s = (hi - lo) / maxq;   asym: z = round(-lo / d)
+ *   u = clamp(round(x / d) + z, 0, maxq),  q = d (u - z)
+ * Both variants are stored in qlm's zero-point RTN layout (kernels/rtn.h: half d, int16 z,
+ * b-bit codes; the "sym" grid uses code 0 too, so it does not fit the symmetric layout).  The
+ * stored d is a half: lo, hi and s are computed in float from the float-rounded weights and s
+ * is rounded to half (d, never below the smallest half 2^-24), and z and the codes are computed
+ * from that d, so the codes are the nearest ones for the scale the kernels use and the error
+ * GPTQ propagates is the error of the stored weights.  round() is to nearest, ties to even
+ * (torch.round); the algorithm itself runs in double.
+ *
+ * Dynamic groups (the default, static_groups=0): a group's grid is computed when its first
+ * column is reached, as the reference does it: from W as it stands after the previous blocks'
+ * deferred updates (the in-block updates of the current block live in a block copy and are not
+ * seen), so a group that starts inside a block (group < block) sees slightly stale weights.
+ * Per-channel (group=channel, GPTQ's group_size -1): one grid per row from the original W.
+ *
+ * Groups must be contiguous runs of a row (qlm's layout), so act_order with dynamic groups
+ * (which needs GPTQ's per-column group index g_idx) is refused; act_order with static_groups or
+ * per-channel grids is stored exactly.  A group size that does not divide the row is replaced
+ * as in quant/rtn.c (and noted). */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fp16.h"
+#include "kernels/rtn.h"
+#include "quant/gptq.h"
+
+/* LAPACK from OpenBLAS, Fortran convention: arguments by reference, column-major storage, and
+ * a hidden length argument for each character argument. */
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+
+#define GPTQ_DAMP_DEFAULT 0.01f
+#define GPTQ_BLOCK_DEFAULT 128
+#define GPTQ_MAX_COLS 65536 /* H is cols^2 doubles: 32 GiB at this size */
+
+typedef struct gptq_grid {
+  float d; /* scale, a half value */
+  int z;   /* zero point, codes are 0..maxq */
+} gptq_grid;
+
+static float half_round(float d) { return qlm_f16_to_f32(qlm_f32_to_f16(d)); }
+
+/* The group size used for rows of `cols` weights (same rule as quant/rtn.c): the asked size when
+ * it divides the rows, else the largest divisor below it if that is at least half of it, else
+ * the smallest divisor above it. */
+static int effective_group(const qlm_quant_opts *o, int64_t cols) {
+  if (o->group <= 0 || o->group >= cols) return (int)cols;
+  int g = o->group, below = g, above = g;
+  while (cols % below) below--;
+  while (cols % above) above++;
+  return 2 * below >= g ? below : above;
+}
+
+/* GPTQ's min-max grid of x[0..n) (see the top of the file).  Fails when the scale is beyond a
+ * half (weights near 1e6 or more). */
+static int grid_of(const double *x, int64_t n, int bits, bool sym, gptq_grid *g) {
+  float lo = 0.0f, hi = 0.0f, maxq = (float)((1 << bits) - 1);
+  for (int64_t i = 0; i < n; i++) {
+    float v = (float)x[i];
+    lo = fminf(lo, v), hi = fmaxf(hi, v);
+  }
+  if (sym) {
+    hi = fmaxf(-lo, hi);
+    if (lo < 0.0f) lo = -hi;
+  }
+  if (lo == 0.0f && hi == 0.0f) lo = -1.0f, hi = 1.0f;
+  float d = half_round((hi - lo) / maxq);
+  if (!(d <= 65504.0f)) return -1;
+  if (d == 0.0f) d = 0x1p-24f; /* the smallest half: a spread this small rounds to 0 */
+  g->d = d;
+  g->z = sym ? (1 << (bits - 1)) : (int)nearbyintf(-lo / d);
+  return 0;
+}
+
+/* Quantize w on grid g: the code in *u, the dequantized value returned. */
+static double quant(double w, gptq_grid g, int maxq, uint8_t *u) {
+  double v = nearbyint(w / (double)g.d) + g.z;
+  v = v < 0.0 ? 0.0 : v > maxq ? maxq : v;
+  *u = (uint8_t)v;
+  return (double)g.d * (v - g.z);
+}
+
+static int gptq_check(const qlm_quant_opts *o, int64_t rows, int64_t cols, qlm_error *err) {
+  (void)rows;
+  if (o->bits < 2 || o->bits > 8) return qlm_fail(err, QLM_EUSAGE, "gptq: bits=%d: expected 2..8", o->bits);
+  if (o->group == QLM_GROUP_TENSOR)
+    return qlm_fail(err, QLM_EUSAGE, "gptq: group=tensor: GPTQ's grids are per row (group=channel) or per group");
+  if (!(o->damp >= 0.0f) || !isfinite(o->damp))
+    return qlm_fail(err, QLM_EUSAGE, "gptq: damp=%g: expected a number >= 0", (double)o->damp);
+  if (o->block < 0 || o->block > 65536) return qlm_fail(err, QLM_EUSAGE, "gptq: block=%d: expected 1..65536", o->block);
+  if (cols < 1 || cols > GPTQ_MAX_COLS)
+    return qlm_fail(err, QLM_EUNSUPPORTED, "gptq: rows of %lld weights: expected 1..%d", (long long)cols,
+                    GPTQ_MAX_COLS);
+  int g = effective_group(o, cols);
+  if (g > 0xFFFF)
+    return qlm_fail(err, QLM_EUNSUPPORTED, "gptq: rows of %lld weights are longer than the largest group (65535)",
+                    (long long)cols);
+  if (o->act_order && !o->static_groups && g < cols)
+    return qlm_fail(err, QLM_EUNSUPPORTED,
+                    "gptq: act_order=1 with dynamic groups needs a per-column group index (g_idx), which qlm's "
+                    "contiguous groups cannot store: use static_groups=1, group=channel or act_order=0");
+  return QLM_OK;
+}
+
+static void gptq_defaults(qlm_quant_opts *o) {
+  if (!o->bits) o->bits = 4;
+  if (!o->damp_set) o->damp = GPTQ_DAMP_DEFAULT, o->damp_set = true;
+  if (!o->block) o->block = GPTQ_BLOCK_DEFAULT;
+}
+
+/* Working memory of one run. */
+typedef struct gptq_work {
+  double *H;        /* [n x n] the Hessian, then U (row-major, upper) */
+  double *W;        /* [rows x n] working weights, permuted */
+  double *W1;       /* [rows x B] the current block, with its in-block updates */
+  double *E;        /* [rows x B] the block's scaled errors */
+  int64_t *perm;    /* [n] permuted position -> original column */
+  gptq_grid *grids; /* [rows x n_groups] grid of each original group */
+  gptq_grid *cur;   /* [rows] dynamic groups: the grid in use */
+  uint8_t *codes;   /* [rows x n] codes in original column order */
+} gptq_work;
+
+static void work_free(gptq_work *w) {
+  free(w->H), free(w->W), free(w->W1), free(w->E), free(w->perm), free(w->grids), free(w->cur), free(w->codes);
+}
+
+static int work_alloc(gptq_work *w, int64_t rows, int64_t n, int64_t B, int64_t ng, qlm_error *err) {
+  size_t nn, rn, rb, rg;
+  if (qlm_mul_overflow((size_t)n, (size_t)n, &nn) || qlm_mul_overflow((size_t)rows, (size_t)n, &rn) ||
+      qlm_mul_overflow((size_t)rows, (size_t)B, &rb) || qlm_mul_overflow((size_t)rows, (size_t)ng, &rg) ||
+      nn > SIZE_MAX / sizeof(double) || rn > SIZE_MAX / sizeof(double) || rb > SIZE_MAX / sizeof(double) ||
+      rg > SIZE_MAX / sizeof(gptq_grid))
+    return qlm_fail(err, QLM_ELIMIT, "gptq: layer of %lld x %lld is too large", (long long)rows, (long long)n);
+  if (!(w->H = qlm_malloc(nn * sizeof(double), "gptq Hessian", err))) return QLM_ENOMEM;
+  if (!(w->W = qlm_malloc((rn ? rn : 1) * sizeof(double), "gptq weights", err))) return QLM_ENOMEM;
+  if (!(w->W1 = qlm_malloc((rb ? rb : 1) * sizeof(double), "gptq block", err))) return QLM_ENOMEM;
+  if (!(w->E = qlm_malloc((rb ? rb : 1) * sizeof(double), "gptq block errors", err))) return QLM_ENOMEM;
+  if (!(w->perm = qlm_malloc((size_t)n * sizeof(int64_t), "gptq permutation", err))) return QLM_ENOMEM;
+  if (!(w->grids = qlm_calloc(rg ? rg : 1, sizeof(gptq_grid), "gptq grids", err))) return QLM_ENOMEM;
+  if (!(w->cur = qlm_calloc(rows ? (size_t)rows : 1, sizeof(gptq_grid), "gptq grids", err))) return QLM_ENOMEM;
+  if (!(w->codes = qlm_calloc(rn ? rn : 1, 1, "gptq codes", err))) return QLM_ENOMEM;
+  return QLM_OK;
+}
+
+/* act_order: columns by decreasing diag(H), ties by column (a stable order). */
+typedef struct diag_key {
+  double h;
+  int64_t col;
+} diag_key;
+static int by_diag_desc(const void *a, const void *b) {
+  const diag_key *x = a, *y = b;
+  if (x->h != y->h) return x->h > y->h ? -1 : 1;
+  return x->col < y->col ? -1 : x->col > y->col;
+}
+
+/* Permute the columns of W [rows x n] and both sides of H by perm (new position p holds the old
+ * column perm[p]). */
+static int apply_perm(gptq_work *w, int64_t rows, int64_t n, qlm_error *err) {
+  double *tmp = qlm_malloc((size_t)n * (size_t)n * sizeof(double), "gptq permutation", err);
+  if (!tmp) return QLM_ENOMEM;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) tmp[i * n + j] = w->H[w->perm[i] * n + w->perm[j]];
+  memcpy(w->H, tmp, (size_t)n * (size_t)n * sizeof(double));
+  for (int64_t r = 0; r < rows; r++) {
+    double *row = w->W + r * n;
+    for (int64_t p = 0; p < n; p++) tmp[p] = row[w->perm[p]];
+    memcpy(row, tmp, (size_t)n * sizeof(double));
+  }
+  free(tmp);
+  return QLM_OK;
+}
+
+/* H (dampened, symmetric) -> U, the upper Cholesky factor of H^-1, row-major with zeros below. */
+static int inverse_cholesky(double *H, int64_t n64, float damp, qlm_error *err) {
+  int n = (int)n64, info = 0;
+  dpotrf_("L", &n, H, &n, &info, 1);
+  if (info > 0)
+    return qlm_fail(err, QLM_EUSAGE,
+                    "gptq: the Hessian is not positive definite after dampening (damp=%g; leading minor %d): "
+                    "use a larger damp or more calibration tokens",
+                    (double)damp, info);
+  if (info == 0) dpotri_("L", &n, H, &n, &info, 1);
+  if (info > 0) return qlm_fail(err, QLM_EUSAGE, "gptq: the dampened Hessian is singular (damp=%g)", (double)damp);
+  /* column-major: the inverse is in the lower triangle A[i + j n], i >= j; mirror it up */
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t i = j + 1; i < n; i++) H[j + i * n] = H[i + j * n];
+  if (info == 0) dpotrf_("U", &n, H, &n, &info, 1);
+  if (info > 0)
+    return qlm_fail(err, QLM_EUSAGE, "gptq: the inverse Hessian is not positive definite (damp=%g): use a larger damp",
+                    (double)damp);
+  if (info < 0) return qlm_fail(err, QLM_EINTERNAL, "gptq: LAPACK argument %d is invalid", -info);
+  /* U(i, j) = A[i + j n] for i <= j: transpose into row-major and clear below the diagonal */
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = i + 1; j < n; j++) {
+      double t = H[i * n + j];
+      H[i * n + j] = H[j * n + i];
+      H[j * n + i] = t;
+    }
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < i; j++) H[i * n + j] = 0.0;
+  return QLM_OK;
+}
+
+/* Steps 1-4 of the top comment: fill w->W, grids and U (in w->H). */
+static int prepare(gptq_work *w, const float *W, int64_t rows, int64_t n, const double *hessian,
+                   const qlm_quant_opts *o, int g, qlm_error *err) {
+  int bits = o->bits, ng = (int)(n / g);
+  bool sym = !o->asym;
+  for (int64_t i = 0; i < n * n; i++) {
+    if (!isfinite(hessian[i]))
+      return qlm_fail(err, QLM_EUSAGE, "gptq: Hessian entry (%lld, %lld) is not finite", (long long)(i / n),
+                      (long long)(i % n));
+    w->H[i] = 2.0 * hessian[i];
+  }
+  for (int64_t i = 0; i < rows * n; i++) {
+    if (!isfinite(W[i]))
+      return qlm_fail(err, QLM_EUSAGE, "gptq: weight (%lld, %lld) is not finite", (long long)(i / n),
+                      (long long)(i % n));
+    w->W[i] = W[i];
+  }
+  /* per channel: one grid per row from the original weights (dead columns included, as the
+   * reference computes it before zeroing them) */
+  if (g == n)
+    for (int64_t r = 0; r < rows; r++)
+      if (grid_of(w->W + r * n, n, bits, sym, &w->grids[r])) goto too_large;
+  for (int64_t i = 0; i < n; i++)
+    if (w->H[i * n + i] == 0.0) {
+      w->H[i * n + i] = 1.0;
+      for (int64_t r = 0; r < rows; r++) w->W[r * n + i] = 0.0;
+    }
+  if (g < n && o->static_groups)
+    for (int64_t r = 0; r < rows; r++)
+      for (int k = 0; k < ng; k++)
+        if (grid_of(w->W + r * n + (int64_t)k * g, g, bits, sym, &w->grids[r * ng + k])) goto too_large;
+  for (int64_t i = 0; i < n; i++) w->perm[i] = i;
+  if (o->act_order) {
+    diag_key *keys = qlm_malloc((size_t)n * sizeof(diag_key), "gptq diagonal", err);
+    if (!keys) return QLM_ENOMEM;
+    for (int64_t i = 0; i < n; i++) keys[i] = (diag_key){w->H[i * n + i], i};
+    qsort(keys, (size_t)n, sizeof(diag_key), by_diag_desc);
+    for (int64_t i = 0; i < n; i++) w->perm[i] = keys[i].col;
+    free(keys);
+    int rc = apply_perm(w, rows, n, err);
+    if (rc) return rc;
+  }
+  double mean = 0.0;
+  for (int64_t i = 0; i < n; i++) mean += w->H[i * n + i];
+  mean /= (double)n;
+  for (int64_t i = 0; i < n; i++) w->H[i * n + i] += (double)o->damp * mean;
+  return inverse_cholesky(w->H, n, o->damp, err);
+too_large:
+  return qlm_fail(err, QLM_EUSAGE, "gptq: weights too large for a half-precision group scale (|w| near 1e6 or more)");
+}
+
+/* Step 5 for one block [i1, i2) of one row r. */
+static int quant_block_row(gptq_work *w, const qlm_quant_opts *o, int64_t r, int64_t n, int64_t i1, int64_t i2, int g,
+                           int64_t B, float *w_hat, double *loss) {
+  int maxq = (1 << o->bits) - 1, ng = (int)(n / g);
+  bool dynamic = g < n && !o->static_groups;
+  double *w1 = w->W1 + r * B, *e = w->E + r * B;
+  const double *U = w->H;
+  memcpy(w1, w->W + r * n + i1, (size_t)(i2 - i1) * sizeof(double));
+  for (int64_t c = i1; c < i2; c++) {
+    int64_t i = c - i1, orig = w->perm[c];
+    gptq_grid gr;
+    if (g == n) gr = w->grids[r];
+    else if (!dynamic) gr = w->grids[r * ng + orig / g];
+    else {
+      if (c % g == 0) { /* from W: the previous blocks' updates, not this block's (the reference's order) */
+        if (grid_of(w->W + r * n + c, g, o->bits, !o->asym, &w->cur[r])) return -1;
+        w->grids[r * ng + c / g] = w->cur[r];
+      }
+      gr = w->cur[r];
+    }
+    uint8_t u;
+    double q = quant(w1[i], gr, maxq, &u), d = U[c * n + c], err = (w1[i] - q) / d;
+    w->codes[r * n + orig] = u;
+    if (w_hat) w_hat[r * n + orig] = (float)q;
+    *loss += err * err / 2.0;
+    e[i] = err;
+    const double *urow = U + c * n + i1;
+    for (int64_t j = i + 1; j < i2 - i1; j++) w1[j] -= err * urow[j];
+  }
+  return 0;
+}
+
+static int gptq_run(const float *W, int64_t rows, int64_t n, const qlm_calib *calib, const qlm_quant_opts *o, int g,
+                    qlm_qtensor *out, float *w_hat, double *loss_out, qlm_error *err) {
+  int64_t B = o->block > 0 ? o->block : GPTQ_BLOCK_DEFAULT;
+  if (B > n) B = n;
+  int64_t ng = n / g;
+  gptq_work w = {0};
+  int rc = work_alloc(&w, rows, n, B, ng, err);
+  if (!rc) rc = prepare(&w, W, rows, n, calib->hessian, o, g, err);
+  double loss = 0.0;
+  for (int64_t i1 = 0; !rc && i1 < n; i1 += B) {
+    int64_t i2 = i1 + B < n ? i1 + B : n;
+    for (int64_t r = 0; r < rows && !rc; r++)
+      if (quant_block_row(&w, o, r, n, i1, i2, g, B, w_hat, &loss))
+        rc = qlm_fail(err, QLM_EUSAGE, "gptq: row %lld: updated weights too large for a half-precision group scale",
+                      (long long)r);
+    if (!rc && i2 < n && rows > 0) /* the deferred update: W[:, i2:] -= E U[i1:i2, i2:] */
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(n - i2), (int)(i2 - i1), -1.0, w.E,
+                  (int)B, w.H + i1 * n + i2, (int)n, 1.0, w.W + i2, (int)n);
+  }
+  if (!rc) {
+    int type = qlm_rtn_type(true, o->bits, g);
+    size_t bs = (size_t)qlm_rtn_header_bytes(type) + (size_t)qlm_rtn_code_bytes(type);
+    rc = qlm_qtensor_alloc(out, type, rows, n, err);
+    for (int64_t r = 0; !rc && r < rows; r++) {
+      unsigned char *blk = (unsigned char *)out->data + (size_t)r * out->row_bytes;
+      for (int64_t k = 0; k < ng; k++, blk += bs) {
+        gptq_grid gr = w.grids[r * ng + k];
+        qlm_rtn_pack(type, gr.d, gr.z, w.codes + r * n + k * g, blk);
+      }
+    }
+  }
+  if (loss_out) *loss_out = loss;
+  work_free(&w);
+  return rc;
+}
+
+int qlm_gptq_quantize_ex(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
+                         qlm_qtensor *out, float *w_hat, double *loss, qlm_error *err) {
+  qlm_quant_opts op = *o;
+  gptq_defaults(&op);
+  int rc = gptq_check(&op, rows, cols, err);
+  if (rc) return rc;
+  if (rows < 0) return qlm_fail(err, QLM_EUSAGE, "gptq: %lld rows", (long long)rows);
+  if (!calib || !calib->hessian)
+    return qlm_fail(err, QLM_EUSAGE,
+                    "gptq: needs the layer's input Hessian from calibration (none was given): run with calibration "
+                    "data");
+  if (calib->cols != cols)
+    return qlm_fail(err, QLM_EUSAGE, "gptq: the Hessian is for %lld inputs but the weight has %lld columns",
+                    (long long)calib->cols, (long long)cols);
+  if (calib->n_tokens <= 0)
+    return qlm_fail(err, QLM_EUSAGE, "gptq: the Hessian was gathered from %lld tokens", (long long)calib->n_tokens);
+  int g = effective_group(&op, cols);
+  if ((rc = gptq_run(W, rows, cols, calib, &op, g, out, w_hat, loss, err))) {
+    qlm_qtensor_free(out);
+    return rc;
+  }
+  qlm_qtensor_set_bpw(out);
+  char gs[24];
+  if (g == cols) snprintf(gs, sizeof gs, "channel");
+  else snprintf(gs, sizeof gs, "%d", g);
+  char desc[200]; /* at most ~80 characters in practice; the compiler cannot know */
+  snprintf(desc, sizeof desc, "gptq bits=%d group=%s asym=%d damp=%g act_order=%d static_groups=%d block=%d", op.bits,
+           gs, op.asym ? 1 : 0, (double)op.damp, op.act_order ? 1 : 0, op.static_groups ? 1 : 0, op.block);
+  size_t len = strlen(desc) < sizeof out->desc - 1 ? strlen(desc) : sizeof out->desc - 1;
+  memcpy(out->desc, desc, len);
+  out->desc[len] = 0;
+  if (op.group > 0 && g != op.group && op.group < cols)
+    snprintf(out->note, sizeof out->note, "group %d does not divide the %lld columns: used %d", op.group,
+             (long long)cols, g);
+  return QLM_OK;
+}
+
+static int gptq_quantize(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
+                         qlm_qtensor *out, qlm_error *err) {
+  return qlm_gptq_quantize_ex(W, rows, cols, calib, o, out, NULL, NULL, err);
+}
+
+double qlm_gptq_layer_error(const float *W, const float *W_hat, int64_t rows, int64_t cols, const double *H) {
+  double total = 0.0;
+  double *dw = malloc((size_t)cols * sizeof(double));
+  if (!dw) return NAN;
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t j = 0; j < cols; j++) dw[j] = (double)W[r * cols + j] - (double)W_hat[r * cols + j];
+    for (int64_t i = 0; i < cols; i++) {
+      double s = 0.0;
+      for (int64_t j = 0; j < cols; j++) s += H[i * cols + j] * dw[j];
+      total += dw[i] * s;
+    }
+  }
+  free(dw);
+  return total;
+}
+
+const qlm_quant_method qlm_method_gptq = {
+    .name = "gptq",
+    .needs_calib = true,
+    .needs_hessian = true,
+    .summary = "GPTQ (Frantar et al. 2023): error-compensating rounding from the layer's input Hessian",
+    .options = "bits=2..8 (4) group=N|channel (channel) asym=0|1 (0: GPTQ's sym grid, zero 2^(b-1)) damp=F (0.01) "
+               "act_order=0|1 (0; needs static_groups=1 or group=channel: per-column g_idx is not storable) "
+               "static_groups=0|1 (0) block=N (128)",
+    .defaults = gptq_defaults,
+    .check = gptq_check,
+    .quantize = gptq_quantize,
+};
