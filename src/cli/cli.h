@@ -24,5 +24,6 @@ int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_export_gguf(int argc, char **argv);
+int cmd_ppl(int argc, char **argv);
 
 #endif

@@ -14,8 +14,9 @@ static const struct {
     {"info", cmd_info, "show a model's architecture, hyper-parameters, tensors and tokenizer"},
     {"run", cmd_run, "generate text from a prompt (greedy or sampled), with tokens/s"},
     {"tokenize", cmd_tokenize, "print the token ids (and pieces) of a text"},
-    {"quantize", cmd_quantize, "quantize a model (absmax, zeropoint, llm-int8, nf4, fp4, gguf types; rules)"},
+    {"quantize", cmd_quantize, "quantize a model (absmax, zeropoint, llm-int8, nf4, fp4, hqq, gptq, smoothquant, gguf; rules)"},
     {"export-gguf", cmd_export_gguf, "write a GGUF in llama.cpp's block types that llama.cpp loads"},
+    {"ppl", cmd_ppl, "perplexity under hf-window/per-line/llamacpp/lm-eval protocols; KL divergence to a base"},
 };
 
 static void usage(FILE *f) {

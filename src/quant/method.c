@@ -11,7 +11,7 @@
 
 static const qlm_quant_method *const k_methods[] = {
     &qlm_method_absmax, &qlm_method_zeropoint, &qlm_method_llm_int8, &qlm_method_nf4, &qlm_method_fp4,
-    &qlm_method_ggml, &qlm_method_gptq, &qlm_method_smoothquant, NULL,
+    &qlm_method_ggml, &qlm_method_hqq, &qlm_method_gptq, &qlm_method_smoothquant, NULL,
 };
 
 const qlm_quant_method *const *qlm_quant_methods(void) { return k_methods; }

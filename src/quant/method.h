@@ -38,6 +38,7 @@ typedef struct qlm_quant_opts {
   bool act_order;        /* process columns in decreasing diag(H) (desc_act) */
   bool static_groups;    /* group grids from the original weights, before any update */
   int block;             /* lazy-batch block of columns (0 = 128) */
+  int n_threads;         /* threads a method may use (the driver sets it; 0 = its own default) */
   /* smoothquant / awq (quant/smoothquant.c, quant/awq.c): */
   float alpha;           /* migration strength (smoothquant default 0.5) */
   bool alpha_set;

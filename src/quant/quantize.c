@@ -555,6 +555,7 @@ static int do_tensor(driver *d, int i, const qlm_calib *calib, qlm_error *err) {
   qlm_quant_tensor r;
   qlm_choice ch;
   plan_tensor(d->src, i, d->p, &ch, &r);
+  ch.opts.n_threads = d->p->n_threads;
   int rc;
   const float *ovr = d->override[i];
   if (choice_type(&ch) >= 0) rc = convert_tensor(d->src, t, ovr, d->pool, &r, &d->outs[i], err);

@@ -1,0 +1,514 @@
+/* ppl.c — perplexity protocols (text -> windows) and the batched scorer (windows -> NLL). */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "eval/ppl.h"
+
+#include <math.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const protocol_names[] = {"hf-window", "per-line", "llamacpp", "lm-eval"};
+
+const char *qlm_ppl_protocol_name(int protocol) {
+  return protocol >= 0 && protocol < 4 ? protocol_names[protocol] : "?";
+}
+
+int qlm_ppl_protocol_parse(const char *name) {
+  for (int i = 0; i < 4; i++)
+    if (strcmp(name, protocol_names[i]) == 0) return i;
+  return -1;
+}
+
+void qlm_ppl_plan_free(qlm_ppl_plan *p) {
+  if (!p) return;
+  free(p->tokens);
+  free(p->win);
+  memset(p, 0, sizeof *p);
+}
+
+static int add_window(qlm_ppl_plan *p, qlm_ppl_window w, qlm_error *err) {
+  if (w.begin < 0 || w.end > p->n_tokens || w.begin >= w.end || w.score_from < w.begin || w.score_from > w.end ||
+      (w.prefix < 0 && w.score_from == w.begin))
+    return qlm_fail(err, QLM_EINTERNAL, "perplexity: bad window [%lld, %lld) scoring from %lld", (long long)w.begin,
+                    (long long)w.end, (long long)w.score_from);
+  if (p->n_win == p->cap_win) {
+    int64_t cap = p->cap_win ? p->cap_win * 2 : 64;
+    qlm_ppl_window *nw = realloc(p->win, (size_t)cap * sizeof *nw);
+    if (!nw) return qlm_fail(err, QLM_ENOMEM, "perplexity: out of memory for %lld windows", (long long)cap);
+    p->win = nw;
+    p->cap_win = cap;
+  }
+  p->win[p->n_win++] = w;
+  int64_t rows = (w.prefix >= 0) + (w.end - 1 - w.begin);
+  if (rows > p->max_rows) p->max_rows = (int)rows;
+  return QLM_OK;
+}
+
+/* HF guide: begin_loc = 0, stride, 2*stride...; end_loc = min(begin + max_len, n); the targets are
+ * the tokens after the previous window's end (the first window: all but its first token). */
+int qlm_ppl_add_hf_windows(qlm_ppl_plan *p, int64_t begin, int64_t end, int max_len, int stride, qlm_error *err) {
+  if (max_len < 2 || stride < 1 || stride > max_len)
+    return qlm_fail(err, QLM_EUSAGE, "hf windows: need max_length >= 2 and 1 <= stride <= max_length (got %d, %d)",
+                    max_len, stride);
+  int64_t prev_end = begin;
+  for (int64_t b = begin; end - begin >= 2 && b < end; b += stride) {
+    int64_t e = b + max_len < end ? b + max_len : end;
+    int64_t from = prev_end > b + 1 ? prev_end : b + 1;
+    if (from < e) {
+      int rc = add_window(p, (qlm_ppl_window){.begin = b, .end = e, .score_from = from, .prefix = -1, .replace_first = -1}, err);
+      if (rc) return rc;
+    }
+    prev_end = e;
+    if (e == end) break;
+  }
+  return QLM_OK;
+}
+
+/* llama.cpp: n_chunk = n / n_ctx chunks; positions first = n_ctx/2 .. n_ctx-2 predict the next token. */
+int qlm_ppl_add_llamacpp_chunks(qlm_ppl_plan *p, int n_ctx, int32_t bos, qlm_error *err) {
+  if (n_ctx < 4) return qlm_fail(err, QLM_EUSAGE, "llamacpp: n_ctx %d is too small (at least 4)", n_ctx);
+  if (p->n_tokens < 2 * (int64_t)n_ctx)
+    return qlm_fail(err, QLM_EUSAGE, "llamacpp: the text has %lld tokens; at least 2*n_ctx = %d are needed (as llama.cpp requires)",
+                    (long long)p->n_tokens, 2 * n_ctx);
+  int64_t n_chunk = p->n_tokens / n_ctx;
+  int first = n_ctx / 2;
+  for (int64_t c = 0; c < n_chunk; c++) {
+    int64_t b = c * n_ctx;
+    int rc = add_window(p, (qlm_ppl_window){.begin = b, .end = b + n_ctx, .score_from = b + first + 1, .prefix = -1,
+                                            .replace_first = bos}, err);
+    if (rc) return rc;
+  }
+  return QLM_OK;
+}
+
+/* lm-eval get_rolling_token_windows with context_len 1: the first window is [prefix] + tokens[:L-1]
+ * predicting tokens[:L]; each later one predicts the next min(max_len, left) tokens from an input
+ * right-aligned to end one token before the window's end. */
+int qlm_ppl_add_rolling_windows(qlm_ppl_plan *p, int64_t begin, int64_t end, int max_len, int32_t prefix,
+                                qlm_error *err) {
+  if (max_len < 1) return qlm_fail(err, QLM_EUSAGE, "rolling windows: max_length %d must be >= 1", max_len);
+  if (prefix < 0) return qlm_fail(err, QLM_EUSAGE, "rolling windows: the tokenizer has neither BOS nor EOS for the prefix");
+  int64_t n = end - begin;
+  if (n <= 0) return QLM_OK;
+  int64_t first = n < max_len ? n : max_len;
+  int rc = add_window(p, (qlm_ppl_window){.begin = begin, .end = begin + first, .score_from = begin, .prefix = prefix,
+                                          .replace_first = -1}, err);
+  for (int64_t done = first; !rc && done < n;) {
+    int64_t pred = n - done < max_len ? n - done : max_len;
+    int64_t wend = begin + done + pred;
+    rc = add_window(p, (qlm_ppl_window){.begin = wend - max_len - 1, .end = wend, .score_from = wend - pred, .prefix = -1,
+                                        .replace_first = -1}, err);
+    done += pred;
+  }
+  return rc;
+}
+
+int64_t qlm_ppl_plan_scored(const qlm_ppl_plan *p) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < p->n_win; i++) n += p->win[i].end - p->win[i].score_from;
+  return n;
+}
+
+/* ---- text -> tokens ---- */
+
+/* Append n ids to the plan's token array. */
+static int append_tokens(qlm_ppl_plan *p, const int32_t *ids, int n, int64_t *cap, qlm_error *err) {
+  if (p->n_tokens + n > *cap) {
+    int64_t c = *cap ? *cap : 4096;
+    while (c < p->n_tokens + n) c *= 2;
+    int32_t *t = realloc(p->tokens, (size_t)c * sizeof *t);
+    if (!t) return qlm_fail(err, QLM_ENOMEM, "perplexity: out of memory for %lld tokens", (long long)c);
+    p->tokens = t;
+    *cap = c;
+  }
+  if (n) memcpy(p->tokens + p->n_tokens, ids, (size_t)n * sizeof *ids);
+  p->n_tokens += n;
+  return QLM_OK;
+}
+
+static int tokenize_into(const qlm_tokenizer *tok, const char *s, size_t len, int add_special, qlm_ppl_plan *p,
+                         int64_t *cap, qlm_error *err) {
+  int32_t *ids = NULL;
+  int n = 0;
+  int rc = qlm_tokenize(tok, s, len, add_special, 0, &ids, &n, err);
+  if (!rc) rc = append_tokens(p, ids, n, cap, err);
+  free(ids);
+  return rc;
+}
+
+/* A dataset row: one line with its "\n"; whitespace-only lines are "" (HF's wikitext loader). */
+typedef struct row { const char *s; size_t len; } row;
+
+static int is_blank(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v') return 0;
+  return 1;
+}
+
+static int split_rows(const char *text, size_t len, row **out, size_t *n_out, qlm_error *err) {
+  size_t n = 0, cap = 0;
+  row *r = NULL;
+  for (size_t i = 0; i < len;) {
+    const char *nl = memchr(text + i, '\n', len - i);
+    size_t e = nl ? (size_t)(nl - text) + 1 : len;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 1024;
+      row *nr = realloc(r, cap * sizeof *nr);
+      if (!nr) {
+        free(r);
+        return qlm_fail(err, QLM_ENOMEM, "perplexity: out of memory splitting rows");
+      }
+      r = nr;
+    }
+    r[n].s = text + i;
+    r[n].len = is_blank(text + i, e - i) ? 0 : e - i;
+    n++;
+    i = e;
+  }
+  *out = r;
+  *n_out = n;
+  return QLM_OK;
+}
+
+/* "\n\n".join(rows) */
+static char *join_rows(const row *r, size_t n, size_t *len_out, qlm_error *err) {
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += r[i].len + 2;
+  char *s = qlm_malloc(total + 1, "joined text", err), *q = s;
+  if (!s) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (i) *q++ = '\n', *q++ = '\n';
+    memcpy(q, r[i].s, r[i].len);
+    q += r[i].len;
+  }
+  *q = 0;
+  *len_out = (size_t)(q - s);
+  return s;
+}
+
+/* lm-eval: a top-level heading " = Title = " starts a new article (" = = Section = = " does not). */
+static int is_article_title(const row *r) {
+  return r->len >= 4 && strncmp(r->s, " = ", 3) == 0 && r->s[3] != '=';
+}
+
+static double count_words(const char *s, size_t n) {
+  /* len(re.split(r"\s+", page)): whitespace runs + 1 */
+  double w = 1;
+  for (size_t i = 0; i < n;) {
+    if (strchr(" \t\n\r\f\v", s[i]) && s[i]) {
+      w++;
+      while (i < n && s[i] && strchr(" \t\n\r\f\v", s[i])) i++;
+    } else {
+      i++;
+    }
+  }
+  return w;
+}
+
+static int plan_lm_eval(const qlm_tokenizer *tok, const char *text, size_t len, int max_len, qlm_ppl_plan *p,
+                        int64_t *cap, qlm_error *err) {
+  const qlm_vocab *v = qlm_tokenizer_vocab(tok);
+  int32_t prefix = v->bos_id >= 0 ? v->bos_id : v->eos_id;
+  row *rows = NULL;
+  size_t n_rows = 0;
+  int rc = split_rows(text, len, &rows, &n_rows, err);
+  for (size_t i = 0; !rc && i < n_rows;) {
+    /* article = lines i..j-1, raw (blank lines keep their spaces: the original page); lines before
+     * the first heading belong to the first article */
+    size_t j = i + 1;
+    int titled = is_article_title(&rows[i]);
+    while (j < n_rows && (!titled || !is_article_title(&rows[j]))) titled |= is_article_title(&rows[j++]);
+    const char *page = rows[i].s;
+    size_t plen = (size_t)((j < n_rows ? rows[j].s : text + len) - page);
+    char *detok = NULL;
+    if ((rc = qlm_wikitext_detokenize(page, plen, &detok, err))) break;
+    int64_t b = p->n_tokens;
+    rc = tokenize_into(tok, detok, strlen(detok), 0, p, cap, err);
+    free(detok);
+    if (!rc) rc = qlm_ppl_add_rolling_windows(p, b, p->n_tokens, max_len, prefix, err);
+    p->n_words += count_words(page, plen);
+    p->n_bytes += (double)plen;
+    p->n_docs++;
+    i = j;
+  }
+  free(rows);
+  return rc;
+}
+
+int qlm_ppl_plan_text(const qlm_tokenizer *tok, const char *text, size_t len, int protocol,
+                      const qlm_ppl_params *prm, int model_ctx, qlm_ppl_plan *p, qlm_error *err) {
+  memset(p, 0, sizeof *p);
+  p->protocol = protocol;
+  int ctx = model_ctx > 0 ? model_ctx : 1 << 20;
+  int def_window = protocol == QLM_PPL_LLAMACPP ? 512 : protocol == QLM_PPL_LM_EVAL ? ctx : 1024;
+  if (def_window > ctx) def_window = ctx;
+  int window = prm && prm->window ? prm->window : def_window;
+  int stride = prm && prm->stride ? prm->stride : window / 2;
+  if (window > ctx)
+    return qlm_fail(err, QLM_EUSAGE, "perplexity: window %d is longer than the model's context (%d positions)", window, ctx);
+  if (window < 2) return qlm_fail(err, QLM_EUSAGE, "perplexity: window %d is too short (at least 2)", window);
+  if (protocol != QLM_PPL_HF_WINDOW && protocol != QLM_PPL_PER_LINE && prm && prm->stride)
+    return qlm_fail(err, QLM_EUSAGE, "perplexity: --stride applies to hf-window and per-line only");
+  p->window = window;
+  p->stride = protocol == QLM_PPL_HF_WINDOW || protocol == QLM_PPL_PER_LINE ? stride : 0;
+  int64_t cap = 0;
+  const qlm_vocab *v = qlm_tokenizer_vocab(tok);
+  int rc = QLM_OK;
+  row *rows = NULL;
+  size_t n_rows = 0;
+  switch (protocol) {
+  case QLM_PPL_HF_WINDOW: {
+    if ((rc = split_rows(text, len, &rows, &n_rows, err))) break;
+    size_t jlen;
+    char *joined = join_rows(rows, n_rows, &jlen, err);
+    if (!joined) {
+      rc = QLM_ENOMEM;
+      break;
+    }
+    rc = tokenize_into(tok, joined, jlen, 1, p, &cap, err);
+    free(joined);
+    if (!rc) rc = qlm_ppl_add_hf_windows(p, 0, p->n_tokens, window, stride, err);
+    p->n_docs = 1;
+    break;
+  }
+  case QLM_PPL_PER_LINE:
+    if ((rc = split_rows(text, len, &rows, &n_rows, err))) break;
+    for (size_t i = 0; !rc && i < n_rows; i++) {
+      if (!rows[i].len) continue;
+      int64_t b = p->n_tokens;
+      rc = tokenize_into(tok, rows[i].s, rows[i].len, 1, p, &cap, err);
+      if (!rc) rc = qlm_ppl_add_hf_windows(p, b, p->n_tokens, window, stride, err);
+      p->n_docs++;
+    }
+    break;
+  case QLM_PPL_LLAMACPP: {
+    int add_bos = v->add_bos && v->bos_id >= 0;
+    if (!(rc = tokenize_into(tok, text, len, 1, p, &cap, err)))
+      rc = qlm_ppl_add_llamacpp_chunks(p, window, add_bos ? v->bos_id : -1, err);
+    p->n_docs = 1;
+    break;
+  }
+  case QLM_PPL_LM_EVAL:
+    rc = plan_lm_eval(tok, text, len, window, p, &cap, err);
+    break;
+  default:
+    rc = qlm_fail(err, QLM_EUSAGE, "perplexity: unknown protocol %d", protocol);
+  }
+  free(rows);
+  if (!rc && p->n_win == 0) rc = qlm_fail(err, QLM_EUSAGE, "perplexity: the text gives no token to score");
+  if (rc) qlm_ppl_plan_free(p);
+  return rc;
+}
+
+/* ---- lm-eval's wikitext detokenizer ---- */
+
+static int sub_literal(char **s, const char *from, const char *to, qlm_error *err) {
+  size_t fl = strlen(from), tl = strlen(to), n = 0;
+  for (const char *q = *s; (q = strstr(q, from)); q += fl) n++;
+  if (!n) return QLM_OK;
+  size_t len = strlen(*s), out_len = len - n * fl + n * tl; /* tl <= fl + small: no overflow for sane inputs */
+  char *o = qlm_malloc(out_len + 1, "detokenized text", err), *w = o;
+  if (!o) return QLM_ENOMEM;
+  const char *q = *s, *hit;
+  while ((hit = strstr(q, from))) {
+    memcpy(w, q, (size_t)(hit - q));
+    w += hit - q;
+    memcpy(w, to, tl);
+    w += tl;
+    q = hit + fl;
+  }
+  strcpy(w, q);
+  free(*s);
+  *s = o;
+  return QLM_OK;
+}
+
+/* re.sub(pattern, repl, s) with Python's \1 written as PCRE2's $1. */
+static int sub_regex(char **s, const char *pattern, const char *repl, qlm_error *err) {
+  int ec;
+  PCRE2_SIZE eo;
+  pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+  if (!re) return qlm_fail(err, QLM_EINTERNAL, "detokenizer: pattern '%s' does not compile", pattern);
+  pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+  size_t len = strlen(*s);
+  PCRE2_SIZE out_len = len * 2 + 64;
+  int rc = QLM_OK;
+  for (;;) {
+    char *o = malloc(out_len);
+    if (!o || !md) {
+      free(o);
+      rc = qlm_fail(err, QLM_ENOMEM, "detokenizer: out of memory");
+      break;
+    }
+    PCRE2_SIZE ol = out_len;
+    int r = pcre2_substitute(re, (PCRE2_SPTR)*s, len, 0, PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_OVERFLOW_LENGTH, md,
+                             NULL, (PCRE2_SPTR)repl, PCRE2_ZERO_TERMINATED, (PCRE2_UCHAR *)o, &ol);
+    if (r == PCRE2_ERROR_NOMEMORY) {
+      free(o);
+      out_len = ol + 1;
+      continue;
+    }
+    if (r < 0) {
+      free(o);
+      rc = qlm_fail(err, QLM_EFORMAT, "detokenizer: substitution of '%s' failed (PCRE2 error %d)", pattern, r);
+      break;
+    }
+    free(*s);
+    *s = o;
+    break;
+  }
+  pcre2_match_data_free(md);
+  pcre2_code_free(re);
+  return rc;
+}
+
+int qlm_wikitext_detokenize(const char *page, size_t len, char **out, qlm_error *err) {
+  if (memchr(page, 0, len)) return qlm_fail(err, QLM_EFORMAT, "wikitext: the text contains a NUL byte");
+  char *s = qlm_malloc(len + 1, "detokenized text", err);
+  if (!s) return QLM_ENOMEM;
+  memcpy(s, page, len);
+  s[len] = 0;
+  static const char *const lit1[][2] = {
+      {"s '", "s'"},
+  };
+  static const char *const lit2[][2] = {
+      {" @-@ ", "-"}, {" @,@ ", ","}, {" @.@ ", "."}, {" : ", ": "}, {" ; ", "; "},
+      {" . ", ". "},  {" ! ", "! "},  {" ? ", "? "},  {" , ", ", "},
+  };
+  static const char *const rx[][2] = {
+      {"\\(\\s*([^\\)]*?)\\s*\\)", "($1)"}, {"\\[\\s*([^\\]]*?)\\s*\\]", "[$1]"}, {"{\\s*([^}]*?)\\s*}", "{$1}"},
+      {"\"\\s*([^\"]*?)\\s*\"", "\"$1\""},  {"'\\s*([^']*?)\\s*'", "'$1'"},
+  };
+  static const char *const lit3[][2] = {
+      {"= = = =", "===="}, {"= = =", "==="}, {"= =", "=="}, {" \xc2\xb0 ", "\xc2\xb0"},
+      {" \n", "\n"},       {"\n ", "\n"},    {" N ", " 1 "}, {" 's", "'s"},
+  };
+  int rc = QLM_OK;
+  for (size_t i = 0; !rc && i < sizeof lit1 / sizeof lit1[0]; i++) rc = sub_literal(&s, lit1[i][0], lit1[i][1], err);
+  /* re.sub(r"/' [0-9]/", r"/'[0-9]/", s): a literal replacement in lm-eval */
+  if (!rc) rc = sub_regex(&s, "/' [0-9]/", "/'[0-9]/", err);
+  for (size_t i = 0; !rc && i < sizeof lit2 / sizeof lit2[0]; i++) rc = sub_literal(&s, lit2[i][0], lit2[i][1], err);
+  for (size_t i = 0; !rc && i < sizeof rx / sizeof rx[0]; i++) rc = sub_regex(&s, rx[i][0], rx[i][1], err);
+  for (size_t i = 0; !rc && i < sizeof lit3 / sizeof lit3[0]; i++) rc = sub_literal(&s, lit3[i][0], lit3[i][1], err);
+  if (rc) {
+    free(s);
+    return rc;
+  }
+  *out = s;
+  return QLM_OK;
+}
+
+/* ---- the scorer ---- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void qlm_ppl_finish(qlm_ppl_stats *st) {
+  if (st->n_scored <= 0) {
+    st->ppl = st->ppl_err = NAN;
+    return;
+  }
+  double n = (double)st->n_scored, mean = st->nll_sum / n, var = st->nll2_sum / n - mean * mean;
+  st->ppl = exp(mean);
+  st->ppl_err = st->n_scored > 1 && var > 0 ? st->ppl * sqrt(var / (n - 1)) : 0;
+}
+
+/* Rows of one forward call and what each predicts. */
+typedef struct fwd_rows {
+  int n;
+  int32_t *token, *pos, *seq; /* [ubatch] */
+  int8_t *want;               /* [ubatch] */
+  int64_t *target;            /* [ubatch] index of the token predicted (wanted rows) */
+} fwd_rows;
+
+static int flush_rows(const qlm_model *m, qlm_state *s, const qlm_ppl_plan *p, const qlm_ppl_opts *o, fwd_rows *r,
+                      float *logits, qlm_ppl_stats *st, qlm_error *err) {
+  if (!r->n) return QLM_OK;
+  qlm_batch b = {.n = r->n, .token = r->token, .pos = r->pos, .seq = r->seq, .want_logits = r->want};
+  int rc = qlm_forward(m, s, &b, logits, err);
+  int V = m->hp.n_vocab;
+  st->n_fed += r->n;
+  for (int i = 0; !rc && i < r->n; i++) {
+    if (!r->want[i]) continue;
+    const float *l = logits + (size_t)i * (size_t)V;
+    float mx = l[0];
+    for (int k = 1; k < V; k++) mx = l[k] > mx ? l[k] : mx;
+    double sum = 0;
+    for (int k = 0; k < V; k++) sum += exp((double)l[k] - (double)mx);
+    double lse = (double)mx + log(sum);
+    int32_t t = p->tokens[r->target[i]];
+    double nll = lse - (double)l[t];
+    if (!isfinite(nll)) return qlm_fail(err, QLM_EINTERNAL, "perplexity: non-finite log-probability at token %lld", (long long)r->target[i]);
+    st->nll_sum += nll;
+    st->nll2_sum += nll * nll;
+    st->n_scored++;
+    if (o->on_token) rc = o->on_token(o->ctx, r->target[i], t, l, lse, err);
+  }
+  r->n = 0;
+  return rc;
+}
+
+int qlm_ppl_run(const qlm_model *m, const qlm_ppl_plan *p, const qlm_ppl_opts *o, qlm_ppl_stats *st, qlm_error *err) {
+  memset(st, 0, sizeof *st);
+  int batch = o->batch > 0 ? o->batch : 4, ub = o->ubatch > 0 ? o->ubatch : 512;
+  int64_t n_win = o->max_windows > 0 && o->max_windows < p->n_win ? o->max_windows : p->n_win;
+  if (batch > n_win) batch = (int)(n_win > 0 ? n_win : 1);
+  for (int64_t w = 0; w < n_win; w++) {
+    const qlm_ppl_window *x = &p->win[w];
+    if (x->begin < 0 || x->end > p->n_tokens || x->score_from < x->begin || x->begin >= x->end)
+      return qlm_fail(err, QLM_EINTERNAL, "perplexity: window %lld is out of the token array", (long long)w);
+  }
+  qlm_state *s = NULL;
+  size_t V = (size_t)m->hp.n_vocab, nl;
+  if (qlm_mul_overflow(V, (size_t)ub, &nl) || qlm_mul_overflow(nl, sizeof(float), &nl))
+    return qlm_fail(err, QLM_ELIMIT, "perplexity: logits buffer of %d rows x %zu is too large", ub, V);
+  fwd_rows r = {0};
+  float *logits = qlm_malloc(nl, "logits", err);
+  r.token = qlm_malloc((size_t)ub * sizeof *r.token, "batch", err);
+  r.pos = qlm_malloc((size_t)ub * sizeof *r.pos, "batch", err);
+  r.seq = qlm_malloc((size_t)ub * sizeof *r.seq, "batch", err);
+  r.want = qlm_malloc((size_t)ub, "batch", err);
+  r.target = qlm_malloc((size_t)ub * sizeof *r.target, "batch", err);
+  int rc = !logits || !r.token || !r.pos || !r.seq || !r.want || !r.target ? QLM_ENOMEM : QLM_OK;
+  if (!rc) rc = qlm_state_new(m, batch, p->max_rows > 0 ? p->max_rows : 1, ub, o->n_threads > 0 ? o->n_threads : 1, &s, err);
+  double t0 = now_s();
+  for (int64_t w0 = 0; !rc && w0 < n_win; w0 += batch) {
+    int64_t w1 = w0 + batch < n_win ? w0 + batch : n_win;
+    for (int64_t w = w0; !rc && w < w1; w++) {
+      const qlm_ppl_window *x = &p->win[w];
+      int has_prefix = x->prefix >= 0;
+      int64_t rows = has_prefix + (x->end - 1 - x->begin);
+      int seq = (int)(w - w0);
+      qlm_state_clear(s, seq);
+      for (int64_t k = 0; !rc && k < rows; k++) {
+        int32_t tok = has_prefix && k == 0 ? x->prefix : p->tokens[x->begin + k - has_prefix];
+        if (k == 0 && x->replace_first >= 0) tok = x->replace_first;
+        int64_t tgt = x->begin + k + !has_prefix;
+        r.token[r.n] = tok;
+        r.pos[r.n] = (int32_t)k;
+        r.seq[r.n] = seq;
+        r.want[r.n] = tgt >= x->score_from && tgt < x->end;
+        r.target[r.n] = tgt;
+        if (++r.n == ub) rc = flush_rows(m, s, p, o, &r, logits, st, err);
+      }
+    }
+    if (!rc) rc = flush_rows(m, s, p, o, &r, logits, st, err);
+    st->n_windows = w1;
+    if (!rc && o->progress) o->progress(o->ctx, w1, n_win, now_s() - t0);
+  }
+  st->seconds = now_s() - t0;
+  qlm_ppl_finish(st);
+  qlm_state_free(s);
+  free(logits);
+  free(r.token);
+  free(r.pos);
+  free(r.seq);
+  free(r.want);
+  free(r.target);
+  return rc;
+}

@@ -1,0 +1,128 @@
+/* ppl.h — perplexity under the common protocols, as windows over token arrays.
+ *
+ * A protocol turns text into a *plan*: one token array (all documents concatenated) and a list
+ * of windows.  A window is one fresh context: the tokens fed to the model and which of the next
+ * tokens are scored.  The scorer (qlm_ppl_run) feeds several windows at once through the engine
+ * (one sequence each in a multi-sequence state), takes log-softmax of the wanted rows and adds
+ * -log p(target) per scored token.  PPL = exp(sum NLL / tokens scored).
+ *
+ * Protocols (text -> plan; exact definitions in docs of the tools named):
+ *   hf-window  Hugging Face "Perplexity of fixed-length models": rows "\n\n"-joined, tokenized
+ *              whole (with BOS if the tokenizer adds one); windows of max_length (1024) starting
+ *              every stride (512) tokens; each window scores only the tokens no earlier window
+ *              scored, so every token but the first is scored exactly once.  The guide's loss is
+ *              the mean over those tokens, weighted by their count (its current code), i.e. the
+ *              exact token mean.
+ *   per-line   seed 000's code: the same windows, but each non-empty row of the dataset is
+ *              tokenized and scored on its own (a row's first token is never scored); the NLL of
+ *              all rows is pooled (sum NLL / sum tokens).
+ *   llamacpp   llama.cpp tools/perplexity: text tokenized whole (BOS if the vocab adds it),
+ *              floor(n / n_ctx) non-overlapping chunks of n_ctx (512), the remainder dropped; the
+ *              first token of each chunk is replaced by BOS when the vocab adds BOS; the logits of
+ *              positions n_ctx/2 .. n_ctx-2 are scored, i.e. n_ctx - n_ctx/2 - 1 tokens a chunk.
+ *   lm-eval    lm-evaluation-harness `wikitext`: one document per article, detokenized, tokenized
+ *              without BOS; rolling windows of max_length (the model's n_ctx) with a prefix token
+ *              (BOS, else EOS) before the first; every token scored exactly once.  Reports
+ *              word_perplexity = exp(-LL / words) and byte_perplexity = exp(-LL / bytes) with words
+ *              and bytes counted on the original article, and bits_per_byte = -LL / bytes / ln 2.
+ *
+ * "Rows" are the lines of wiki.test.raw as the HF dataset `wikitext-2-raw-v1` holds them: each
+ * line with its "\n", whitespace-only lines as "". */
+#ifndef QLM_PPL_H
+#define QLM_PPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+typedef enum qlm_ppl_protocol {
+  QLM_PPL_HF_WINDOW = 0,
+  QLM_PPL_PER_LINE = 1,
+  QLM_PPL_LLAMACPP = 2,
+  QLM_PPL_LM_EVAL = 3,
+} qlm_ppl_protocol;
+
+/* "hf-window", "per-line", "llamacpp", "lm-eval"; parse returns -1 for an unknown name. */
+const char *qlm_ppl_protocol_name(int protocol);
+int qlm_ppl_protocol_parse(const char *name);
+
+/* One fresh context.  Fed rows: [prefix if >= 0] then tokens[begin .. end-1) (the last token of
+ * the range is only a target), with the first fed token replaced by replace_first if >= 0.  The
+ * row before tokens[i] predicts tokens[i]; tokens[i] is scored when score_from <= i < end. */
+typedef struct qlm_ppl_window {
+  int64_t begin, end;    /* token range [begin, end) of the plan's array */
+  int64_t score_from;    /* first scored token index (>= begin, > begin without prefix) */
+  int32_t prefix;        /* token fed before tokens[begin], or -1 (lm-eval's BOS/EOS) */
+  int32_t replace_first; /* token fed instead of the first fed token, or -1 (llama.cpp's BOS) */
+} qlm_ppl_window;
+
+typedef struct qlm_ppl_plan {
+  int protocol;
+  int32_t *tokens;       /* [n_tokens] all documents, concatenated */
+  int64_t n_tokens;
+  qlm_ppl_window *win;   /* [n_win] */
+  int64_t n_win, cap_win;
+  int64_t n_docs;        /* rows (per-line), articles (lm-eval), else 1 */
+  double n_words, n_bytes; /* lm-eval: words and UTF-8 bytes of the original articles */
+  int max_rows;          /* most rows fed by one window (the context the state needs) */
+  int window, stride;    /* settings qlm_ppl_plan_text used (stride 0 where it does not apply) */
+} qlm_ppl_plan;
+
+/* Protocol settings.  0 means the protocol's default. */
+typedef struct qlm_ppl_params {
+  int window;  /* hf-window/per-line max_length (1024); llamacpp n_ctx (512); lm-eval max_length (model n_ctx) */
+  int stride;  /* hf-window/per-line (512) */
+} qlm_ppl_params;
+
+void qlm_ppl_plan_free(qlm_ppl_plan *p);
+
+/* Window builders over tokens[begin, end) of the plan (already in p->tokens). */
+int qlm_ppl_add_hf_windows(qlm_ppl_plan *p, int64_t begin, int64_t end, int max_len, int stride, qlm_error *err);
+int qlm_ppl_add_llamacpp_chunks(qlm_ppl_plan *p, int n_ctx, int32_t bos, qlm_error *err);
+int qlm_ppl_add_rolling_windows(qlm_ppl_plan *p, int64_t begin, int64_t end, int max_len, int32_t prefix,
+                                qlm_error *err);
+/* Tokens the plan scores (sum over windows). */
+int64_t qlm_ppl_plan_scored(const qlm_ppl_plan *p);
+
+/* Build the plan of a protocol from the raw dataset text.  model_ctx: the model's trained context
+ * (windows may not exceed it; lm-eval's default max_length). */
+int qlm_ppl_plan_text(const qlm_tokenizer *tok, const char *text, size_t len, int protocol,
+                      const qlm_ppl_params *prm, int model_ctx, qlm_ppl_plan *p, qlm_error *err);
+
+/* lm-eval's wikitext_detokenizer applied to one article (malloc'd, NUL-terminated). */
+int qlm_wikitext_detokenize(const char *page, size_t len, char **out, qlm_error *err);
+
+/* Called for every scored token in plan order (window by window, left to right) with the row's
+ * logits [n_vocab] and its log-sum-exp; return nonzero (and fill err) to stop. */
+typedef int (*qlm_ppl_token_fn)(void *ctx, int64_t index, int32_t target, const float *logits, double logsumexp,
+                                qlm_error *err);
+
+typedef struct qlm_ppl_opts {
+  int batch;            /* windows run together (sequences of one state); default 4 */
+  int ubatch;           /* rows per forward call at most; default 512 */
+  int n_threads;        /* default 1 */
+  int64_t max_windows;  /* stop after this many windows (0 = all) */
+  qlm_ppl_token_fn on_token; /* optional (KL divergence) */
+  void *ctx;
+  void (*progress)(void *ctx, int64_t windows_done, int64_t n_windows, double seconds); /* optional */
+} qlm_ppl_opts;
+
+typedef struct qlm_ppl_stats {
+  double nll_sum, nll2_sum; /* sum of -log p and of its square over scored tokens */
+  int64_t n_scored;         /* tokens scored */
+  int64_t n_windows;        /* windows run */
+  int64_t n_fed;            /* rows fed through the model */
+  double seconds;           /* wall time of the scoring */
+  double ppl, ppl_err;      /* exp(mean NLL); llama.cpp's error: ppl * sqrt(var(NLL) / (N-1)) */
+} qlm_ppl_stats;
+
+/* Run the plan through the model and fill st. */
+int qlm_ppl_run(const qlm_model *m, const qlm_ppl_plan *p, const qlm_ppl_opts *o, qlm_ppl_stats *st, qlm_error *err);
+
+/* ppl and its error from the sums (used by qlm_ppl_run and the KL report). */
+void qlm_ppl_finish(qlm_ppl_stats *st);
+
+#endif
