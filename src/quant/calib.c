@@ -87,41 +87,40 @@ static uint64_t next_rand(uint64_t *s) {
   return z ^ (z >> 31);
 }
 
-int qlm_calib_sample(const qlm_tokenizer *tok, const char *text, size_t len, const qlm_calib_opts *o,
-                     int32_t **tokens, int *seq_len, qlm_error *err) {
+int qlm_calib_sample_ids(const int32_t *ids, int n_ids, int bos, const qlm_calib_opts *o, int32_t **tokens,
+                         int *seq_len, qlm_error *err) {
   if (o->n_samples < 1 || o->seq_len < 2)
     return qlm_fail(err, QLM_EUSAGE, "calibration: need at least 1 sample of 2 tokens (got %d x %d)", o->n_samples,
                     o->seq_len);
+  int nb = bos >= 0; /* windows start with BOS, as the model saw text in training */
+  int L = o->seq_len;
+  if (L - nb > n_ids) L = n_ids + nb;
+  if (L < 2) return qlm_fail(err, QLM_EUSAGE, "calibration: the text has only %d tokens", n_ids);
+  int32_t *out = qlm_malloc((size_t)o->n_samples * (size_t)L * sizeof *out, "calibration tokens", err);
+  if (!out) return QLM_ENOMEM;
+  uint64_t st = o->seed;
+  int span = n_ids - (L - nb) + 1; /* possible start offsets */
+  for (int s = 0; s < o->n_samples; s++) {
+    int start = (int)(next_rand(&st) % (uint64_t)span);
+    int32_t *w = out + (size_t)s * L;
+    if (nb) w[0] = bos;
+    memcpy(w + nb, ids + start, (size_t)(L - nb) * sizeof *w);
+  }
+  *tokens = out;
+  *seq_len = L;
+  return QLM_OK;
+}
+
+int qlm_calib_sample(const qlm_tokenizer *tok, const char *text, size_t len, const qlm_calib_opts *o,
+                     int32_t **tokens, int *seq_len, qlm_error *err) {
   int32_t *ids;
   int n_ids;
   int rc = qlm_tokenize(tok, text, len, 0, 0, &ids, &n_ids, err);
   if (rc) return qlm_fail_prefix(err, "calibration text");
   const qlm_vocab *v = qlm_tokenizer_vocab(tok);
-  int bos = v->add_bos && v->bos_id >= 0; /* windows start with BOS, as the model saw text in training */
-  int L = o->seq_len;
-  if (L - bos > n_ids) L = n_ids + bos;
-  if (L < 2) {
-    free(ids);
-    return qlm_fail(err, QLM_EUSAGE, "calibration: the text has only %d tokens", n_ids);
-  }
-  size_t total = (size_t)o->n_samples * (size_t)L;
-  int32_t *out = qlm_malloc(total * sizeof *out, "calibration tokens", err);
-  if (!out) {
-    free(ids);
-    return QLM_ENOMEM;
-  }
-  uint64_t st = o->seed;
-  int span = n_ids - (L - bos) + 1; /* possible start offsets */
-  for (int s = 0; s < o->n_samples; s++) {
-    int start = (int)(next_rand(&st) % (uint64_t)span);
-    int32_t *w = out + (size_t)s * L;
-    if (bos) w[0] = v->bos_id;
-    memcpy(w + bos, ids + start, (size_t)(L - bos) * sizeof *w);
-  }
+  rc = qlm_calib_sample_ids(ids, n_ids, v->add_bos ? v->bos_id : -1, o, tokens, seq_len, err);
   free(ids);
-  *tokens = out;
-  *seq_len = L;
-  return QLM_OK;
+  return rc;
 }
 
 /* ---- the sequential pass */
@@ -139,12 +138,13 @@ static void accumulate(void *ctx, int layer, qlm_linear_slot slot, const float *
   acc_ctx *a = ctx;
   qlm_layer_stats *st = a->st;
   float *amax = st->absmax[slot];
-  double *sq = st->sqsum[slot];
+  double *sq = st->sqsum[slot], *ab = st->abssum[slot];
   for (int t = 0; t < T; t++)
     for (int j = 0; j < cols; j++) {
       float x = X[(size_t)t * cols + j];
       amax[j] = fmaxf(amax[j], fabsf(x));
       sq[j] += (double)x * (double)x;
+      ab[j] += fabs((double)x);
     }
   if (slot == QLM_SLOT_QKV) st->n_tokens += T;
   if (!a->want_hessian) return;
@@ -162,6 +162,7 @@ static void stats_free(qlm_layer_stats *st) {
     free(st->hessian[k]);
     free(st->absmax[k]);
     free(st->sqsum[k]);
+    free(st->abssum[k]);
   }
   memset(st, 0, sizeof *st);
 }
@@ -175,8 +176,9 @@ static int stats_new(const qlm_hparams *hp, bool hessian, qlm_layer_stats *st, q
     size_t c = (size_t)st->cols[k];
     st->absmax[k] = qlm_calloc(c, sizeof(float), "calibration statistics", err);
     st->sqsum[k] = qlm_calloc(c, sizeof(double), "calibration statistics", err);
+    st->abssum[k] = qlm_calloc(c, sizeof(double), "calibration statistics", err);
     if (hessian) st->hessian[k] = qlm_calloc(c * c, sizeof(double), "a calibration Hessian", err);
-    if (!st->absmax[k] || !st->sqsum[k] || (hessian && !st->hessian[k])) {
+    if (!st->absmax[k] || !st->sqsum[k] || !st->abssum[k] || (hessian && !st->hessian[k])) {
       stats_free(st);
       return QLM_ENOMEM;
     }
@@ -190,6 +192,7 @@ static void stats_clear(qlm_layer_stats *st) {
     size_t c = (size_t)st->cols[k];
     memset(st->absmax[k], 0, c * sizeof(float));
     memset(st->sqsum[k], 0, c * sizeof(double));
+    memset(st->abssum[k], 0, c * sizeof(double));
     if (st->hessian[k]) memset(st->hessian[k], 0, c * c * sizeof(double));
   }
 }

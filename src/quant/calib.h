@@ -39,6 +39,7 @@ typedef struct qlm_layer_stats {
   double *hessian[QLM_N_SLOTS];   /* [cols x cols] sum over tokens of x x^T (NULL unless want_hessian) */
   float *absmax[QLM_N_SLOTS];     /* [cols] max |x_j| */
   double *sqsum[QLM_N_SLOTS];     /* [cols] sum of x_j^2 */
+  double *abssum[QLM_N_SLOTS];    /* [cols] sum of |x_j| */
 } qlm_layer_stats;
 
 /* Called once per layer after its statistics are complete; may replace m->layers[il]'s matrices
@@ -54,6 +55,10 @@ int qlm_calib_load_text(const char *path, char **text, size_t *len, qlm_error *e
  * shrinks to the text).  *tokens is malloc'd [n_samples x *seq_len]. */
 int qlm_calib_sample(const qlm_tokenizer *tok, const char *text, size_t len, const qlm_calib_opts *o,
                      int32_t **tokens, int *seq_len, qlm_error *err);
+
+/* The same from an already tokenized text (bos < 0: no BOS in front). */
+int qlm_calib_sample_ids(const int32_t *ids, int n_ids, int bos, const qlm_calib_opts *o, int32_t **tokens,
+                         int *seq_len, qlm_error *err);
 
 /* The sequential pass over all layers (see the top). n_threads for the forward passes. */
 int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,

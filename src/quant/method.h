@@ -51,6 +51,7 @@ typedef struct qlm_calib {
   int64_t n_tokens;      /* tokens seen */
   const float *act_absmax;/* [cols] max |x_j| over the tokens, or NULL */
   const float *act_sqmean;/* [cols] mean x_j^2, or NULL */
+  const float *act_absmean;/* [cols] mean |x_j| (AWQ's activation salience), or NULL */
   const double *hessian; /* [cols x cols] sum x x^T / n_tokens (GPTQ), or NULL */
 } qlm_calib;
 
@@ -106,6 +107,9 @@ typedef struct qlm_quant_method {
    * NULL for other methods. */
   int (*input_scales)(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
                       float *s, qlm_error *err);
+  /* Which inputs input_scales applies to: a bit mask of 1 << qlm_linear_slot (model/model.h:
+   * 1 = q/k/v, 2 = attn_output, 4 = gate/up, 8 = ffn_down). */
+  unsigned smooth_slots;
 } qlm_quant_method;
 
 /* The method called `name`, or NULL. */

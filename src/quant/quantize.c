@@ -639,10 +639,86 @@ static void set_override(driver *d, int i, float *data) {
   d->override[i] = data;
 }
 
-/* The slot's input comes from a norm that can absorb 1/s (q/k/v and gate/up); if every matrix
- * reading it is quantized by one method with input_scales, compute s, fold it (matrices' columns
- * * s, norm / s, in the driver's overrides and in the model) and return it in *s_out (malloc'd;
- * NULL: not smoothed). */
+/* Where 1/s goes for each slot (the op that produces the slot's input):
+ *   QKV, UP:  the norm before them (weight, and bias for LayerNorm): x' = norm(x) / s
+ *   O:        the rows of W_v (and b_v): attention mixes value rows linearly, so scaling value
+ *             channel c scales attention-output channel c — only when every query head has its
+ *             own value head (n_head == n_head_kv) and v is its own tensor
+ *   DOWN:     the rows of W_up in gated FFNs: silu(gate) * (up / s) = (silu(gate) * up) / s
+ *             (GPT-2's gelu(up) is not linear: no smoothing there) */
+static bool slot_foldable(const driver *d, qlm_linear_slot slot, int il) {
+  const qlm_hparams *hp = &d->src->hp;
+  char name[96];
+  switch (slot) {
+  case QLM_SLOT_QKV:
+  case QLM_SLOT_UP: return true;
+  case QLM_SLOT_O: {
+    snprintf(name, sizeof name, "blk.%d.attn_v.weight", il);
+    char fused[96];
+    snprintf(fused, sizeof fused, "blk.%d.attn_qkv.weight", il);
+    return hp->n_head == hp->n_head_kv && (tensor_index(d, name) >= 0 || tensor_index(d, fused) >= 0);
+  }
+  case QLM_SLOT_DOWN:
+    snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", il);
+    return hp->arch != QLM_ARCH_GPT2 && tensor_index(d, name) >= 0;
+  default: return false;
+  }
+}
+
+/* Point the model's q/k/v at rows of a fused q|k|v matrix held as f32 (weight) or at a fused bias. */
+static void set_fused_views(qlm_model *m, int il, const float *w, const float *bias) {
+  qlm_layer *L = &m->layers[il];
+  int64_t E = m->hp.n_embd, qd = (int64_t)m->hp.n_head * m->hp.head_dim, kd = (int64_t)m->hp.n_head_kv * m->hp.head_dim;
+  if (w) {
+    qlm_mat *v[3] = {&L->wq, &L->wk, &L->wv};
+    int64_t r0[3] = {0, qd, qd + kd}, nr[3] = {qd, kd, kd};
+    for (int j = 0; j < 3; j++)
+      *v[j] = (qlm_mat){.type = QLM_TYPE_F32, .rows = nr[j], .cols = E, .data = w + r0[j] * E,
+                        .row_bytes = (size_t)E * sizeof(float)};
+  }
+  if (bias) L->bq = bias, L->bk = bias + qd, L->bv = bias + qd + kd;
+}
+
+/* Divide the producer of the slot's input by s (overrides), and point the model at the result
+ * (a matrix the calibrated pass does not quantize stays f32 in the model until the end). */
+static int fold_into_producer(calib_ctx *c, int il, qlm_linear_slot slot, const float *sv, int cols, qlm_error *err) {
+  driver *d = c->d;
+  qlm_layer *L = &c->m->layers[il];
+  const char *stem = slot == QLM_SLOT_QKV ? "attn_norm" : slot == QLM_SLOT_UP ? "ffn_norm" : slot == QLM_SLOT_O ? "attn_v" : "ffn_up";
+  int64_t row0 = 0; /* first producing row (fused q|k|v: the v rows) */
+  char probe[96];
+  snprintf(probe, sizeof probe, "blk.%d.attn_v.weight", il);
+  bool fused = slot == QLM_SLOT_O && tensor_index(d, probe) < 0;
+  if (fused) stem = "attn_qkv", row0 = (int64_t)(d->src->hp.n_head + d->src->hp.n_head_kv) * d->src->hp.head_dim;
+  for (int b = 0; b < 2; b++) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s.%s", il, stem, b ? "bias" : "weight");
+    int i = tensor_index(d, name);
+    if (i < 0) continue;
+    const qlm_tensor *t = &d->src->tensors[i];
+    int64_t n = t->ne[0] * t->ne[1], rows = t->n_dims == 2 ? t->ne[1] : t->ne[0], per = n / rows;
+    if (rows < row0 + cols || (!fused && rows != cols))
+      return qlm_fail(err, QLM_EINTERNAL, "%s: %lld rows cannot absorb %d factors", name, (long long)rows, cols);
+    float *v = NULL;
+    int rc = load_f32(d->src, t, n, d->override[i], &v, err);
+    if (rc) return rc;
+    for (int64_t r = 0; r < cols; r++)
+      for (int64_t j = 0; j < per; j++) v[(row0 + r) * per + j] /= sv[r];
+    set_override(d, i, v);
+    if (fused) set_fused_views(c->m, il, b ? NULL : v, b ? v : NULL);
+    else if (slot == QLM_SLOT_QKV) *(b ? &L->attn_norm_b : &L->attn_norm) = v;
+    else if (slot == QLM_SLOT_UP) *(b ? &L->ffn_norm_b : &L->ffn_norm) = v;
+    else if (b) *(slot == QLM_SLOT_O ? &L->bv : &L->b_up) = v;
+    else
+      *(slot == QLM_SLOT_O ? &L->wv : &L->w_up) = (qlm_mat){.type = QLM_TYPE_F32, .rows = t->ne[1], .cols = t->ne[0],
+                                                           .data = v, .row_bytes = (size_t)t->ne[0] * sizeof(float)};
+  }
+  return QLM_OK;
+}
+
+/* If every matrix reading the slot's input is quantized by one method with input_scales and the
+ * producer can absorb 1/s: compute s, multiply the matrices' columns by it and fold 1/s into the
+ * producer (in the driver's overrides and in the model); *s_out = s (malloc'd), or NULL. */
 static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_layer_stats *st, float **s_out,
                        qlm_error *err) {
   driver *d = c->d;
@@ -658,17 +734,20 @@ static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_lay
     int i = tensor_index(d, name);
     if (i < 0) continue;
     qlm_choice ch = qlm_quantize_choice(&d->src->tensors[i], d->p);
-    if (ch.kind != QLM_CHOICE_METHOD || !ch.method->input_scales) return QLM_OK;
+    if (ch.kind != QLM_CHOICE_METHOD || !ch.method->input_scales || !(ch.method->smooth_slots & (1u << slot)))
+      return QLM_OK;
     if (method && (ch.method != method || ch.opts.alpha != first.opts.alpha)) return QLM_OK; /* mixed: no smoothing */
     method = ch.method, first = ch;
     idx[n++] = i;
     rows_total += d->src->tensors[i].ne[1];
   }
-  if (!n) return QLM_OK;
-  const char *norm = slot == QLM_SLOT_QKV ? "attn_norm" : "ffn_norm";
+  if (!n || !slot_foldable(d, slot, il)) return QLM_OK;
   float *stack = qlm_malloc((size_t)rows_total * cols * sizeof(float) + 1, "matrices to smooth", err);
   float *sv = qlm_malloc((size_t)cols * sizeof(float), "smoothing factors", err);
-  int rc = (!stack || !sv) ? QLM_ENOMEM : QLM_OK;
+  float *am = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+  float *ab = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+  double *h = st->hessian[slot] ? qlm_malloc((size_t)cols * cols * sizeof(double), "a Hessian", err) : NULL;
+  int rc = (!stack || !sv || !am || !ab || (st->hessian[slot] && !h)) ? QLM_ENOMEM : QLM_OK;
   int64_t off = 0;
   for (int k = 0; k < n && !rc; k++) {
     const qlm_tensor *t = &d->src->tensors[idx[k]];
@@ -678,8 +757,13 @@ static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_lay
     off += t->ne[1];
     free(w);
   }
-  qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = st->absmax[slot]};
-  if (!rc) rc = method->input_scales(stack, rows_total, cols, &cal, &first.opts, sv, err);
+  if (!rc) {
+    double inv = st->n_tokens > 0 ? 1.0 / (double)st->n_tokens : 0.0;
+    for (int j = 0; j < cols; j++) am[j] = st->absmax[slot][j], ab[j] = (float)(st->abssum[slot][j] * inv);
+    for (size_t e = 0; h && e < (size_t)cols * cols; e++) h[e] = st->hessian[slot][e] * inv;
+    qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_absmean = ab, .hessian = h};
+    rc = method->input_scales(stack, rows_total, cols, &cal, &first.opts, sv, err);
+  }
   for (int k = 0, r0 = 0; k < n && !rc; k++) { /* columns * s */
     const qlm_tensor *t = &d->src->tensors[idx[k]];
     float *w = qlm_malloc((size_t)(t->ne[0] * t->ne[1]) * sizeof(float), "a smoothed matrix", err);
@@ -692,20 +776,8 @@ static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_lay
     set_override(d, idx[k], w);
     r0 += (int)t->ne[1];
   }
-  for (int b = 0; b < 2 && !rc; b++) { /* norm weight (and bias) / s */
-    char name[96];
-    snprintf(name, sizeof name, "blk.%d.%s.%s", il, norm, b ? "bias" : "weight");
-    int i = tensor_index(d, name);
-    if (i < 0) continue;
-    float *v = NULL;
-    if ((rc = load_f32(d->src, &d->src->tensors[i], cols, d->override[i], &v, err))) break;
-    for (int j = 0; j < cols; j++) v[j] /= sv[j];
-    set_override(d, i, v);
-    qlm_layer *L = &c->m->layers[il];
-    if (slot == QLM_SLOT_QKV) *(b ? &L->attn_norm_b : &L->attn_norm) = v;
-    else *(b ? &L->ffn_norm_b : &L->ffn_norm) = v;
-  }
-  free(stack);
+  if (!rc) rc = fold_into_producer(c, il, slot, sv, cols, err);
+  free(stack), free(am), free(ab), free(h);
   if (rc) {
     free(sv);
     return rc;
@@ -715,12 +787,14 @@ static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_lay
 }
 
 /* Statistics of x / s for a smoothed slot (s NULL: unchanged copies). */
-static void scaled_stats(const qlm_layer_stats *st, int slot, const float *s, double *h, float *amax, float *sq) {
+static void scaled_stats(const qlm_layer_stats *st, int slot, const float *s, double *h, float *amax, float *sq,
+                         float *ab) {
   int cols = st->cols[slot];
   double inv = st->n_tokens > 0 ? 1.0 / (double)st->n_tokens : 0.0;
   for (int i = 0; i < cols; i++) {
     double si = s ? s[i] : 1.0;
     amax[i] = (float)(st->absmax[slot][i] / si);
+    ab[i] = (float)(st->abssum[slot][i] * inv / si);
     sq[i] = (float)(st->sqsum[slot][i] * inv / (si * si));
     for (int j = 0; h && j < cols; j++) h[(size_t)i * cols + j] = st->hessian[slot][(size_t)i * cols + j] * inv / (si * (s ? s[j] : 1.0));
   }
@@ -763,8 +837,8 @@ static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err
   calib_ctx *c = ctx;
   driver *d = c->d;
   float *sv[QLM_N_SLOTS] = {0};
-  int rc = smooth_slot(c, il, QLM_SLOT_QKV, st, &sv[QLM_SLOT_QKV], err);
-  if (!rc) rc = smooth_slot(c, il, QLM_SLOT_UP, st, &sv[QLM_SLOT_UP], err);
+  int rc = QLM_OK;
+  for (int slot = 0; slot < QLM_N_SLOTS && !rc; slot++) rc = smooth_slot(c, il, (qlm_linear_slot)slot, st, &sv[slot], err);
   for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]) && !rc; k++) {
     char name[96];
     snprintf(name, sizeof name, "blk.%d.%s.weight", il, k_slot_of[k].stem);
@@ -778,14 +852,16 @@ static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err
     double *h = st->hessian[slot] ? qlm_malloc((size_t)cols * cols * sizeof(double), "a Hessian", err) : NULL;
     float *sq = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
     float *am = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
-    if ((st->hessian[slot] && !h) || !sq || !am) {
+    float *ab = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+    if ((st->hessian[slot] && !h) || !sq || !am || !ab) {
       rc = QLM_ENOMEM;
     } else {
-      scaled_stats(st, slot, sv[slot], h, am, sq);
-      qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_sqmean = sq, .hessian = h};
+      scaled_stats(st, slot, sv[slot], h, am, sq, ab);
+      qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_sqmean = sq, .act_absmean = ab,
+                       .hessian = h};
       rc = do_tensor(d, (int)(t - d->src->tensors), &cal, err);
     }
-    free(h), free(sq), free(am);
+    free(h), free(sq), free(am), free(ab);
     if (!rc) rc = swap_into_model(c, il, k, t, &d->outs[t - d->src->tensors], err);
   }
   for (int k = 0; k < QLM_N_SLOTS; k++) free(sv[k]);
@@ -801,7 +877,7 @@ static int calibrated_pass(driver *d, qlm_error *err) {
       hessian |= qlm_quantize_choice(&d->src->tensors[i], p).method->needs_hessian;
     }
   if (!any) return QLM_OK;
-  if (!p->calib_text)
+  if (!p->calib_text && !p->calib_ids)
     return qlm_fail(err, QLM_EUSAGE, "quantize: the method needs calibration text (--calib FILE)");
   char *text = NULL;
   size_t len;
@@ -812,10 +888,15 @@ static int calibrated_pass(driver *d, qlm_error *err) {
   qlm_calib_opts o = p->calib;
   o.want_hessian = hessian;
   if (o.seq_len > d->src->hp.n_ctx) o.seq_len = d->src->hp.n_ctx;
-  int rc = qlm_calib_load_text(p->calib_text, &text, &len, err);
-  if (!rc) rc = qlm_tokenizer_new(&d->src->vocab, &tok, err);
-  if (!rc) rc = qlm_calib_sample(tok, text, len, &o, &tokens, &L, err);
-  if (!rc && p->on_calib) p->on_calib(p->ctx, o.n_samples, L, p->calib_text);
+  int rc = QLM_OK;
+  if (p->calib_ids) {
+    rc = qlm_calib_sample_ids(p->calib_ids, p->n_calib_ids, -1, &o, &tokens, &L, err);
+  } else {
+    rc = qlm_calib_load_text(p->calib_text, &text, &len, err);
+    if (!rc) rc = qlm_tokenizer_new(&d->src->vocab, &tok, err);
+    if (!rc) rc = qlm_calib_sample(tok, text, len, &o, &tokens, &L, err);
+  }
+  if (!rc && p->on_calib) p->on_calib(p->ctx, o.n_samples, L, p->calib_text ? p->calib_text : "the given tokens");
   if (!rc) rc = qlm_model_load(d->src, &m, err);
   calib_ctx c = {.d = d, .m = m};
   if (!rc) rc = qlm_calib_run(m, tokens, o.n_samples, L, &o, p->n_threads, on_layer, &c, err);

@@ -77,6 +77,8 @@ typedef struct qlm_quant_params {
   /* Calibrated methods (method->needs_calib): the text and the windows taken from it. */
   const char *calib_text;
   qlm_calib_opts calib;
+  const int32_t *calib_ids; /* instead of calib_text: already tokenized text (no BOS added) */
+  int n_calib_ids;
   void (*on_calib)(void *ctx, int n_samples, int seq_len, const char *text); /* may be NULL */
   int n_threads;         /* 1.. */
   const char *source_label; /* written as qlm.source (NULL: src->path) */

@@ -67,4 +67,5 @@ const qlm_quant_method qlm_method_smoothquant = {
     .check = sq_check,
     .quantize = sq_quantize,
     .input_scales = sq_input_scales,
+    .smooth_slots = 1u << 0 | 1u << 2, /* the inputs that follow a norm: q/k/v and gate/up */
 };
