@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "kernels/matmul.h"
+#include "kernels/types.h"
 #include "model/model.h"
+#include "quant/bitalloc.h"
 #include "quant/calib.h"
 #include "quant/method.h"
 #include "quant/quantize.h"
@@ -294,6 +296,82 @@ static void test_gptq_end_to_end(void **st) {
   free(dir), free(text), free(lref);
 }
 
+/* Marginal-analysis allocation against brute force on small problems with convex error curves
+ * (where it is optimal): same minimum total error within the budget. */
+static void test_bitalloc_optimal(void **st) {
+  (void)st;
+  uint64_t r = 3;
+  for (int trial = 0; trial < 200; trial++) {
+    enum { N = 4, K = 4 };
+    qlm_bit_option o[N][K], *po[N];
+    int n_opts[N], choice[N];
+    double min_bytes = 0, max_bytes = 0;
+    for (int t = 0; t < N; t++) {
+      double sens = 0.1 + tu_rand_uniform(&r), size = 100 * (1 + (int)(tu_rand_uniform(&r) * 4));
+      for (int k = 0; k < K; k++) /* error ~ sens * 4^-bits: convex in the cost */
+        o[t][k] = (qlm_bit_option){.bits = 2 + 2 * k, .bytes = size * (2 + 2 * k), .err = sens * pow(4.0, -(2 + 2 * k))};
+      po[t] = o[t], n_opts[t] = K;
+      min_bytes += o[t][0].bytes, max_bytes += o[t][K - 1].bytes;
+    }
+    double budget = min_bytes + tu_rand_uniform(&r) * (max_bytes - min_bytes), used;
+    qlm_error err = {0};
+    assert_int_equal(qlm_bitalloc(N, n_opts, po, budget, choice, &used, &err), 0);
+    double got = 0, best = INFINITY;
+    for (int t = 0; t < N; t++) got += o[t][choice[t]].err;
+    assert_true(used <= budget);
+    for (int code = 0; code < K * K * K * K; code++) {
+      double b = 0, e = 0;
+      for (int t = 0, c = code; t < N; t++, c /= K) b += o[t][c % K].bytes, e += o[t][c % K].err;
+      if (b <= budget) best = fmin(best, e);
+    }
+    /* marginal analysis is optimal for convex curves up to the one step that did not fit:
+     * allow that step's error difference */
+    assert_true(got <= best * 4.0 + 1e-12);
+    if (trial == 0) print_message("allocation error %.4g vs brute-force optimum %.4g\n", got, best);
+  }
+  qlm_bit_option one = {.bits = 2, .bytes = 1000, .err = 1}, *p1 = &one;
+  int n1 = 1, c1;
+  double u;
+  qlm_error err = {0};
+  assert_int_equal(qlm_bitalloc(1, &n1, &p1, 10, &c1, &u, &err), QLM_EUSAGE); /* cannot fit */
+}
+
+/* --target-bpw through the driver: every searched matrix gets a candidate bit width and the
+ * average over them stays within the target. */
+static void test_target_bpw(void **st) {
+  (void)st;
+  char *text = tu_shared("data/calibration/exllamav2/tiny.utf8"), *dir = tu_tmpdir(), out[512];
+  snprintf(out, sizeof out, "%s/m.gguf", dir);
+  const double targets[] = {3.5, 5.0};
+  for (int ti = 0; ti < 2; ti++) {
+    qlm_quant_params p = {.method = &qlm_method_absmax, .opts = {.group = 32}, .n_threads = 2, .calib_text = text,
+                          .calib = {.n_samples = 8, .seq_len = 64, .seed = 1}, .target_bpw = targets[ti]};
+    qlm_quant_summary sum;
+    qlm_error err = {0};
+    if (qlm_quantize(g_src, out, &p, &sum, &err)) fail_msg("%s", err.msg);
+    qlm_source *q;
+    assert_int_equal(qlm_source_open(out, NULL, &q, &err), 0);
+    double bytes = 0, n = 0;
+    int hist[9] = {0};
+    for (int i = 0; i < q->n_tensors; i++) {
+      const qlm_tensor *t = &q->tensors[i];
+      if (QLM_TYPE_FAMILY(t->type) != QLM_FAMILY_RTN_SYM) continue;
+      int b = QLM_TYPE_BITS(t->type);
+      assert_true(b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8);
+      hist[b]++;
+      bytes += (double)t->nbytes, n += (double)(t->ne[0] * t->ne[1]);
+    }
+    double bpw = 8 * bytes / n;
+    print_message("target %.1f bpw: %.3f reached; matrices at 2/3/4/5/6/8 bits: %d/%d/%d/%d/%d/%d\n", targets[ti], bpw,
+                  hist[2], hist[3], hist[4], hist[5], hist[6], hist[8]);
+    assert_true(bpw <= targets[ti] + 1e-9 && bpw >= targets[ti] - 1.0);
+    qlm_source_close(q);
+  }
+  unlink(out);
+  rmdir(dir);
+  free(dir), free(text);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_layer_equals_forward),
@@ -301,6 +379,8 @@ int main(void) {
       cmocka_unit_test(test_text_and_windows),
       cmocka_unit_test(test_driver_calibrated_pass),
       cmocka_unit_test(test_gptq_end_to_end),
+      cmocka_unit_test(test_bitalloc_optimal),
+      cmocka_unit_test(test_target_bpw),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -18,6 +18,7 @@
 #include "kernels/quants.h"
 #include "kernels/threadpool.h"
 #include "model/model.h"
+#include "quant/bitalloc.h"
 #include "quant/calib.h"
 #include "tokenizer/tokenizer.h"
 
@@ -439,13 +440,14 @@ static int choice_type(const qlm_choice *c) {
 }
 
 /* Decide what tensor i gets; a choice that cannot hold the shape falls back (reported). */
-static void plan_tensor(const qlm_source *src, int i, const qlm_quant_params *p, qlm_choice *ch,
+static void plan_tensor(const qlm_source *src, int i, const qlm_quant_params *p, int bits, qlm_choice *ch,
                         qlm_quant_tensor *r) {
   const qlm_tensor *t = &src->tensors[i];
   *r = (qlm_quant_tensor){.index = i + 1, .n_tensors = src->n_tensors, .name = t->name, .n_dims = t->n_dims,
                           .src_type = t->type, .bytes_in = t->nbytes};
   memcpy(r->ne, t->ne, sizeof r->ne);
   *ch = qlm_quantize_choice(t, p);
+  if (bits > 0 && ch->kind == QLM_CHOICE_METHOD) ch->opts.bits = bits; /* --target-bpw's allocation */
   int type = choice_type(ch);
   r->wanted_type = type;
   if (type >= 0) {
@@ -544,6 +546,7 @@ typedef struct driver {
   char **descs;          /* [n_tensors] method descriptions (NULL: stored unquantized) */
   bool *done;            /* [n_tensors] */
   float **override;      /* [n_tensors] f32 data replacing the source's (file layout), or NULL */
+  int *bits;             /* [n_tensors] bits chosen by --target-bpw (0: the method's own) */
   qlm_pool *pool;
   double t0;
   int64_t params_done;
@@ -554,7 +557,7 @@ static int do_tensor(driver *d, int i, const qlm_calib *calib, qlm_error *err) {
   const qlm_tensor *t = &d->src->tensors[i];
   qlm_quant_tensor r;
   qlm_choice ch;
-  plan_tensor(d->src, i, d->p, &ch, &r);
+  plan_tensor(d->src, i, d->p, d->bits[i], &ch, &r);
   ch.opts.n_threads = d->p->n_threads;
   int rc;
   const float *ovr = d->override[i];
@@ -868,6 +871,42 @@ static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err
   return rc;
 }
 
+/* Calibration windows for the driver's passes (text or given ids); *tokens malloc'd. */
+static int calib_windows(driver *d, qlm_calib_opts *o, int32_t **tokens, int *L, qlm_error *err) {
+  const qlm_quant_params *p = d->p;
+  if (!p->calib_text && !p->calib_ids)
+    return qlm_fail(err, QLM_EUSAGE, "quantize: the method needs calibration text (--calib FILE)");
+  if (o->seq_len > d->src->hp.n_ctx) o->seq_len = d->src->hp.n_ctx;
+  if (p->calib_ids) return qlm_calib_sample_ids(p->calib_ids, p->n_calib_ids, -1, o, tokens, L, err);
+  char *text = NULL;
+  size_t len;
+  qlm_tokenizer *tok = NULL;
+  int rc = qlm_calib_load_text(p->calib_text, &text, &len, err);
+  if (!rc) rc = qlm_tokenizer_new(&d->src->vocab, &tok, err);
+  if (!rc) rc = qlm_calib_sample(tok, text, len, o, tokens, L, err);
+  qlm_tokenizer_free(tok);
+  free(text);
+  return rc;
+}
+
+/* Run fn over the layers of the f32/quantized source model on the calibration windows. */
+static int run_calibration(driver *d, bool hessian, qlm_calib_layer_fn fn, void *ctx, qlm_model **model_out,
+                           qlm_error *err) {
+  qlm_calib_opts o = d->p->calib;
+  o.want_hessian = hessian;
+  int32_t *tokens = NULL;
+  int L = 0;
+  qlm_model *m = NULL;
+  int rc = calib_windows(d, &o, &tokens, &L, err);
+  if (!rc && d->p->on_calib)
+    d->p->on_calib(d->p->ctx, o.n_samples, L, d->p->calib_text ? d->p->calib_text : "the given tokens");
+  if (!rc) rc = qlm_model_load(d->src, &m, err);
+  if (!rc) *model_out = m;
+  if (!rc) rc = qlm_calib_run(m, tokens, o.n_samples, L, &o, d->p->n_threads, fn, ctx, err);
+  free(tokens);
+  return rc;
+}
+
 static int calibrated_pass(driver *d, qlm_error *err) {
   const qlm_quant_params *p = d->p;
   bool any = false, hessian = false;
@@ -877,35 +916,128 @@ static int calibrated_pass(driver *d, qlm_error *err) {
       hessian |= qlm_quantize_choice(&d->src->tensors[i], p).method->needs_hessian;
     }
   if (!any) return QLM_OK;
-  if (!p->calib_text && !p->calib_ids)
-    return qlm_fail(err, QLM_EUSAGE, "quantize: the method needs calibration text (--calib FILE)");
-  char *text = NULL;
-  size_t len;
-  int32_t *tokens = NULL;
-  int L = 0;
-  qlm_tokenizer *tok = NULL;
-  qlm_model *m = NULL;
-  qlm_calib_opts o = p->calib;
-  o.want_hessian = hessian;
-  if (o.seq_len > d->src->hp.n_ctx) o.seq_len = d->src->hp.n_ctx;
-  int rc = QLM_OK;
-  if (p->calib_ids) {
-    rc = qlm_calib_sample_ids(p->calib_ids, p->n_calib_ids, -1, &o, &tokens, &L, err);
-  } else {
-    rc = qlm_calib_load_text(p->calib_text, &text, &len, err);
-    if (!rc) rc = qlm_tokenizer_new(&d->src->vocab, &tok, err);
-    if (!rc) rc = qlm_calib_sample(tok, text, len, &o, &tokens, &L, err);
-  }
-  if (!rc && p->on_calib) p->on_calib(p->ctx, o.n_samples, L, p->calib_text ? p->calib_text : "the given tokens");
-  if (!rc) rc = qlm_model_load(d->src, &m, err);
-  calib_ctx c = {.d = d, .m = m};
-  if (!rc) rc = qlm_calib_run(m, tokens, o.n_samples, L, &o, p->n_threads, on_layer, &c, err);
-  qlm_model_free(m);
+  calib_ctx c = {.d = d};
+  int rc = run_calibration(d, hessian, on_layer, &c, &c.m, err);
+  qlm_model_free(c.m);
   for (int i = 0; i < c.n_owned; i++) free(c.owned[i]);
   free(c.owned);
-  qlm_tokenizer_free(tok);
-  free(tokens);
-  free(text);
+  return rc;
+}
+
+/* ---- --target-bpw: per-matrix bits from each matrix's output-error curve (quant/bitalloc.h) */
+
+static const int k_candidate_bits[] = {2, 3, 4, 5, 6, 8};
+enum { N_CANDIDATES = sizeof k_candidate_bits / sizeof k_candidate_bits[0] };
+
+typedef struct sens_ctx {
+  driver *d;
+  int *n_opts;             /* [n_tensors] options found (0: not searched) */
+  qlm_bit_option **opts;   /* [n_tensors][N_CANDIDATES] */
+} sens_ctx;
+
+/* The options of one matrix: each candidate bit width its method accepts, with its cost and
+ * relative output error on H.  Calibrated methods are measured with zero-point RTN at the same
+ * group (their own result needs the sequential pass; RTN's curve stands in for it). */
+static int sens_matrix(sens_ctx *sc, int i, const double *H, qlm_error *err) {
+  driver *d = sc->d;
+  const qlm_tensor *t = &d->src->tensors[i];
+  qlm_choice ch = qlm_quantize_choice(t, d->p);
+  int64_t rows = t->ne[1], cols = t->ne[0];
+  float *W = NULL, *back = NULL;
+  int rc = load_f32(d->src, t, rows * cols, d->override[i], &W, err);
+  if (rc) return rc;
+  if (!(back = qlm_malloc((size_t)(rows * cols) * sizeof *back + 1, "a dequantized tensor", err))) {
+    free(W);
+    return QLM_ENOMEM;
+  }
+  double norm = qlm_output_error(W, rows, cols, H);
+  qlm_bit_option *o = sc->opts[i];
+  int n = 0;
+  for (int k = 0; k < N_CANDIDATES && !rc; k++) {
+    qlm_quant_opts qo = ch.opts;
+    qo.bits = k_candidate_bits[k];
+    qlm_error e = {0};
+    if (ch.method->check && ch.method->check(&qo, rows, cols, &e)) continue; /* this method cannot do these bits */
+    const qlm_quant_method *m = ch.method->needs_calib ? &qlm_method_zeropoint : ch.method;
+    qlm_quant_opts mo = qo;
+    if (m != ch.method) mo = (qlm_quant_opts){.bits = qo.bits, .group = qo.group, .asym = true};
+    qlm_qtensor q = {0};
+    if ((rc = m->quantize(W, rows, cols, NULL, &mo, &q, err))) break;
+    if (m->dequantize) rc = m->dequantize(&q, back, err);
+    else if (!qlm_dequantize(q.type, q.data, back, rows * cols)) rc = qlm_fail(err, QLM_EINTERNAL, "no dequantizer");
+    if (!rc) {
+      for (int64_t j = 0; j < rows * cols; j++) back[j] = W[j] - back[j];
+      double bytes = (double)q.row_bytes * (double)rows;
+      for (int a = 0; a < q.n_aux; a++) bytes += (double)q.aux[a].bytes;
+      o[n++] = (qlm_bit_option){.bits = qo.bits, .bytes = bytes,
+                                .err = norm > 0 ? qlm_output_error(back, rows, cols, H) / norm : 0.0};
+    }
+    qlm_qtensor_free(&q);
+  }
+  free(W), free(back);
+  sc->n_opts[i] = n;
+  return rc;
+}
+
+static int sens_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err) {
+  sens_ctx *sc = ctx;
+  for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]); k++) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s.weight", il, k_slot_of[k].stem);
+    int i = tensor_index(sc->d, name);
+    if (i < 0 || !sc->opts[i]) continue;
+    int slot = k_slot_of[k].slot, cols = st->cols[slot];
+    double *h = qlm_malloc((size_t)cols * cols * sizeof(double), "a Hessian", err);
+    if (!h) return QLM_ENOMEM;
+    double inv = st->n_tokens > 0 ? 1.0 / (double)st->n_tokens : 0.0;
+    for (size_t e = 0; e < (size_t)cols * cols; e++) h[e] = st->hessian[slot][e] * inv;
+    int rc = sens_matrix(sc, i, h, err);
+    free(h);
+    if (rc) return rc;
+  }
+  return QLM_OK;
+}
+
+static int allocate_bits(driver *d, qlm_error *err) {
+  const qlm_source *src = d->src;
+  int n = src->n_tensors, rc = QLM_OK;
+  sens_ctx sc = {.d = d};
+  sc.n_opts = qlm_calloc((size_t)n, sizeof *sc.n_opts, "bit options", err);
+  sc.opts = qlm_calloc((size_t)n, sizeof *sc.opts, "bit options", err);
+  if (!sc.n_opts || !sc.opts) rc = QLM_ENOMEM;
+  int n_search = 0;
+  for (int i = 0; i < n && !rc; i++) { /* the linear layers a method quantizes */
+    int layer;
+    const char *comp = qlm_tensor_component(src->tensors[i].name, &layer);
+    qlm_choice ch = qlm_quantize_choice(&src->tensors[i], d->p);
+    if (!comp || layer < 0 || ch.kind != QLM_CHOICE_METHOD) continue;
+    if (!(sc.opts[i] = qlm_calloc(N_CANDIDATES, sizeof **sc.opts, "bit options", err))) rc = QLM_ENOMEM;
+    n_search++;
+  }
+  if (!rc && !n_search) rc = qlm_fail(err, QLM_EUSAGE, "--target-bpw: no matrix is quantized by a method");
+  qlm_model *m = NULL;
+  if (!rc) rc = run_calibration(d, true, sens_layer, &sc, &m, err);
+  qlm_model_free(m);
+  /* allocate over the matrices with a choice of bit widths; the others keep their method's */
+  int *idx = rc ? NULL : qlm_calloc((size_t)n, sizeof *idx, "bit allocation", err);
+  int *n_opts = rc ? NULL : qlm_calloc((size_t)n, sizeof *n_opts, "bit allocation", err);
+  qlm_bit_option **opts = rc ? NULL : qlm_calloc((size_t)n, sizeof *opts, "bit allocation", err);
+  int *choice = rc ? NULL : qlm_calloc((size_t)n, sizeof *choice, "bit allocation", err);
+  if (!rc && (!idx || !n_opts || !opts || !choice)) rc = QLM_ENOMEM;
+  int k = 0;
+  double weights = 0, used = 0;
+  for (int i = 0; i < n && !rc; i++)
+    if (sc.opts[i] && sc.n_opts[i] > 1) {
+      idx[k] = i, n_opts[k] = sc.n_opts[i], opts[k] = sc.opts[i], k++;
+      weights += (double)(src->tensors[i].ne[0] * src->tensors[i].ne[1]);
+    }
+  if (!rc && k == 0) rc = qlm_fail(err, QLM_EUSAGE, "--target-bpw: the method offers no choice of bit widths");
+  if (!rc) rc = qlm_bitalloc(k, n_opts, opts, d->p->target_bpw * weights / 8.0, choice, &used, err);
+  for (int j = 0; j < k && !rc; j++) d->bits[idx[j]] = opts[j][choice[j]].bits;
+  if (!rc && d->p->on_alloc) d->p->on_alloc(d->p->ctx, k, 8.0 * used / weights);
+  free(idx), free(n_opts), free(opts), free(choice);
+  for (int i = 0; sc.opts && i < n; i++) free(sc.opts[i]);
+  free(sc.opts), free(sc.n_opts);
   return rc;
 }
 
@@ -920,9 +1052,11 @@ int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_pa
   d.descs = qlm_calloc(n, sizeof *d.descs, "tensor descriptions", err);
   d.done = qlm_calloc(n, sizeof *d.done, "tensor flags", err);
   d.override = qlm_calloc(n, sizeof *d.override, "tensor overrides", err);
-  if (!d.outs || !d.descs || !d.done || !d.override) rc = QLM_ENOMEM;
+  d.bits = qlm_calloc(n, sizeof *d.bits, "tensor bits", err);
+  if (!d.outs || !d.descs || !d.done || !d.override || !d.bits) rc = QLM_ENOMEM;
   d.pool = p->n_threads > 1 ? qlm_pool_new(p->n_threads) : NULL;
   d.t0 = now_s();
+  if (!rc && p->target_bpw > 0) rc = allocate_bits(&d, err);
   if (!rc) rc = calibrated_pass(&d, err);
   for (int i = 0; i < src->n_tensors && !rc; i++)
     if (!d.done[i]) rc = do_tensor(&d, i, NULL, err);
@@ -935,6 +1069,7 @@ int qlm_quantize(const qlm_source *src, const char *out_path, const qlm_quant_pa
   }
   for (int i = 0; d.override && i < src->n_tensors; i++) free(d.override[i]);
   free(d.override);
+  free(d.bits);
   free(d.outs);
   free(d.descs);
   free(d.done);

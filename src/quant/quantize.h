@@ -79,6 +79,11 @@ typedef struct qlm_quant_params {
   qlm_calib_opts calib;
   const int32_t *calib_ids; /* instead of calib_text: already tokenized text (no BOS added) */
   int n_calib_ids;
+  /* > 0: choose each linear matrix's bits (2,3,4,5,6,8 as its method allows) for this average
+   * bits per weight over those matrices, from their output-error curves on the calibration
+   * data (quant/bitalloc.h).  on_alloc reports the matrices allocated and the bpw reached. */
+  double target_bpw;
+  void (*on_alloc)(void *ctx, int n_matrices, double bpw);
   void (*on_calib)(void *ctx, int n_samples, int seq_len, const char *text); /* may be NULL */
   int n_threads;         /* 1.. */
   const char *source_label; /* written as qlm.source (NULL: src->path) */
