@@ -26,4 +26,31 @@ int cmd_quantize(int argc, char **argv);
 int cmd_export_gguf(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 
+/* ---- measurement flags every command accepts (src/measure) ----
+ * Add CLI_MEASURE_OPTIONS to a getopt_long table and pass option codes >= CLI_MEASURE_FIRST to
+ * cli_measure_opt; print cli_measure_help in --help. */
+#include "measure/meter.h"
+enum { CLI_MEASURE_FIRST = 0x1000, CLI_OPT_COUNTRY = 0x1000, CLI_OPT_CARBON, CLI_OPT_PUE, CLI_OPT_TDP, CLI_OPT_INTERVAL,
+       CLI_OPT_EMISSIONS, CLI_OPT_NO_ENERGY, CLI_OPT_MEASURE_JSON };
+#define CLI_MEASURE_OPTIONS                                                                                        \
+  {"country", required_argument, 0, CLI_OPT_COUNTRY}, {"carbon-intensity", required_argument, 0, CLI_OPT_CARBON},  \
+      {"pue", required_argument, 0, CLI_OPT_PUE}, {"cpu-tdp", required_argument, 0, CLI_OPT_TDP},                  \
+      {"energy-interval", required_argument, 0, CLI_OPT_INTERVAL},                                                  \
+      {"emissions", required_argument, 0, CLI_OPT_EMISSIONS}, {"no-energy", no_argument, 0, CLI_OPT_NO_ENERGY},     \
+      {"measure-json", required_argument, 0, CLI_OPT_MEASURE_JSON}
+typedef struct cli_measure {
+  qlm_meter_opts mo;
+  const char *emissions;    /* --emissions FILE: CodeCarbon-compatible CSV (appended) */
+  const char *json;         /* --measure-json FILE */
+} cli_measure;
+extern const char cli_measure_help[];
+void cli_measure_init(cli_measure *cm, const char *command);
+/* Handle one measurement option (c >= CLI_MEASURE_FIRST). */
+int cli_measure_opt(cli_measure *cm, int c, const char *arg, qlm_error *err);
+/* Start the meter (NULL on failure, which is reported and does not stop the command). */
+qlm_meter *cli_measure_start(cli_measure *cm);
+/* Finish, print the summary on stderr (unless quiet), write the files asked for, free.
+ * Returns 0, or the error class of a failed write (reported). */
+int cli_measure_end(cli_measure *cm, qlm_meter *m, int quiet);
+
 #endif

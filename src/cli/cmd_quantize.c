@@ -19,6 +19,8 @@ typedef struct quant_opts {
   bool export_gguf;        /* export-gguf: --type only */
   const char *calib;       /* calibration text */
   long calib_samples, calib_len, seed;
+  double target_bpw;
+  cli_measure cm;          /* --country, --emissions, ... */
 } quant_opts;
 
 static char g_default_calib[512];
@@ -72,6 +74,9 @@ static void usage(FILE *f, bool export_gguf) {
           "      --calib-samples N     windows of calibration text (default 128)\n"
           "      --calib-len L         tokens per window (default 2048, capped by the model's context)\n"
           "      --seed S              where the windows start (default 0)\n"
+          "      --target-bpw B        mixed precision: give each linear matrix 2/3/4/5/6/8 bits (as the\n"
+          "                            method allows) so they average B bits/weight, spending bits where the\n"
+          "                            layer's output error on the calibration text drops most\n"
           "  -t, --threads N           threads (default: all %d CPUs)\n\n"
           "Methods:\n",
           cli_default_model(), qlm_quantize_types, default_calib(), cli_default_threads());
@@ -86,7 +91,8 @@ static void usage(FILE *f, bool export_gguf) {
           "examples:\n"
           "  qlm quantize -m stories260K.gguf -o s.nf4.gguf --method nf4 --dq\n"
           "  qlm quantize -m SmolLM2.gguf -o s.a4.gguf --method absmax --bits 4 --group 64\n"
-          "  qlm quantize -m stories260K.gguf -o s.q8_0.gguf --type q8_0\n");
+          "  qlm quantize -m stories260K.gguf -o s.q8_0.gguf --type q8_0\n\n");
+  fputs(cli_measure_help, f);
 }
 
 static int add_opt(quant_opts *o, const char *key, const char *value, qlm_error *err) {
@@ -127,11 +133,17 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
       {"keep-embeddings", required_argument, 0, 'e'}, {"threads", required_argument, 0, 't'},
       {"calib", required_argument, 0, 'C'},  {"calib-samples", required_argument, 0, 'S'},
       {"calib-len", required_argument, 0, 'L'}, {"seed", required_argument, 0, 's'},
+      {"target-bpw", required_argument, 0, 'B'},
+      CLI_MEASURE_OPTIONS,
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   int c, rc = 0;
   optind = 1;
   while (!rc && (c = getopt_long(argc, argv, "m:o:t:h", opts, NULL)) != -1) {
-    if (o->export_gguf && strchr("MbgdHORFCSLs", c))
+    if (c >= CLI_MEASURE_FIRST) {
+      rc = cli_measure_opt(&o->cm, c, optarg, err);
+      continue;
+    }
+    if (o->export_gguf && strchr("MbgdHORFCSLsB", c))
       return qlm_fail(err, QLM_EUSAGE, "export-gguf takes --type only (use qlm quantize for methods and rules)");
     switch (c) {
     case 'm': o->model = optarg; break;
@@ -152,6 +164,13 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
     case 'S': rc = cli_parse_int("--calib-samples", optarg, 1, 1 << 20, &o->calib_samples, err); break;
     case 'L': rc = cli_parse_int("--calib-len", optarg, 2, 1 << 20, &o->calib_len, err); break;
     case 's': rc = cli_parse_int("--seed", optarg, 0, 0x7fffffffL, &o->seed, err); break;
+    case 'B': {
+      char *end;
+      o->target_bpw = strtod(optarg, &end);
+      if (*end || end == optarg || !(o->target_bpw >= 1.0 && o->target_bpw <= 32.0))
+        rc = qlm_fail(err, QLM_EUSAGE, "--target-bpw: '%s' is not a number of bits per weight (1..32)", optarg);
+      break;
+    }
     case 'h': usage(stdout, o->export_gguf); exit(0);
     case '?': usage(stderr, o->export_gguf); return qlm_fail(err, QLM_EUSAGE, "quantize: bad option (see --help)");
     default: rc = parse_method_opt(o, c, optarg, err); break;
@@ -195,29 +214,50 @@ static void print_calib(void *ctx, int n_samples, int seq_len, const char *text)
   fflush(stdout);
 }
 
+static void print_alloc(void *ctx, int n, double bpw) {
+  (void)ctx;
+  printf("mixed precision: bits chosen for %d matrices, %.3f bits/weight on average (before fallbacks)\n", n, bpw);
+  fflush(stdout);
+}
+
 static int run(int argc, char **argv, bool export_gguf) {
   qlm_error err = {0};
   quant_opts o = {.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads(), .export_gguf = export_gguf,
                   .calib = default_calib(), .calib_samples = 128, .calib_len = 2048};
   if (!(o.rules = qlm_rules_new(&err))) return cli_report(&err);
+  cli_measure_init(&o.cm, export_gguf ? "export-gguf" : "quantize");
   int rc = parse_opts(argc, argv, &o, &err);
+  qlm_meter *meter = rc ? NULL : cli_measure_start(&o.cm);
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_LOAD);
   if (!rc && export_gguf && o.type < 0) rc = qlm_fail(&err, QLM_EUSAGE, "export-gguf: --type is required");
   qlm_source *src = NULL;
   if (!rc) rc = qlm_source_open(o.model, o.tokenizer, &src, &err);
   if (rc) {
     qlm_rules_free(o.rules);
+    cli_measure_end(&o.cm, meter, 1);
     return cli_report(&err);
+  }
+  if (meter) { /* the quantize phase includes calibration (if any) and writing the file */
+    uint64_t wbytes = 0;
+    for (int i = 0; i < src->n_tensors; i++) wbytes += src->tensors[i].nbytes;
+    qlm_meter_set_bytes(meter, wbytes, 0);
+    qlm_meter_begin(meter, QLM_PHASE_QUANTIZE);
   }
   qlm_quant_params p = {.method = o.method, .opts = o.qo, .type = o.type, .embd_type = o.embd_type,
                         .rules = o.rules, .n_threads = (int)o.threads, .source_label = o.model,
                         .on_tensor = print_tensor, .on_calib = print_calib, .calib_text = o.calib,
                         .calib = {.n_samples = (int)o.calib_samples, .seq_len = (int)o.calib_len,
-                                  .seed = (uint64_t)o.seed}};
+                                  .seed = (uint64_t)o.seed},
+                        .target_bpw = o.target_bpw, .on_alloc = print_alloc};
   qlm_quant_summary s;
   rc = qlm_quantize(src, o.out, &p, &s, &err);
   qlm_source_close(src);
   qlm_rules_free(o.rules);
-  if (rc) return cli_report(&err);
+  if (meter && !rc) qlm_meter_set_bytes(meter, s.bytes_out, 0);
+  if (rc) {
+    cli_measure_end(&o.cm, meter, 1);
+    return cli_report(&err);
+  }
   double np = s.n_params > 0 ? (double)s.n_params : 1;
   printf("\n%d tensors: %d quantized, %d kept f32, %d fallen back to another type\n", s.n_tensors, s.n_quantized,
          s.n_kept, s.n_fallback);
@@ -226,7 +266,8 @@ static int run(int argc, char **argv, bool export_gguf) {
          8.0 * (double)s.bytes_out / np, s.bytes_out ? (double)s.bytes_in / (double)s.bytes_out : 0.0,
          (unsigned long long)s.file_bytes);
   printf("quantization: %.3f s; wrote %s\n", s.seconds, o.out);
-  return 0;
+  fflush(stdout);
+  return cli_measure_end(&o.cm, meter, 0);
 }
 
 int cmd_quantize(int argc, char **argv) { return run(argc, argv, false); }

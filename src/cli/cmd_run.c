@@ -16,6 +16,7 @@ typedef struct run_opts {
   double temp, top_k, top_p;
   long seed;
   int no_bos, chat, ignore_eos, quiet;
+  cli_measure cm;       /* --country, --emissions, ... */
 } run_opts;
 
 static void usage(FILE *f) {
@@ -38,8 +39,9 @@ static void usage(FILE *f) {
           "      --no-bos           do not prepend BOS even if the tokenizer asks for it\n"
           "      --ignore-eos       keep generating after an end-of-sequence token\n"
           "  -q, --quiet            print only the generated text (no prompt echo, no statistics)\n\n"
-          "example: qlm run -m smollm2.gguf --chat -p \"What is the capital of France?\" --temp 0\n",
+          "example: qlm run -m smollm2.gguf --chat -p \"What is the capital of France?\" --temp 0\n\n",
           cli_default_model(), cli_default_threads());
+  fputs(cli_measure_help, f);
 }
 
 static int parse_opts(int argc, char **argv, run_opts *o, qlm_error *err) {
@@ -49,12 +51,18 @@ static int parse_opts(int argc, char **argv, run_opts *o, qlm_error *err) {
       {"top-k", required_argument, 0, 'K'},  {"top-p", required_argument, 0, 'P'},     {"seed", required_argument, 0, 's'},
       {"threads", required_argument, 0, 't'}, {"ctx", required_argument, 0, 'c'},      {"chat", no_argument, 0, 'C'},
       {"no-bos", no_argument, 0, 'B'},       {"ignore-eos", no_argument, 0, 'I'},      {"quiet", no_argument, 0, 'q'},
+      CLI_MEASURE_OPTIONS,
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   *o = (run_opts){.n_predict = 256, .temp = 0.8, .top_k = 40, .top_p = 0.95, .seed = 42,
                   .threads = cli_default_threads()};
+  cli_measure_init(&o->cm, "run");
   int c, rc = 0;
   optind = 1;
   while (!rc && (c = getopt_long(argc, argv, "m:p:f:n:s:t:c:qh", opts, NULL)) != -1) {
+    if (c >= CLI_MEASURE_FIRST) {
+      rc = cli_measure_opt(&o->cm, c, optarg, err);
+      continue;
+    }
     switch (c) {
     case 'm': o->model = optarg; break;
     case 'T': o->tokenizer = optarg; break;
@@ -168,10 +176,23 @@ int cmd_run(int argc, char **argv) {
   run_opts o;
   if (parse_opts(argc, argv, &o, &err)) return cli_report(&err);
   run_session s = {0};
+  qlm_meter *meter = cli_measure_start(&o.cm);
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_LOAD);
   int rc = session_open(&o, &s, &err);
   if (rc) {
     session_free(&s);
+    cli_measure_end(&o.cm, meter, 1);
     return cli_report(&err);
+  }
+  if (meter) { /* weights as stored; KV cache: keys + values, f32, n_layer x n_ctx x n_head_kv*head_dim */
+    uint64_t wbytes = 0;
+    for (int i = 0; i < s.src->n_tensors; i++) wbytes += s.src->tensors[i].nbytes;
+    const qlm_hparams *hp = &s.model->hp;
+    uint64_t kv = 2ull * 4 * (uint64_t)hp->n_layer * (uint64_t)qlm_state_n_ctx(s.state) * (uint64_t)hp->n_head_kv *
+                  (uint64_t)hp->head_dim;
+    qlm_meter_set_bytes(meter, wbytes, kv);
+    qlm_meter_begin(meter, QLM_PHASE_GENERATE);
+    qlm_meter_set_bytes(meter, wbytes, kv);
   }
   long room = (long)qlm_state_n_ctx(s.state) - s.n_ids + 1;
   int n_predict = (int)(o.n_predict < room ? o.n_predict : room);
@@ -184,6 +205,7 @@ int cmd_run(int argc, char **argv) {
                          .stop_at_eos = !o.ignore_eos, .on_piece = print_piece};
   qlm_gen_stats st;
   rc = qlm_generate(s.model, s.tok, s.state, &s.sampler, &req, &st, &err);
+  if (meter && !rc) qlm_meter_add_tokens(meter, (uint64_t)st.n_prompt + (uint64_t)st.n_generated);
   printf("\n");
   if (!rc && !o.quiet)
     fprintf(stderr,
@@ -199,5 +221,6 @@ int cmd_run(int argc, char **argv) {
             (unsigned long long)outl, (unsigned long long)cols, 100.0 * (double)outl / (double)cols);
   }
   session_free(&s);
-  return rc ? cli_report(&err) : 0;
+  int mrc = cli_measure_end(&o.cm, meter, o.quiet || rc);
+  return rc ? cli_report(&err) : mrc;
 }

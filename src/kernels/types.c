@@ -325,6 +325,7 @@ static const qlm_type_traits *param_traits(int type) {
   case QLM_FAMILY_INT8_ROW:
   case QLM_FAMILY_Q8_ROW: ok = qlm_int8row_traits(type, &tr, name, sizeof name); break;
   case QLM_FAMILY_HQQ: ok = qlm_hqq_traits(type, &tr, name, sizeof name); break;
+  case QLM_FAMILY_FP8: ok = qlm_fp8_traits(type, &tr, name, sizeof name); break;
   default: break;
   }
   if (!ok) return NULL;

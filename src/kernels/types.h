@@ -54,6 +54,7 @@ enum qlm_type_family {
   QLM_FAMILY_INT8_ROW = 3, /* LLM.int8() weights: block = row, f32 scale + int8 (kernels/int8row.c) */
   QLM_FAMILY_Q8_ROW = 4,   /* LLM.int8() activations: block = row, per-token scale (kernels/int8row.c) */
   QLM_FAMILY_HQQ = 5,      /* HQQ: bits 1..8, block = group, float scale and float zero (kernels/hqq.c) */
+  QLM_FAMILY_FP8 = 6,      /* float8 e4m3fn: bits 8, block = row, f32 scale + e4m3fn codes (kernels/fp8.c) */
 };
 #define QLM_TYPE_FAMILY(id) ((int)((unsigned)(id) >> 24))
 #define QLM_TYPE_BITS(id) ((int)(((unsigned)(id) >> 16) & 0xFFu))
@@ -99,6 +100,7 @@ typedef struct qlm_type_traits {
 int qlm_rtn_traits(int type, qlm_type_traits *tr, char *name, size_t cap);     /* kernels/rtn.c */
 int qlm_int8row_traits(int type, qlm_type_traits *tr, char *name, size_t cap); /* kernels/int8row.c */
 int qlm_hqq_traits(int type, qlm_type_traits *tr, char *name, size_t cap);     /* kernels/hqq.c */
+int qlm_fp8_traits(int type, qlm_type_traits *tr, char *name, size_t cap);     /* kernels/fp8.c */
 /* Traits of QLM_TYPE_Q8_S (kernels/rtn.c). */
 const qlm_type_traits *qlm_rtn_traits_q8_s(void);
 /* Traits of the fixed bitsandbytes ids (NF4, FP4, NF4_DQ, FP4_DQ), or NULL (kernels/bnb4.c). */

@@ -11,7 +11,7 @@
 
 static const qlm_quant_method *const k_methods[] = {
     &qlm_method_absmax, &qlm_method_zeropoint, &qlm_method_llm_int8, &qlm_method_nf4, &qlm_method_fp4,
-    &qlm_method_ggml, &qlm_method_hqq, &qlm_method_gptq, &qlm_method_smoothquant, NULL,
+    &qlm_method_ggml, &qlm_method_hqq, &qlm_method_gptq, &qlm_method_smoothquant, &qlm_method_awq, &qlm_method_quanto, NULL,
 };
 
 const qlm_quant_method *const *qlm_quant_methods(void) { return k_methods; }
@@ -78,6 +78,10 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
       return qlm_fail(err, QLM_EUSAGE, "%s: alpha=%s: expected a number in [0, 1]", what, value);
     o->alpha = a;
     o->alpha_set = true;
+  } else if (!strcmp(key, "clip")) {
+    bool on;
+    if (parse_bool(value, &on)) return qlm_fail(err, QLM_EUSAGE, "%s: clip=%s: expected 0 or 1", what, value);
+    o->no_clip = !on;
   } else if (!strcmp(key, "damp")) {
     char *end;
     errno = 0;
@@ -95,10 +99,25 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
   } else if (!strcmp(key, "block")) {
     if (parse_int(value, 1, 65536, &x)) return qlm_fail(err, QLM_EUSAGE, "%s: block=%s: expected 1..65536", what, value);
     o->block = (int)x;
+  } else if (!strcmp(key, "weights")) {
+    /* quanto's weight qtypes */
+    if (!strcasecmp(value, "qint8") || !strcasecmp(value, "int8")) o->bits = 8, o->float8 = false;
+    else if (!strcasecmp(value, "qint4") || !strcasecmp(value, "int4")) o->bits = 4, o->float8 = false;
+    else if (!strcasecmp(value, "qint2") || !strcasecmp(value, "int2")) o->bits = 2, o->float8 = false;
+    else if (!strcasecmp(value, "qfloat8") || !strcasecmp(value, "float8") || !strcasecmp(value, "qfloat8_e4m3fn"))
+      o->bits = 8, o->float8 = true;
+    else return qlm_fail(err, QLM_EUSAGE, "%s: weights=%s: expected qint8, qint4, qint2 or qfloat8", what, value);
+  } else if (!strcmp(key, "dtype")) {
+    if (!strcasecmp(value, "f16") || !strcasecmp(value, "float16") || !strcasecmp(value, "fp16")) o->dtype = QLM_DTYPE_F16;
+    else if (!strcasecmp(value, "bf16") || !strcasecmp(value, "bfloat16")) o->dtype = QLM_DTYPE_BF16;
+    else if (!strcasecmp(value, "f32") || !strcasecmp(value, "float32") || !strcasecmp(value, "fp32")) o->dtype = QLM_DTYPE_F32;
+    else return qlm_fail(err, QLM_EUSAGE, "%s: dtype=%s: expected f16, bf16 or f32", what, value);
+  } else if (!strcmp(key, "zeropoint")) {
+    if (parse_bool(value, &o->int_zero)) return qlm_fail(err, QLM_EUSAGE, "%s: zeropoint=%s: expected 0 or 1", what, value);
   } else {
     return qlm_fail(err, QLM_EUSAGE,
                     "%s: unknown option '%s' (known: bits, group, asym, dq, threshold, type, damp, act_order, "
-                    "static_groups, block, alpha)",
+                    "static_groups, block, alpha, weights, dtype, zeropoint, clip)",
                     what, key);
   }
   return QLM_OK;

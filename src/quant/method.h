@@ -24,6 +24,9 @@
  * (per-channel), or one for the whole tensor. */
 enum { QLM_GROUP_TENSOR = -1, QLM_GROUP_CHANNEL = 0 };
 
+/* Float types a method may emulate (quanto computes its scales in the model's dtype). */
+enum { QLM_DTYPE_DEFAULT = 0, QLM_DTYPE_F16 = 1, QLM_DTYPE_BF16 = 2, QLM_DTYPE_F32 = 3 };
+
 typedef struct qlm_quant_opts {
   int bits;              /* 2..8 for RTN; 4 for nf4/fp4; 8 for llm-int8; 0 = method default */
   int group;             /* > 0: group size; QLM_GROUP_CHANNEL; QLM_GROUP_TENSOR */
@@ -41,7 +44,12 @@ typedef struct qlm_quant_opts {
   int n_threads;         /* threads a method may use (the driver sets it; 0 = its own default) */
   /* smoothquant / awq (quant/smoothquant.c, quant/awq.c): */
   float alpha;           /* migration strength (smoothquant default 0.5) */
-  bool alpha_set;
+  bool alpha_set;        /* awq: alpha given: no grid search, s = s_x^alpha */
+  bool no_clip;          /* awq: skip the clipping search (clip=0; on by default, as llm-awq) */
+  /* quanto (quant/quanto.c): */
+  bool float8;           /* weights=qfloat8: float8 e4m3fn weights (bits is 8) */
+  bool int_zero;         /* zeropoint=1: integer zero-point instead of a float shift (4/2 bits) */
+  int dtype;             /* dtype=: the float type the model is run in (QLM_DTYPE_*; 0 = method default) */
 } qlm_quant_opts;
 
 /* Calibration statistics of one linear layer's input, gathered by running the model on
@@ -140,5 +148,7 @@ extern const qlm_quant_method qlm_method_ggml;      /* quant/ggml_block.c */
 extern const qlm_quant_method qlm_method_hqq;       /* quant/hqq.c */
 extern const qlm_quant_method qlm_method_gptq;      /* quant/gptq.c (needs calib->hessian) */
 extern const qlm_quant_method qlm_method_smoothquant; /* quant/smoothquant.c (W8A8) */
+extern const qlm_quant_method qlm_method_awq;      /* quant/awq.c (needs calib->hessian, act_absmean) */
+extern const qlm_quant_method qlm_method_quanto;   /* quant/quanto.c (optimum-quanto weights) */
 
 #endif
