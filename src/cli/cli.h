@@ -25,6 +25,8 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_export_gguf(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_mmlu(int argc, char **argv);
 
 /* ---- measurement flags every command accepts (src/measure) ----
  * Add CLI_MEASURE_OPTIONS to a getopt_long table and pass option codes >= CLI_MEASURE_FIRST to

@@ -17,6 +17,8 @@ static const struct {
     {"quantize", cmd_quantize, "quantize a model (absmax, zeropoint, llm-int8, nf4, fp4, hqq, gptq, smoothquant, gguf; rules)"},
     {"export-gguf", cmd_export_gguf, "write a GGUF in llama.cpp's block types that llama.cpp loads"},
     {"ppl", cmd_ppl, "perplexity under hf-window/per-line/llamacpp/lm-eval protocols; KL divergence to a base"},
+    {"classify", cmd_classify, "sentiment (TweetEval): train a head on frozen features, evaluate it, or zero-shot"},
+    {"mmlu", cmd_mmlu, "MMLU accuracy, zero- or few-shot, lm-eval's prompt, by answer-letter log-likelihood"},
 };
 
 static void usage(FILE *f) {

@@ -365,8 +365,10 @@ static void embed_rows(const qlm_model *m, const qlm_batch *b, float *xs) {
   }
 }
 
-/* compact: wanted rows' logits are written one after another (forward_seq) instead of at their row index. */
-static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *logits, int compact, qlm_error *err) {
+/* compact: wanted rows' logits are written one after another (forward_seq) instead of at their row index.
+ * hidden (may be NULL): receives the final-norm output of every row [n x n_embd]. */
+static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *logits, float *hidden, int compact,
+                   qlm_error *err) {
   int rc = check_batch(m, s, b, err);
   if (rc) return rc;
   const qlm_hparams *hp = &m->hp;
@@ -377,6 +379,7 @@ static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *
   /* a sequence now ends after its last row here (a batch starting before n_past rewrites and truncates) */
   for (int i = 0; i < s->n_seq; i++)
     if (s->batch_next[i] >= 0) s->n_past[i] = s->batch_next[i];
+  if (hidden) norm_rows(m, hidden, s->x, T, m->out_norm, m->out_norm_b);
   if (!logits) return QLM_OK;
 
   /* final norm and output matmul over runs of consecutive wanted rows */
@@ -420,7 +423,11 @@ int qlm_forward_layer(const qlm_model *m, qlm_state *s, const qlm_batch *b, int 
 }
 
 int qlm_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *logits, qlm_error *err) {
-  return forward(m, s, b, logits, 0, err);
+  return forward(m, s, b, logits, NULL, 0, err);
+}
+
+int qlm_forward_hidden(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *hidden, qlm_error *err) {
+  return forward(m, s, b, NULL, hidden, 0, err);
 }
 
 int qlm_forward_seq(const qlm_model *m, qlm_state *s, int seq, int pos0, const int32_t *tokens, int n,
@@ -441,7 +448,7 @@ int qlm_forward_seq(const qlm_model *m, qlm_state *s, int seq, int pos0, const i
       want[j] = logits_last && i0 + j == n - 1;
     }
     qlm_batch b = {.n = c, .token = tokens + i0, .pos = pos, .seq = sq, .want_logits = want};
-    rc = forward(m, s, &b, i0 + c == n ? logits_last : NULL, 1, err);
+    rc = forward(m, s, &b, i0 + c == n ? logits_last : NULL, NULL, 1, err);
   }
   return rc;
 }

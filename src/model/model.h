@@ -71,6 +71,10 @@ typedef struct qlm_batch {
  * out of the vocabulary. */
 int qlm_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *logits, qlm_error *err);
 
+/* The same pass without the output matrix: hidden [n x n_embd] receives the final-norm output of
+ * every row (the features a classification head reads). */
+int qlm_forward_hidden(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *hidden, qlm_error *err);
+
 /* Convenience: feed tokens[0..n) of one sequence starting at position pos0; if logits is non-NULL it
  * receives the logits of the last token only ([n_vocab]). Splits into chunks of max_batch rows. */
 int qlm_forward_seq(const qlm_model *m, qlm_state *s, int seq, int pos0, const int32_t *tokens, int n,
