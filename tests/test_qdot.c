@@ -165,18 +165,68 @@ static void test_vec_dot_ref_within_activation_bound(void **st) {
 
 static const qlm_simd_level LEVELS[] = {QLM_SIMD_SCALAR, QLM_SIMD_AVX2, QLM_SIMD_AVX512};
 
+/* Every SIMD version by name: qlm_vec_dot_for picks only one AVX-512 version (with or without
+ * VNNI), so the other is tested through this table; the matmul test checks that the dispatch
+ * returns the version listed here for the CPU's VNNI support. */
+typedef struct simd_fn {
+  int type;
+  qlm_simd_level level;
+  int vnni; /* needs AVX-512 VNNI */
+  qlm_vec_dot_fn fn;
+  const char *name;
+} simd_fn;
+
+static const simd_fn SIMD_FNS[] = {
+    {QLM_TYPE_Q4_0, QLM_SIMD_AVX2, 0, qlm_vec_dot_q4_0_avx2, "q4_0_avx2"},
+    {QLM_TYPE_Q4_1, QLM_SIMD_AVX2, 0, qlm_vec_dot_q4_1_avx2, "q4_1_avx2"},
+    {QLM_TYPE_Q5_0, QLM_SIMD_AVX2, 0, qlm_vec_dot_q5_0_avx2, "q5_0_avx2"},
+    {QLM_TYPE_Q5_1, QLM_SIMD_AVX2, 0, qlm_vec_dot_q5_1_avx2, "q5_1_avx2"},
+    {QLM_TYPE_Q8_0, QLM_SIMD_AVX2, 0, qlm_vec_dot_q8_0_avx2, "q8_0_avx2"},
+    {QLM_TYPE_Q4_K, QLM_SIMD_AVX2, 0, qlm_vec_dot_q4_k_avx2, "q4_k_avx2"},
+    {QLM_TYPE_Q6_K, QLM_SIMD_AVX2, 0, qlm_vec_dot_q6_k_avx2, "q6_k_avx2"},
+    {QLM_TYPE_Q4_0, QLM_SIMD_AVX512, 0, qlm_vec_dot_q4_0_avx512, "q4_0_avx512"},
+    {QLM_TYPE_Q4_1, QLM_SIMD_AVX512, 0, qlm_vec_dot_q4_1_avx512, "q4_1_avx512"},
+    {QLM_TYPE_Q5_0, QLM_SIMD_AVX512, 0, qlm_vec_dot_q5_0_avx512, "q5_0_avx512"},
+    {QLM_TYPE_Q5_1, QLM_SIMD_AVX512, 0, qlm_vec_dot_q5_1_avx512, "q5_1_avx512"},
+    {QLM_TYPE_Q8_0, QLM_SIMD_AVX512, 0, qlm_vec_dot_q8_0_avx512, "q8_0_avx512"},
+    {QLM_TYPE_Q4_K, QLM_SIMD_AVX512, 0, qlm_vec_dot_q4_k_avx512, "q4_k_avx512"},
+    {QLM_TYPE_Q6_K, QLM_SIMD_AVX512, 0, qlm_vec_dot_q6_k_avx512, "q6_k_avx512"},
+    {QLM_TYPE_Q4_0, QLM_SIMD_AVX512, 1, qlm_vec_dot_q4_0_avx512vnni, "q4_0_avx512vnni"},
+    {QLM_TYPE_Q4_1, QLM_SIMD_AVX512, 1, qlm_vec_dot_q4_1_avx512vnni, "q4_1_avx512vnni"},
+    {QLM_TYPE_Q5_0, QLM_SIMD_AVX512, 1, qlm_vec_dot_q5_0_avx512vnni, "q5_0_avx512vnni"},
+    {QLM_TYPE_Q5_1, QLM_SIMD_AVX512, 1, qlm_vec_dot_q5_1_avx512vnni, "q5_1_avx512vnni"},
+    {QLM_TYPE_Q8_0, QLM_SIMD_AVX512, 1, qlm_vec_dot_q8_0_avx512vnni, "q8_0_avx512vnni"},
+};
+#define N_SIMD_FNS ((int)(sizeof SIMD_FNS / sizeof SIMD_FNS[0]))
+
+static int simd_fn_runs_here(const simd_fn *f) {
+  return f->level <= qlm_cpu_detect() && (!f->vnni || qlm_cpu_has_avx512_vnni());
+}
+
+/* The version qlm_vec_dot_for(type, level) must return on this CPU (the VNNI one where there is
+ * one and the CPU has VNNI); NULL if the type has none at that level. */
+static qlm_vec_dot_fn expected_simd_fn(int type, qlm_simd_level level) {
+  int vnni = level == QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni();
+  for (int want = vnni; want >= 0; want--)
+    for (int k = 0; k < N_SIMD_FNS; k++)
+      if (SIMD_FNS[k].type == type && SIMD_FNS[k].level == level && SIMD_FNS[k].vnni == want) return SIMD_FNS[k].fn;
+  return NULL;
+}
+
 /* Integer data (all scales 1, activations integers with block amax 127, so d_x = 1): every sum the
  * kernels form is an integer below 2^24, exact in float.  So every SIMD level must return exactly
  * the integer dot of the dequantized weights with x — this checks the integer parts bit for bit. */
 static void test_vec_dot_levels_exact_on_integers(void **st) {
   (void)st;
   uint64_t rng = 7;
-  static const int64_t NS[] = {256, 512, 768, 1536};
+  /* 1312 = 41 blocks of 32: an odd count, for the kernels that take blocks in pairs */
+  static const int64_t NS[] = {256, 512, 768, 1536, 1312};
   for (int ti = 0; ti < N_TYPES; ti++) {
     int type = TYPES[ti];
     const qlm_type_traits *tr = qlm_type_traits_of(type);
-    for (int si = 0; si < 4; si++) {
+    for (int si = 0; si < 5; si++) {
       int64_t n = NS[si], ab = act_block(type);
+      if (n % tr->block_size) continue;
       uint8_t *wb = random_blocks(type, n, &rng, 1);
       float *w = dequant(type, wb, n), *x = malloc((size_t)n * sizeof *x);
       for (int64_t i = 0; i < n; i++) x[i] = (float)((int)(tu_rand_u64(&rng) % 31) - 15);
@@ -195,6 +245,11 @@ static void test_vec_dot_levels_exact_on_integers(void **st) {
           fail_msg("%s n=%lld level %s: %.1f, exact %.1f", tr->name, (long long)n, qlm_simd_name(LEVELS[li]),
                    (double)got, exact);
       }
+      for (int k = 0; k < N_SIMD_FNS; k++) {
+        if (SIMD_FNS[k].type != type || !simd_fn_runs_here(&SIMD_FNS[k])) continue;
+        float got = SIMD_FNS[k].fn(wb, a, n);
+        if ((double)got != exact) fail_msg("%s n=%lld: %.1f, exact %.1f", SIMD_FNS[k].name, (long long)n, (double)got, exact);
+      }
       free(wb), free(w), free(x), free(a);
     }
   }
@@ -204,11 +259,11 @@ static void test_vec_dot_levels_exact_on_integers(void **st) {
 static void test_vec_dot_levels_match_reference(void **st) {
   (void)st;
   uint64_t rng = 99;
-  static const int64_t NS[] = {256, 512, 1280, 1536, 2816};
+  static const int64_t NS[] = {256, 512, 1280, 1536, 2816, 1312, 32};
   for (int ti = 0; ti < N_TYPES; ti++) {
     int type = TYPES[ti];
     const qlm_type_traits *tr = qlm_type_traits_of(type);
-    for (int si = 0; si < 5; si++) {
+    for (int si = 0; si < 7; si++) {
       int64_t n = NS[si];
       if (n % tr->block_size) continue;
       uint8_t *wb = random_blocks(type, n, &rng, 0);
@@ -225,6 +280,14 @@ static void test_vec_dot_levels_match_reference(void **st) {
         if (fabs((double)got - ref) > tol)
           fail_msg("%s n=%lld level %s: %.9g vs reference %.9g (tol %.3g)", tr->name, (long long)n,
                    qlm_simd_name(LEVELS[li]), (double)got, (double)ref, tol);
+      }
+      for (int k = 0; k < N_SIMD_FNS; k++) {
+        if (SIMD_FNS[k].type != type || !simd_fn_runs_here(&SIMD_FNS[k])) continue;
+        float got = SIMD_FNS[k].fn(wb, a, n);
+        double tol = 8.0 * (double)n * U * mag + 1e-6;
+        if (fabs((double)got - ref) > tol)
+          fail_msg("%s n=%lld: %.9g vs reference %.9g (tol %.3g)", SIMD_FNS[k].name, (long long)n, (double)got,
+                   (double)ref, tol);
       }
       free(wb), free(w), free(x), free(a), free(xh);
     }
@@ -289,6 +352,9 @@ static void test_matmul_quant_equals_vec_dot(void **st) {
         if (LEVELS[li] > qlm_cpu_detect()) continue;
         qlm_vec_dot_fn dot = qlm_vec_dot_for(type, LEVELS[li]);
         if (li == 0) assert_ptr_equal(dot, tr->vec_dot);
+        /* the dispatch really picks the SIMD version, so the SIMD path is what is compared */
+        qlm_vec_dot_fn want_fn = li > 0 ? expected_simd_fn(type, LEVELS[li]) : NULL;
+        if (want_fn && dot != want_fn) fail_msg("%s level %s: qlm_vec_dot_for returned another function", tr->name, qlm_simd_name(LEVELS[li]));
         for (int p = 0; p < 4; p++) {
           memset(Y, 0xFF, (size_t)(T * rows) * sizeof *Y);
           qlm_matmul_ex(&W, X, T, Y, pools[p], LEVELS[li], 1);

@@ -302,6 +302,14 @@ qlm_vec_dot_fn qlm_vec_dot_for(int type, qlm_simd_level level) {
     if (level == QLM_SIMD_AVX512) return vnni ? qlm_vec_dot_q4_1_avx512vnni : qlm_vec_dot_q4_1_avx512;
     if (level == QLM_SIMD_AVX2) return qlm_vec_dot_q4_1_avx2;
     break;
+  case QLM_TYPE_Q5_0:
+    if (level == QLM_SIMD_AVX512) return vnni ? qlm_vec_dot_q5_0_avx512vnni : qlm_vec_dot_q5_0_avx512;
+    if (level == QLM_SIMD_AVX2) return qlm_vec_dot_q5_0_avx2;
+    break;
+  case QLM_TYPE_Q5_1:
+    if (level == QLM_SIMD_AVX512) return vnni ? qlm_vec_dot_q5_1_avx512vnni : qlm_vec_dot_q5_1_avx512;
+    if (level == QLM_SIMD_AVX2) return qlm_vec_dot_q5_1_avx2;
+    break;
   case QLM_TYPE_Q8_0:
     if (level == QLM_SIMD_AVX512) return vnni ? qlm_vec_dot_q8_0_avx512vnni : qlm_vec_dot_q8_0_avx512;
     if (level == QLM_SIMD_AVX2) return qlm_vec_dot_q8_0_avx2;

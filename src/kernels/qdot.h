@@ -45,6 +45,8 @@ float qlm_vec_dot_q6_k_ref(const void *w, const void *a, int64_t n);
 /* AVX2 + FMA + F16C (qdot_avx2.c). */
 float qlm_vec_dot_q4_0_avx2(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q4_1_avx2(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_0_avx2(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_1_avx2(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q8_0_avx2(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q4_k_avx2(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q6_k_avx2(const void *w, const void *a, int64_t n);
@@ -52,9 +54,13 @@ float qlm_vec_dot_q6_k_avx2(const void *w, const void *a, int64_t n);
 /* AVX-512 BW/VL (qdot_avx512.c); _vnni versions use vpdpbusd (AVX-512 VNNI). */
 float qlm_vec_dot_q4_0_avx512(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q4_1_avx512(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_0_avx512(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_1_avx512(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q8_0_avx512(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q4_0_avx512vnni(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q4_1_avx512vnni(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_0_avx512vnni(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q5_1_avx512vnni(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q8_0_avx512vnni(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q4_k_avx512(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q6_k_avx512(const void *w, const void *a, int64_t n);

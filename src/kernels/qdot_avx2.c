@@ -3,8 +3,8 @@
  *
  * The workhorse is vpmaddubsw: u8 x s8 products summed in pairs to int16, then vpmaddwd with ones
  * (or with the sub-block scales, for k-quants) to int32.  Signed x signed (Q8_0, Q4_0 after the
- * -8) uses the sign trick: |x| * (y with x's sign).  The int16 pair sums cannot saturate because
- * activation quants are in [-127, 127] (qdot.h): 2 * 128 * 127 < 32767. */
+ * -8, Q5_0 after the -16) uses the sign trick: |x| * (y with x's sign).  The int16 pair sums
+ * cannot saturate because activation quants are in [-127, 127] (qdot.h): 2 * 128 * 127 < 32767. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -81,6 +81,58 @@ float qlm_vec_dot_q4_1_avx2(const void *w, const void *a, int64_t n) {
   }
   if (i < nb) {
     acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x) * h2f(y)), dot_us(nibbles(x + 4), load32(y + 4)), acc0);
+    summ += h2f(x + 2) * h2f(y + 2);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) + summ;
+}
+
+/* The u32 qh of a Q5 block -> 32 bytes, byte j = 0xFF if bit j (the 5th bit of weight j) is set.
+ * Each 128-bit lane gathers the two qh bytes it needs (lane 0: bytes 0, 1; lane 1: bytes 2, 3),
+ * then byte j tests its bit j % 8. */
+static inline __m256i bits_to_bytes(const uint8_t *qh) {
+  __m256i v = _mm256_set1_epi32((int)qlm_rd32(qh));
+  v = _mm256_shuffle_epi8(v, _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+  const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
+}
+
+/* Q5_0 weights as signed q - 16: where the 5th bit is set, q - 16 is just the nibble; where it
+ * is clear, q - 16 = nibble - 16, which as an int8 is the nibble with its top four bits set. */
+static inline __m256i q5_0_values(const uint8_t *blk) {
+  __m256i hi = _mm256_andnot_si256(bits_to_bytes(blk + 2), _mm256_set1_epi8((char)0xF0));
+  return _mm256_or_si256(nibbles(blk + 6), hi);
+}
+
+/* Q5_1 weights as unsigned q = nibble | 16 * bit, 0..31. */
+static inline __m256i q5_1_values(const uint8_t *blk) {
+  __m256i hi = _mm256_and_si256(bits_to_bytes(blk + 4), _mm256_set1_epi8(0x10));
+  return _mm256_or_si256(nibbles(blk + 8), hi);
+}
+
+float qlm_vec_dot_q5_0_avx2(const void *w, const void *a, int64_t n) {
+  const uint8_t *x = w, *y = a;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t nb = n / 32, i = 0;
+  for (; i + 2 <= nb; i += 2, x += 44, y += 68) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x) * h2f(y)), dot_ss(q5_0_values(x), load32(y + 2)), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x + 22) * h2f(y + 34)), dot_ss(q5_0_values(x + 22), load32(y + 36)), acc1);
+  }
+  if (i < nb) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x) * h2f(y)), dot_ss(q5_0_values(x), load32(y + 2)), acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+float qlm_vec_dot_q5_1_avx2(const void *w, const void *a, int64_t n) {
+  const uint8_t *x = w, *y = a;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float summ = 0.0f; /* sum over blocks of m_w * s_y (the offset term) */
+  int64_t nb = n / 32, i = 0;
+  for (; i + 2 <= nb; i += 2, x += 48, y += 72) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x) * h2f(y)), dot_us(q5_1_values(x), load32(y + 4)), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x + 24) * h2f(y + 36)), dot_us(q5_1_values(x + 24), load32(y + 40)), acc1);
+    summ += h2f(x + 2) * h2f(y + 2) + h2f(x + 26) * h2f(y + 38);
+  }
+  if (i < nb) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x) * h2f(y)), dot_us(q5_1_values(x), load32(y + 4)), acc0);
     summ += h2f(x + 2) * h2f(y + 2);
   }
   return hsum(_mm256_add_ps(acc0, acc1)) + summ;

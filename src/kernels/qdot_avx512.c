@@ -5,6 +5,8 @@
  * Legacy types: two 32-weight blocks per 512-bit register; each block's integer sum lands in its
  * own 8 int32 lanes, which are scaled by that block's d_w * d_x (a two-valued scale vector).
  * With VNNI, vpdpbusd does u8 x s8 -> int32 in one instruction instead of maddubs + madd.
+ * Q5_0/Q5_1: the two blocks' u32 qh are exactly a 64-bit byte mask (bit j <-> weight j), so the
+ * 5th bit is added with one masked byte add.
  * k-quants: 64 weights per register; the sub-block scales are applied by vpmaddwd. */
 #include <immintrin.h>
 #include <string.h>
@@ -99,12 +101,59 @@ static inline float q4_1(const uint8_t *x, const uint8_t *y, int64_t n, int vnni
   return s;
 }
 
+/* The 5th bits of two Q5 blocks (u32 qh at byte `off` of each) as a 64-bit byte mask, in the
+ * order of nibbles2: bit j of block 0's qh is byte j, of block 1's is byte 32 + j. */
+static inline __mmask64 high_bits2(const uint8_t *b0, const uint8_t *b1, int off) {
+  return (__mmask64)qlm_rd32(b0 + off) | (__mmask64)qlm_rd32(b1 + off) << 32;
+}
+
+/* Q5_0: v = q - 16 is negative exactly where the 5th bit is clear, so the sign trick needs no
+ * sign test: |v| = 16 - nibble there (nibble elsewhere), and those activations are negated. */
+static inline float q5_0(const uint8_t *x, const uint8_t *y, int64_t n, int vnni) {
+  __m512 acc = _mm512_setzero_ps();
+  const __m512i sixteen = _mm512_set1_epi8(16), zero = _mm512_setzero_si512();
+  int64_t nb = n / 32, i = 0;
+  for (; i + 2 <= nb; i += 2, x += 44, y += 68) {
+    __mmask64 neg = _knot_mask64(high_bits2(x, x + 22, 2));
+    __m512i nib = nibbles2(x + 6, x + 28), q8 = load2x32(y + 2, y + 36);
+    __m512i av = _mm512_mask_sub_epi8(nib, neg, sixteen, nib);
+    __m512i sy = _mm512_mask_sub_epi8(q8, neg, zero, q8);
+    __m512i p = dot_us(av, sy, vnni);
+    acc = _mm512_fmadd_ps(scale2(h2f(x) * h2f(y), h2f(x + 22) * h2f(y + 34)), _mm512_cvtepi32_ps(p), acc);
+  }
+  float s = _mm512_reduce_add_ps(acc);
+  if (i < nb) s += qlm_vec_dot_q5_0_ref(x, y, 32);
+  return s;
+}
+
+/* Q5_1: q = nibble + 16 where the 5th bit is set, 0..31, unsigned as maddubs/vpdpbusd want. */
+static inline float q5_1(const uint8_t *x, const uint8_t *y, int64_t n, int vnni) {
+  __m512 acc = _mm512_setzero_ps();
+  const __m512i sixteen = _mm512_set1_epi8(16);
+  float summ = 0.0f;
+  int64_t nb = n / 32, i = 0;
+  for (; i + 2 <= nb; i += 2, x += 48, y += 72) {
+    __m512i nib = nibbles2(x + 8, x + 32);
+    __m512i q = _mm512_mask_add_epi8(nib, high_bits2(x, x + 24, 4), nib, sixteen);
+    __m512i p = dot_us(q, load2x32(y + 4, y + 40), vnni);
+    acc = _mm512_fmadd_ps(scale2(h2f(x) * h2f(y), h2f(x + 24) * h2f(y + 36)), _mm512_cvtepi32_ps(p), acc);
+    summ += h2f(x + 2) * h2f(y + 2) + h2f(x + 26) * h2f(y + 38);
+  }
+  float s = _mm512_reduce_add_ps(acc) + summ;
+  if (i < nb) s += qlm_vec_dot_q5_1_ref(x, y, 32);
+  return s;
+}
+
 float qlm_vec_dot_q8_0_avx512(const void *w, const void *a, int64_t n) { return q8_0(w, a, n, 0); }
 float qlm_vec_dot_q4_0_avx512(const void *w, const void *a, int64_t n) { return q4_0(w, a, n, 0); }
 float qlm_vec_dot_q4_1_avx512(const void *w, const void *a, int64_t n) { return q4_1(w, a, n, 0); }
+float qlm_vec_dot_q5_0_avx512(const void *w, const void *a, int64_t n) { return q5_0(w, a, n, 0); }
+float qlm_vec_dot_q5_1_avx512(const void *w, const void *a, int64_t n) { return q5_1(w, a, n, 0); }
 float qlm_vec_dot_q8_0_avx512vnni(const void *w, const void *a, int64_t n) { return q8_0(w, a, n, 1); }
 float qlm_vec_dot_q4_0_avx512vnni(const void *w, const void *a, int64_t n) { return q4_0(w, a, n, 1); }
 float qlm_vec_dot_q4_1_avx512vnni(const void *w, const void *a, int64_t n) { return q4_1(w, a, n, 1); }
+float qlm_vec_dot_q5_0_avx512vnni(const void *w, const void *a, int64_t n) { return q5_0(w, a, n, 1); }
+float qlm_vec_dot_q5_1_avx512vnni(const void *w, const void *a, int64_t n) { return q5_1(w, a, n, 1); }
 
 /* int16 lanes 0..15 = a, 16..31 = b. */
 static inline __m512i split16(int a, int b) {
