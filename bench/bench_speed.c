@@ -3,49 +3,23 @@
  * usage: bench_speed [-p 512] [-n 128] [-t 1,2] [-r 3] MODEL...
  * pp: one batched forward of p tokens (random ids, seeded) from an empty cache;
  * tg: n single-token forwards after a 1-token prompt. Mean ± sd over r repetitions.
+ * The measuring itself is src/generate/bench.c (shared with `qlm bench`, which adds rooflines).
  * Prints a Markdown table; "bpw" is the bits per weight of the transformer blocks' matrices (with
  * companion tensors such as NF4 double-quant constants), "x base" the speed relative to the
  * first MODEL at the same thread count and test (measured in this run). */
-#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "formats/source.h"
-#include "generate/generate.h"
+#include "generate/bench.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
 
 static int die(const qlm_error *e) {
   fprintf(stderr, "bench_speed: %s\n", e->msg);
   return e->code ? e->code : 1;
-}
-
-/* Seconds for one prefill of n_p tokens (fresh cache). */
-static double time_prefill(const qlm_model *m, qlm_state *st, const int32_t *ids, int n_p, qlm_error *err) {
-  qlm_state_clear(st, 0);
-  double t0 = qlm_now_s();
-  if (qlm_forward_seq(m, st, 0, 0, ids, n_p, NULL, err)) return -1;
-  return qlm_now_s() - t0;
-}
-
-/* Seconds for n_g decode steps after one prompt token. */
-static double time_decode(const qlm_model *m, qlm_state *st, const int32_t *ids, int n_g, float *logits, qlm_error *err) {
-  qlm_state_clear(st, 0);
-  if (qlm_forward_seq(m, st, 0, 0, ids, 1, logits, err)) return -1;
-  double t0 = qlm_now_s();
-  for (int i = 0; i < n_g; i++)
-    if (qlm_forward_seq(m, st, 0, 1 + i, &ids[1 + i], 1, logits, err)) return -1;
-  return qlm_now_s() - t0;
-}
-
-static void stats(const double *tps, int r, double *mean, double *sd) {
-  double s = 0, s2 = 0;
-  for (int i = 0; i < r; i++) s += tps[i];
-  *mean = s / r;
-  for (int i = 0; i < r; i++) s2 += (tps[i] - *mean) * (tps[i] - *mean);
-  *sd = r > 1 ? sqrt(s2 / (r - 1)) : 0;
 }
 
 /* The storage type the engine runs the FFN in (what "backend" means for this model). */
@@ -73,36 +47,19 @@ static int bench_model(const char *path, int n_p, int n_g, const int *threads, i
   const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   size_t bytes = 0;
   for (int i = 0; i < src->n_tensors; i++) bytes += src->tensors[i].nbytes;
-  int n_tok = n_p > n_g + 1 ? n_p : n_g + 1;
-  int32_t *ids = malloc((size_t)n_tok * sizeof *ids);
-  float *logits = malloc((size_t)m->hp.n_vocab * sizeof *logits);
-  uint64_t rng = 12345;
-  for (int i = 0; i < n_tok; i++) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    ids[i] = (int32_t)((rng >> 33) % (uint64_t)m->hp.n_vocab);
-  }
   for (int ti = 0; ti < n_thr; ti++) {
-    qlm_state *st;
-    if (qlm_state_new(m, 1, n_tok + 1, n_p, threads[ti], &st, &err)) return die(&err);
+    double tps[2][QLM_BENCH_MAX_REPS];
+    if (qlm_bench_model(m, n_p, n_g, threads[ti], reps, tps[0], tps[1], &err)) return die(&err);
     for (int test = 0; test < 2; test++) {
-      double tps[64], mean, sd;
-      time_prefill(m, st, ids, test == 0 ? n_p : 16, &err); /* warm-up: page in weights, grow caches */
-      for (int r = 0; r < reps; r++) {
-        double s = test == 0 ? time_prefill(m, st, ids, n_p, &err) : time_decode(m, st, ids, n_g, logits, &err);
-        if (s < 0) return die(&err);
-        tps[r] = (test == 0 ? n_p : n_g) / s;
-      }
-      stats(tps, reps, &mean, &sd);
+      double mean, sd;
+      qlm_bench_stats(tps[test], reps, &mean, &sd);
       if (first) g_base[ti][test] = mean;
       printf("| %-28s | %8.2f MiB | %6.3f | %-14s %-6s | %7d | %5s%-4d | %10.2f ± %-6.2f | %6.2f |\n", name,
              bytes / 1048576.0, linear_bpw(src), weight_type(m), qlm_simd_name(qlm_cpu_simd_level()), threads[ti],
              test == 0 ? "pp" : "tg", test == 0 ? n_p : n_g, mean, sd, mean / g_base[ti][test]);
       fflush(stdout);
     }
-    qlm_state_free(st);
   }
-  free(ids);
-  free(logits);
   qlm_model_free(m);
   qlm_source_close(src);
   return 0;
@@ -120,7 +77,7 @@ int main(int argc, char **argv) {
       for (char *s = strtok(argv[i + 1], ","); s && n_thr < 16; s = strtok(NULL, ",")) threads[n_thr++] = atoi(s);
     }
   }
-  if (i >= argc || n_p < 1 || n_g < 1 || reps < 1 || reps > 64) {
+  if (i >= argc || n_p < 1 || n_g < 1 || reps < 1 || reps > QLM_BENCH_MAX_REPS) {
     fprintf(stderr, "usage: bench_speed [-p 512] [-n 128] [-t 1,2] [-r 3] MODEL...\n");
     return 2;
   }

@@ -27,6 +27,8 @@ int cmd_export_gguf(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_mmlu(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* ---- measurement flags every command accepts (src/measure) ----
  * Add CLI_MEASURE_OPTIONS to a getopt_long table and pass option codes >= CLI_MEASURE_FIRST to
@@ -44,6 +46,7 @@ typedef struct cli_measure {
   qlm_meter_opts mo;
   const char *emissions;    /* --emissions FILE: CodeCarbon-compatible CSV (appended) */
   const char *json;         /* --measure-json FILE */
+  const char *db;           /* --db FILE (CLI_DB_OPTION): record the run there */
 } cli_measure;
 extern const char cli_measure_help[];
 void cli_measure_init(cli_measure *cm, const char *command);
@@ -54,5 +57,33 @@ qlm_meter *cli_measure_start(cli_measure *cm);
 /* Finish, print the summary on stderr (unless quiet), write the files asked for, free.
  * Returns 0, or the error class of a failed write (reported). */
 int cli_measure_end(cli_measure *cm, qlm_meter *m, int quiet);
+
+/* ---- results database (--db FILE, src/db/db.h) ----
+ * Commands collect what they produced (results, quantization config, artefacts) and record one
+ * run at their end, in one transaction. main() saves the command line. Add CLI_DB_OPTION to a
+ * getopt_long table; with cli_measure it goes through cli_measure_opt into cm->db and
+ * cli_measure_end records the run with the meter's phases (only after cli_db_success()). */
+#include "db/db.h"
+#include "eval/results.h"
+enum { CLI_OPT_DB = 0x1100 };
+#define CLI_DB_OPTION {"db", required_argument, 0, CLI_OPT_DB}
+extern const char cli_db_help[];
+void cli_db_set_argv(int argc, char **argv);
+/* Model row from an open source (path, params, arch; sha256 of the file when it is one). */
+void cli_db_set_model(const qlm_source *src);
+void cli_db_set_model_path(const char *path);
+/* Copy a result record into the pending run (also marks the run as succeeded). */
+int cli_db_add_result(const qlm_result *r, qlm_error *err);
+/* Quantization config (options and rules default to the --opt/--dq/--threshold/--target-bpw/--calib*
+ * and --rule/--rules values of the command line). */
+void cli_db_set_quant(const qlm_db_quant *q);
+int cli_db_add_artefact(const char *path, const char *kind, qlm_error *err);
+void cli_db_success(void);
+/* Record the pending run into db_path (with the meter's phases when m != NULL) and clear it.
+ * Does nothing when db_path is NULL. */
+int cli_db_commit(const char *db_path, const char *command, const qlm_meter *m, qlm_error *err);
+/* One result, its model, recorded at once: set_model + add_result + commit. */
+int cli_db_record(const char *db_path, const char *command, const qlm_result *r, const qlm_source *src, qlm_error *err);
+int cmd_compare(int argc, char **argv);
 
 #endif

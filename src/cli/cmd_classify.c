@@ -22,6 +22,7 @@ typedef struct cls_opts {
   int feature, json, quiet, n_batch;
   long batches[MAX_BATCHES], threads, limit, folds, seed, max_tokens;
   double l2;
+  cli_measure cm;       /* --country, --emissions, ... */
 } cls_opts;
 
 static const char *default_data(void) {
@@ -66,6 +67,9 @@ static void usage(FILE *f) {
           "  -q, --quiet           no progress on stderr\n\n"
           "default zero-shot prompt (our own: seed 000's exact prompt is not in the shared notes):\n  \"%s\"\n",
           cli_default_model(), default_data(), cli_default_threads(), QLM_ZEROSHOT_TEMPLATE);
+  fputs("\n", f);
+  fputs(cli_measure_help, f);
+  fputs(cli_db_help, f);
 }
 
 static int parse_batches(const char *s, cls_opts *o, qlm_error *err) {
@@ -88,8 +92,9 @@ static int parse_opts(int argc, char **argv, cls_opts *o, qlm_error *err) {
       {"batch", required_argument, 0, 'b'},    {"limit", required_argument, 0, 'n'},     {"max-tokens", required_argument, 0, 'X'},
       {"template", required_argument, 0, 'P'}, {"labels", required_argument, 0, 'W'},    {"threads", required_argument, 0, 't'},
       {"json", no_argument, 0, 'J'},           {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+      CLI_MEASURE_OPTIONS,                     CLI_DB_OPTION, {0, 0, 0, 0}};
   *o = (cls_opts){.threads = cli_default_threads(), .folds = 5, .seed = 1, .l2 = -1, .n_batch = 1, .batches = {32}};
+  cli_measure_init(&o->cm, "classify");
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     usage(argc < 2 ? stderr : stdout);
     if (argc < 2) return qlm_fail(err, QLM_EUSAGE, "classify: give a mode (train, eval, zeroshot)");
@@ -101,6 +106,10 @@ static int parse_opts(int argc, char **argv, cls_opts *o, qlm_error *err) {
   int c, rc = 0;
   optind = 2;
   while (!rc && (c = getopt_long(argc, argv, "m:o:b:t:qh", opts, NULL)) != -1) {
+    if (c >= CLI_MEASURE_FIRST) {
+      rc = cli_measure_opt(&o->cm, c, optarg, err);
+      continue;
+    }
     switch (c) {
     case 'm': o->model = optarg; break;
     case 'T': o->tokenizer = optarg; break;
@@ -142,6 +151,7 @@ typedef struct cls_session {
   const char *name_ptr[QLM_CLS_MAX_CLASSES];
   int n_class;
   double last_progress;
+  qlm_meter *meter;     /* NULL when measurement could not start */
 } cls_session;
 
 static void session_free(cls_session *s) {
@@ -222,6 +232,7 @@ static int cmd_train(cls_session *s, qlm_error *err) {
   if (!rc)
     rc = qlm_features_extract(s->model, s->tok, va.text, va.n, o->feature, (int)batch, (int)o->max_tokens,
                               (int)o->threads, F + (size_t)off * E, &st, progress, s, err);
+  if (!rc && s->meter) qlm_meter_add_tokens(s->meter, (uint64_t)st.tokens);
   int n_fit = 0, n_hold = 0;
   float *Xf = NULL, *Xh = NULL;
   int *yf = NULL, *yh = NULL;
@@ -317,6 +328,10 @@ static int cmd_train(cls_session *s, qlm_error *err) {
       snprintf(name, sizeof name, "cv_acc_l2_%g", grid[g]);
       rc = qlm_result_add(&r, name, cv_acc[g], err);
     }
+    if (!rc && o->cm.db) { /* --db: the training record and the head file */
+      cli_db_set_model(s->src);
+      rc = cli_db_add_result(&r, err) || cli_db_add_artefact(o->out, "head", err);
+    }
     if (!rc && o->json) rc = qlm_result_print_json(&r, stdout, err);
     else if (!rc) {
       printf("model %s | %s | %.3f bits/weight\n", r.model, r.method, r.bits);
@@ -383,6 +398,10 @@ static int report(cls_session *s, const char *task, const char *protocol, const 
   if (!rc && trained_on && *trained_on) rc = qlm_result_set(&r, "head_trained_on", trained_on, err);
   if (!rc && o->head) rc = qlm_result_set(&r, "head", o->head, err);
   if (rc) return rc;
+  if (o->cm.db) { /* --db: recorded with the phases by cli_measure_end */
+    cli_db_set_model(s->src);
+    if ((rc = cli_db_add_result(&r, err))) return rc;
+  }
   if (o->json) return qlm_result_print_json(&r, stdout, err);
   printf("model %s | %s | %.3f bits/weight | %s\n", r.model, r.method, r.bits, protocol);
   if (trained_on && *trained_on) printf("head trained on: %s\n", trained_on);
@@ -460,6 +479,7 @@ static int cmd_eval(cls_session *s, int zeroshot, qlm_error *err) {
     long batch = o->batches[bi];
     qlm_run_stats st = {0};
     qlm_peak_rss_reset();
+    if (s->meter) qlm_meter_begin(s->meter, QLM_PHASE_EVAL); /* again per batch size: its own peak reset too */
     if (!o->quiet) fprintf(stderr, "%s: %d tweets, batch %ld ...\n", protocol, t.n, batch);
     if (zeroshot) {
       qlm_zeroshot_opts zo = {.template_ = o->template_ ? o->template_ : QLM_ZEROSHOT_TEMPLATE,
@@ -472,6 +492,7 @@ static int cmd_eval(cls_session *s, int zeroshot, qlm_error *err) {
       for (int i = 0; !rc && i < t.n; i++) pred[i] = qlm_logreg_predict(&lr, F + (size_t)i * E, NULL);
     }
     int64_t peak = qlm_peak_rss_bytes();
+    if (!rc && s->meter) qlm_meter_add_tokens(s->meter, (uint64_t)st.tokens);
     int same = 1;
     if (!rc && bi == 0) memcpy(first, pred, (size_t)t.n * sizeof *pred);
     else if (!rc) same = !memcmp(first, pred, (size_t)t.n * sizeof *pred);
@@ -492,11 +513,21 @@ int cmd_classify(int argc, char **argv) {
   cls_opts o;
   if (parse_opts(argc, argv, &o, &err)) return cli_report(&err);
   cls_session s = {0};
+  s.meter = cli_measure_start(&o.cm);
+  if (s.meter) qlm_meter_begin(s.meter, QLM_PHASE_LOAD);
   int rc = open_session(&o, &s, &err);
+  if (!rc && s.meter) { /* weights as stored */
+    uint64_t wbytes = 0;
+    for (int i = 0; i < s.src->n_tensors; i++) wbytes += s.src->tensors[i].nbytes;
+    qlm_meter_set_bytes(s.meter, wbytes, 0);
+    qlm_meter_begin(s.meter, QLM_PHASE_EVAL);
+    qlm_meter_set_bytes(s.meter, wbytes, 0);
+  }
   if (!rc) {
     if (!strcmp(o.mode, "train")) rc = cmd_train(&s, &err);
     else rc = cmd_eval(&s, !strcmp(o.mode, "zeroshot"), &err);
   }
   session_free(&s);
-  return rc ? cli_report(&err) : 0;
+  int mrc = cli_measure_end(&o.cm, s.meter, o.quiet || rc);
+  return rc ? cli_report(&err) : mrc;
 }

@@ -17,6 +17,7 @@ typedef struct mmlu_opts {
   const char *model, *tokenizer, *data, *subjects;
   long shots, limit, batch, threads, max_tokens;
   int bos, json, quiet;
+  cli_measure cm;       /* --country, --emissions, ... */
 } mmlu_opts;
 
 static const char *default_data(void) {
@@ -46,8 +47,10 @@ static void usage(FILE *f) {
           "      --bos             add BOS/EOS as the vocab says (lm-eval adds none)\n"
           "  -t, --threads N       threads (default %d)\n"
           "      --json            JSON result records: one per subject, then the overall one\n"
-          "  -q, --quiet           no progress on stderr\n",
+          "  -q, --quiet           no progress on stderr\n\n",
           cli_default_model(), default_data(), cli_default_threads());
+  fputs(cli_measure_help, f);
+  fputs(cli_db_help, f);
 }
 
 static int parse_opts(int argc, char **argv, mmlu_opts *o, qlm_error *err) {
@@ -56,11 +59,17 @@ static int parse_opts(int argc, char **argv, mmlu_opts *o, qlm_error *err) {
       {"subjects", required_argument, 0, 'S'}, {"shots", required_argument, 0, 'k'},   {"limit", required_argument, 0, 'n'},
       {"batch", required_argument, 0, 'b'},  {"max-tokens", required_argument, 0, 'X'}, {"bos", no_argument, 0, 'B'},
       {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'J'},           {"quiet", no_argument, 0, 'q'},
+      CLI_MEASURE_OPTIONS, CLI_DB_OPTION,
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   *o = (mmlu_opts){.threads = cli_default_threads(), .batch = 1};
+  cli_measure_init(&o->cm, "mmlu");
   int c, rc = 0;
   optind = 1;
   while (!rc && (c = getopt_long(argc, argv, "m:k:b:t:qh", opts, NULL)) != -1) {
+    if (c >= CLI_MEASURE_FIRST) {
+      rc = cli_measure_opt(&o->cm, c, optarg, err);
+      continue;
+    }
     switch (c) {
     case 'm': o->model = optarg; break;
     case 'T': o->tokenizer = optarg; break;
@@ -110,6 +119,8 @@ int cmd_mmlu(int argc, char **argv) {
   qlm_mmlu_subject *subj = NULL;
   qlm_mc_scorer *sc = NULL;
   int n_subj = 0, *pred = NULL;
+  qlm_meter *meter = cli_measure_start(&o.cm);
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_LOAD);
   int rc = qlm_source_open(o.model, o.tokenizer, &src, &err);
   if (!rc && src->vocab.kind == QLM_TOK_NONE) rc = qlm_fail(&err, QLM_EUSAGE, "%s: no tokenizer found", o.model);
   if (!rc) rc = qlm_tokenizer_new(&src->vocab, &tok, &err);
@@ -122,6 +133,13 @@ int cmd_mmlu(int argc, char **argv) {
   int64_t n_all = 0, c_all = 0, cat_n[4] = {0}, cat_c[4] = {0};
   double macro = 0;
   if (!rc) qlm_peak_rss_reset();
+  if (!rc && meter) { /* weights as stored */
+    uint64_t wbytes = 0;
+    for (int i = 0; i < src->n_tensors; i++) wbytes += src->tensors[i].nbytes;
+    qlm_meter_set_bytes(meter, wbytes, 0);
+    qlm_meter_begin(meter, QLM_PHASE_EVAL);
+    qlm_meter_set_bytes(meter, wbytes, 0);
+  }
   if (!rc && !o.json) {
     printf("model %s | MMLU %s, %ld-shot (dev examples), %s%s\n", o.model, o.data, o.shots,
            o.limit ? "first questions per subject only (--limit)" : "all test questions", o.bos ? ", BOS added" : "");
@@ -146,6 +164,7 @@ int cmd_mmlu(int argc, char **argv) {
     c_all += correct;
     macro += n ? (double)correct / n : 0;
     total.tokens += st.tokens;
+    if (meter) qlm_meter_add_tokens(meter, (uint64_t)st.tokens);
     total.seconds += st.seconds;
     total.truncated += st.truncated;
     const char *cat = qlm_mmlu_category(s->name);
@@ -186,6 +205,10 @@ int cmd_mmlu(int argc, char **argv) {
       snprintf(buf, sizeof buf, "%ld", o.limit);
       rc = qlm_result_set(&r, "limit_per_subject", buf, &err);
     }
+    if (!rc && o.cm.db) { /* --db: the overall record, with the phases, by cli_measure_end */
+      cli_db_set_model(src);
+      rc = cli_db_add_result(&r, &err);
+    }
     if (!rc && o.json) rc = qlm_result_print_json(&r, stdout, &err);
     else if (!rc) {
       printf("\n");
@@ -205,5 +228,6 @@ int cmd_mmlu(int argc, char **argv) {
   qlm_model_free(model);
   qlm_tokenizer_free(tok);
   qlm_source_close(src);
-  return rc ? cli_report(&err) : 0;
+  int mrc = cli_measure_end(&o.cm, meter, o.quiet || rc);
+  return rc ? cli_report(&err) : mrc;
 }

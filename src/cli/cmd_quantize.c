@@ -93,6 +93,7 @@ static void usage(FILE *f, bool export_gguf) {
           "  qlm quantize -m SmolLM2.gguf -o s.a4.gguf --method absmax --bits 4 --group 64\n"
           "  qlm quantize -m stories260K.gguf -o s.q8_0.gguf --type q8_0\n\n");
   fputs(cli_measure_help, f);
+  fputs(cli_db_help, f);
 }
 
 static int add_opt(quant_opts *o, const char *key, const char *value, qlm_error *err) {
@@ -134,7 +135,7 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
       {"calib", required_argument, 0, 'C'},  {"calib-samples", required_argument, 0, 'S'},
       {"calib-len", required_argument, 0, 'L'}, {"seed", required_argument, 0, 's'},
       {"target-bpw", required_argument, 0, 'B'},
-      CLI_MEASURE_OPTIONS,
+      CLI_MEASURE_OPTIONS, CLI_DB_OPTION,
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   int c, rc = 0;
   optind = 1;
@@ -267,6 +268,12 @@ static int run(int argc, char **argv, bool export_gguf) {
          (unsigned long long)s.file_bytes);
   printf("quantization: %.3f s; wrote %s\n", s.seconds, o.out);
   fflush(stdout);
+  if (o.cm.db) { /* --db: the config, the input model and the file written (recorded by cli_measure_end) */
+    cli_db_set_model_path(o.model);
+    cli_db_set_quant(&(qlm_db_quant){.method = o.method ? o.method->name : qlm_type_name(o.type), .bits = o.qo.bits,
+                                     .group = o.qo.group, .seed = o.seed});
+    if (cli_db_add_artefact(o.out, "model", &err)) cli_report(&err);
+  }
   return cli_measure_end(&o.cm, meter, 0);
 }
 

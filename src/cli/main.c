@@ -19,6 +19,9 @@ static const struct {
     {"ppl", cmd_ppl, "perplexity under hf-window/per-line/llamacpp/lm-eval protocols; KL divergence to a base"},
     {"classify", cmd_classify, "sentiment (TweetEval): train a head on frozen features, evaluate it, or zero-shot"},
     {"mmlu", cmd_mmlu, "MMLU accuracy, zero- or few-shot, lm-eval's prompt, by answer-letter log-likelihood"},
+    {"compare", cmd_compare, "two runs recorded with --db, metric by metric: relative change, beyond run-to-run noise?"},
+    {"replay", cmd_replay, "replay a DailyDialog workload at seeded random times (seed 001): energy, latency"},
+    {"bench", cmd_bench, "prefill/decode tokens/s (llama-bench style) and fraction of the memory/FMA roofline"},
 };
 
 static void usage(FILE *f) {
@@ -48,6 +51,7 @@ int main(int argc, char **argv) {
     printf("qlm %s\n", QLM_VERSION);
     return 0;
   }
+  cli_db_set_argv(argc - 1, argv + 1); /* the command line each --db run records */
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
   fprintf(stderr, "qlm: unknown command '%s' (qlm --help lists them)\n", argv[1]);

@@ -15,6 +15,7 @@
 
 #include "kernels/bnb4.h"
 #include "kernels/types.h"
+#include "model/numerics.h"
 
 /* Sanity limits: far above any real model, low enough that products of them fit easily in
  * 64 bits and rows/cols fit the int arguments of BLAS. */
@@ -140,7 +141,7 @@ static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool
                     "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld] from the hyper-parameters",
                     path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                     (long long)ne0, (long long)ne1);
-  qlm_tensor expanded;
+  qlm_tensor expanded = {0};
   if (qlm_bnb4_is_dq(t->type)) { /* continue with the NF4/FP4 blocks it stands for */
     int rc = expand_dq(L, t, name, &expanded);
     if (rc) return rc;
@@ -328,6 +329,7 @@ int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err) {
   m->hp = src->hp;
   loader L = {.src = src, .m = m, .owned = owned, .err = err};
   int rc = check_hparams(src->path, &m->hp, err);
+  if (!rc) rc = qlm_check_weights_on_load(src, err); /* NaN/Inf weights or scales (model/numerics.h) */
   if (rc) goto fail;
   const qlm_hparams *hp = &m->hp;
   int64_t E = hp->n_embd;
