@@ -298,15 +298,36 @@ static void test_lm_eval(void **state) {
   assert_int_equal(qlm_wikitext_detokenize(in, strlen(in), &d, &err), 0);
   assert_string_equal(d, " = Boulter =\n\nHe won 1,000 km (2 miles), \"a b\";'s N.\n== Life ==\n");
   free(d);
+  /* EleutherAI/wikitext_document_level's pages: "\n".join of the lines from one " = Title = " line
+   * to the next; the blank page before the first title is dropped; the last page keeps the text's
+   * final "\n".  So the pages are " = A = \n x y @-@ z \n = = B = = \n w " and " = C = \n v \n"
+   * (Python: len(re.split(r"\s+", page)) = 15 and 6; 47 UTF-8 bytes in all). */
   const char *text = " \n = A = \n x y @-@ z \n = = B = = \n w \n = C = \n v \n";
+  const char *page1 = " = A = \n x y @-@ z \n = = B = = \n w ";
   qlm_ppl_plan p;
   assert_int_equal(qlm_ppl_plan_text(B->tok, text, strlen(text), QLM_PPL_LM_EVAL, NULL, 2048, &p, &err), 0);
   assert_int_equal(p.n_docs, 2);
-  /* len(re.split(r"\s+", page)): 15 for " \n = A = \n x y @-@ z \n = = B = = \n w \n", 6 for " = C = \n v \n" */
   assert_true(p.n_words == 15 + 6);
-  assert_true(p.n_bytes == (double)strlen(text));
+  assert_true(p.n_bytes == 47);
   assert_int_equal(qlm_ppl_plan_scored(&p), p.n_tokens);
   assert_int_equal(p.win[0].prefix, B->src->vocab.bos_id);
+  /* the first page's tokens: its detokenized text with the tokenizer's default BOS (lm-eval 0.4.x) */
+  assert_int_equal(qlm_wikitext_detokenize(page1, strlen(page1), &d, &err), 0);
+  assert_string_equal(d, " = A =\nx y-z\n== B ==\nw ");
+  int32_t *ids;
+  int k;
+  assert_int_equal(qlm_tokenize(B->tok, d, strlen(d), 1, 0, &ids, &k, &err), 0);
+  assert_int_equal(ids[0], B->src->vocab.bos_id);
+  assert_true(p.win[0].end - p.win[0].begin == k && p.n_tokens > k);
+  assert_memory_equal(p.tokens, ids, (size_t)k * sizeof *ids);
+  free(ids);
+  free(d);
+  qlm_ppl_plan_free(&p);
+  /* a text without any title is one page; a title on the first line opens the first page */
+  const char *t2 = " = Only = \n a b \n";
+  assert_int_equal(qlm_ppl_plan_text(B->tok, t2, strlen(t2), QLM_PPL_LM_EVAL, NULL, 2048, &p, &err), 0);
+  assert_int_equal(p.n_docs, 1);
+  assert_true(p.n_bytes == (double)strlen(t2) && p.n_words == 7);
   qlm_ppl_plan_free(&p);
 }
 
@@ -396,6 +417,65 @@ static int kl_tok(void *ctx, int64_t index, int32_t target, const float *logits,
   kl_ctx *k = ctx;
   if (k->w) return qlm_kl_writer_add(k->w, target, logits, lse, err);
   return qlm_kl_reader_add(k->r, target, logits, lse, err);
+}
+
+/* ---- stories260K against the reference implementations ----
+ *
+ * Expected values: tools/ppl_reference.py on ../shared/models/stories260K-hf (transformers 5,
+ * float32, NLL summed in float64) over the first 40 lines of wiki.test.raw (`head -n 40`, 7786 bytes):
+ * hf-window = the code of HF's perplexity guide (exact token mean; 1024/512), per-line = the same
+ * loop per non-empty row, llamacpp = llama.cpp perplexity's chunking (n_ctx 512, BOS first), and
+ * lm-eval = lm-evaluation-harness 0.4.13 HFLM.loglikelihood_rolling + its wikitext
+ * process_results/aggregation (max_length 512 = the HF config's max_position_embeddings).
+ * The token ids are qlm's (the HF copy has no tokenizer; the tokenizer is tested against
+ * llama.cpp's elsewhere).  qlm's and HF's logits agree to ~1e-6, which moves these PPLs by
+ * < 1e-7 (measured: <= 7e-8, lm-eval 2.6e-7 since lm-eval sums log-probabilities in float32);
+ * tolerance 2e-6, and 1e-5 for word_perplexity whose exponent is ~16x the token NLL's. */
+static void test_stories_reference_values(void **state) {
+  (void)state;
+  open_stories();
+  qlm_error err = {0};
+  char *path = tu_shared("data/wikitext-2-raw/wiki.test.raw");
+  char *text = NULL;
+  size_t len = 0;
+  if (qlm_read_file(path, 1 << 24, &text, &len, &err)) fail_msg("%s", err.msg);
+  free(path);
+  size_t cut = 0;
+  for (int lines = 0; cut < len && lines < 40; cut++) lines += text[cut] == '\n';
+  assert_int_equal(cut, 7786);
+  static const struct {
+    int protocol, window, n_win;
+    int64_t scored;
+    double ppl;
+  } ref[] = {
+      {QLM_PPL_HF_WINDOW, 0, 9, 4954, 162.28980249375985},
+      {QLM_PPL_PER_LINE, 0, 19, 4894, 128.1610297713373},
+      {QLM_PPL_LLAMACPP, 0, 9, 2295, 113.37541823791948},
+      {QLM_PPL_LM_EVAL, 512, 10, 4658, 87.74390179775722},
+  };
+  for (size_t i = 0; i < sizeof ref / sizeof ref[0]; i++) {
+    qlm_ppl_plan p;
+    qlm_ppl_params prm = {.window = ref[i].window};
+    assert_int_equal(qlm_ppl_plan_text(S_tok, text, cut, ref[i].protocol, &prm, S_model->hp.n_ctx, &p, &err), 0);
+    qlm_ppl_opts o = {.batch = 4, .ubatch = 512, .n_threads = 2};
+    qlm_ppl_stats st;
+    assert_int_equal(qlm_ppl_run(S_model, &p, &o, &st, &err), 0);
+    assert_int_equal(st.n_windows, ref[i].n_win);
+    assert_int_equal(st.n_scored, ref[i].scored);
+    assert_rel(st.ppl, ref[i].ppl, 2e-6);
+    if (ref[i].protocol == QLM_PPL_LLAMACPP) /* llama.cpp's +/- from the reference's sum of NLL^2 (80008.78264613857) */
+      assert_rel(st.ppl_err, 8.36325943322405, 1e-5);
+    if (ref[i].protocol == QLM_PPL_LM_EVAL) {
+      assert_int_equal(p.n_docs, 2);
+      double ll = -st.nll_sum;
+      assert_rel(exp(-ll / p.n_words), 1144380.973553587, 1e-5);
+      assert_rel(exp(-ll / p.n_bytes), 14.554054807842775, 2e-6);
+      assert_rel(-ll / p.n_bytes / log(2.0), 3.8633492436358283, 2e-6);
+    }
+    qlm_ppl_plan_free(&p);
+  }
+  free(text);
+  close_stories();
 }
 
 static void test_kl_self_and_hostile_files(void **state) {
@@ -512,6 +592,7 @@ int main(void) {
       cmocka_unit_test(test_lm_eval),
       cmocka_unit_test(test_results_json),
       cmocka_unit_test(test_stories_batch_invariance),
+      cmocka_unit_test(test_stories_reference_values),
       cmocka_unit_test(test_kl_self_and_hostile_files),
   };
   return cmocka_run_group_tests(tests, setup_bigram, teardown_bigram);

@@ -19,6 +19,7 @@ typedef struct ppl_opts {
   int protocol;
   long window, stride, batch, ubatch, threads, chunks, top_k;
   int json, quiet;
+  const char *db; /* --db FILE: record the result there */
 } ppl_opts;
 
 static const char *default_data(void) {
@@ -62,6 +63,7 @@ static void usage(FILE *f) {
           "  qlm ppl -m base.gguf --protocol llamacpp --save-logits base.kld\n"
           "  qlm ppl -m q4.gguf --protocol llamacpp --kl-base base.kld --json\n",
           cli_default_model(), default_data(), cli_default_threads(), QLM_KL_DEFAULT_K);
+  fputs(cli_db_help, f);
 }
 
 static int parse_opts(int argc, char **argv, ppl_opts *o, qlm_error *err) {
@@ -71,7 +73,7 @@ static int parse_opts(int argc, char **argv, ppl_opts *o, qlm_error *err) {
       {"batch", required_argument, 0, 'b'},   {"ubatch", required_argument, 0, 'U'},    {"chunks", required_argument, 0, 'C'},
       {"threads", required_argument, 0, 't'}, {"save-logits", required_argument, 0, 'L'}, {"top-k", required_argument, 0, 'K'},
       {"kl-base", required_argument, 0, 'B'}, {"json", no_argument, 0, 'J'},            {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+      {"help", no_argument, 0, 'h'},          CLI_DB_OPTION, {0, 0, 0, 0}};
   *o = (ppl_opts){.threads = cli_default_threads(), .top_k = QLM_KL_DEFAULT_K, .ubatch = 512};
   int c, rc = 0;
   optind = 1;
@@ -95,6 +97,7 @@ static int parse_opts(int argc, char **argv, ppl_opts *o, qlm_error *err) {
     case 'B': o->kl_base = optarg; break;
     case 'J': o->json = 1; break;
     case 'q': o->quiet = 1; break;
+    case CLI_OPT_DB: o->db = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return qlm_fail(err, QLM_EUSAGE, "ppl: bad option (see qlm ppl --help)");
     }
@@ -223,6 +226,8 @@ static int report(const ppl_session *s, const qlm_ppl_stats *st, const qlm_kl_st
   snprintf(buf, sizeof buf, "%lld of %lld", (long long)st->n_windows, (long long)p->n_win);
   rc = rc || qlm_result_set(&r, "windows_run", buf, err);
   if (rc) return rc;
+  if (o->db && o->save_logits && (rc = cli_db_add_artefact(o->save_logits, "logits", err))) return rc;
+  if (o->db && (rc = cli_db_record(o->db, "ppl", &r, s->src, err))) return rc;
   if (o->json) return qlm_result_print_json(&r, stdout, err);
   printf("model %s | %s | %.3f bits/weight\n", r.model, r.method, r.bits);
   printf("protocol %s, window %d%s%s on %s: %lld of %lld windows, %lld documents\n", r.protocol, window,

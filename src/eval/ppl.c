@@ -141,9 +141,27 @@ static int tokenize_into(const qlm_tokenizer *tok, const char *s, size_t len, in
 /* A dataset row: one line with its "\n"; whitespace-only lines are "" (HF's wikitext loader). */
 typedef struct row { const char *s; size_t len; } row;
 
+/* Bytes of the whitespace character at s[0..n) as Python's str.isspace() sees it (what strip()
+ * removes and re's \s matches in a str pattern), or 0: ASCII \t\n\v\f\r, \x1c-\x1f and space, and
+ * U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000 in UTF-8. */
+static size_t py_space(const char *s, size_t n) {
+  const unsigned char *u = (const unsigned char *)s;
+  if (!n) return 0;
+  if (u[0] == ' ' || (u[0] >= '\t' && u[0] <= '\r') || (u[0] >= 0x1c && u[0] <= 0x1f)) return 1;
+  if (n >= 2 && u[0] == 0xc2 && (u[1] == 0x85 || u[1] == 0xa0)) return 2;
+  if (n < 3) return 0;
+  if (u[0] == 0xe1 && u[1] == 0x9a && u[2] == 0x80) return 3;
+  if (u[0] == 0xe2 && u[1] == 0x80 && ((u[2] >= 0x80 && u[2] <= 0x8a) || u[2] == 0xa8 || u[2] == 0xa9 || u[2] == 0xaf))
+    return 3;
+  if (u[0] == 0xe2 && u[1] == 0x81 && u[2] == 0x9f) return 3;
+  if (u[0] == 0xe3 && u[1] == 0x80 && u[2] == 0x80) return 3;
+  return 0;
+}
+
+/* s.strip() == "" */
 static int is_blank(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v') return 0;
+  for (size_t i = 0, k; i < n; i += k)
+    if (!(k = py_space(s + i, n - i))) return 0;
   return 1;
 }
 
@@ -188,18 +206,47 @@ static char *join_rows(const row *r, size_t n, size_t *len_out, qlm_error *err) 
   return s;
 }
 
-/* lm-eval: a top-level heading " = Title = " starts a new article (" = = Section = = " does not). */
-static int is_article_title(const row *r) {
-  return r->len >= 4 && strncmp(r->s, " = ", 3) == 0 && r->s[3] != '=';
+/* In-place str.replace(from, to) for a shorter `to` (left to right, non-overlapping, as Python). */
+static size_t replace_shorter(char *s, size_t n, const char *from, const char *to) {
+  size_t fl = strlen(from), tl = strlen(to), o = 0;
+  for (size_t i = 0; i < n;) {
+    if (n - i >= fl && memcmp(s + i, from, fl) == 0) {
+      memcpy(s + o, to, tl);
+      o += tl;
+      i += fl;
+    } else {
+      s[o++] = s[i++];
+    }
+  }
+  return o;
 }
 
+/* EleutherAI/wikitext_document_level (the dataset of lm-eval's wikitext task) starts a new article
+ * at a line whose line.replace("= = =", "===").replace("= =", "==").strip() begins with "= " and
+ * ends with " =": a top-level heading " = Title = " (" = = Section = = " becomes "== Section =="). */
+static int is_article_title(const char *line, size_t n, char *buf) {
+  if (!memchr(line, '=', n)) return 0;
+  memcpy(buf, line, n);
+  n = replace_shorter(buf, n, "= = =", "===");
+  n = replace_shorter(buf, n, "= =", "==");
+  size_t b = 0, e = n, k;
+  while (b < e && (k = py_space(buf + b, e - b))) b += k;
+  while (e > b) { /* strip trailing whitespace: step back over one UTF-8 character */
+    size_t c = e - 1;
+    while (c > b && ((unsigned char)buf[c] & 0xc0) == 0x80) c--;
+    if (py_space(buf + c, e - c) != e - c) break;
+    e = c;
+  }
+  return e - b >= 2 && memcmp(buf + b, "= ", 2) == 0 && memcmp(buf + e - 2, " =", 2) == 0;
+}
+
+/* len(re.split(r"\s+", page)) in Python: whitespace runs + 1 */
 static double count_words(const char *s, size_t n) {
-  /* len(re.split(r"\s+", page)): whitespace runs + 1 */
   double w = 1;
-  for (size_t i = 0; i < n;) {
-    if (strchr(" \t\n\r\f\v", s[i]) && s[i]) {
+  for (size_t i = 0, k; i < n;) {
+    if ((k = py_space(s + i, n - i))) {
       w++;
-      while (i < n && s[i] && strchr(" \t\n\r\f\v", s[i])) i++;
+      while (i < n && (k = py_space(s + i, n - i))) i += k;
     } else {
       i++;
     }
@@ -207,33 +254,55 @@ static double count_words(const char *s, size_t n) {
   return w;
 }
 
+/* One lm-eval article: detokenize, tokenize as lm-eval 0.4.x's HFLM.tok_encode does (the
+ * tokenizer's default special tokens: BOS where the vocab adds it), rolling windows; words and
+ * bytes counted on the original page. */
+static int add_lm_eval_page(const qlm_tokenizer *tok, const char *page, size_t plen, int max_len, int32_t prefix,
+                            qlm_ppl_plan *p, int64_t *cap, qlm_error *err) {
+  char *detok = NULL;
+  int rc = qlm_wikitext_detokenize(page, plen, &detok, err);
+  if (rc) return rc;
+  int64_t b = p->n_tokens;
+  rc = tokenize_into(tok, detok, strlen(detok), 1, p, cap, err);
+  free(detok);
+  if (!rc) rc = qlm_ppl_add_rolling_windows(p, b, p->n_tokens, max_len, prefix, err);
+  p->n_words += count_words(page, plen);
+  p->n_bytes += (double)plen;
+  p->n_docs++;
+  return rc;
+}
+
+/* Pages are "\n".join of their lines: a page ends before the "\n" that precedes the next title;
+ * the last runs to the end of the text.  A page before the first title is kept only if it is not
+ * blank (wiki.test.raw starts with " \n", which is dropped); the last page is always kept. */
 static int plan_lm_eval(const qlm_tokenizer *tok, const char *text, size_t len, int max_len, qlm_ppl_plan *p,
                         int64_t *cap, qlm_error *err) {
   const qlm_vocab *v = qlm_tokenizer_vocab(tok);
   int32_t prefix = v->bos_id >= 0 ? v->bos_id : v->eos_id;
-  row *rows = NULL;
-  size_t n_rows = 0;
-  int rc = split_rows(text, len, &rows, &n_rows, err);
-  for (size_t i = 0; !rc && i < n_rows;) {
-    /* article = lines i..j-1, raw (blank lines keep their spaces: the original page); lines before
-     * the first heading belong to the first article */
-    size_t j = i + 1;
-    int titled = is_article_title(&rows[i]);
-    while (j < n_rows && (!titled || !is_article_title(&rows[j]))) titled |= is_article_title(&rows[j++]);
-    const char *page = rows[i].s;
-    size_t plen = (size_t)((j < n_rows ? rows[j].s : text + len) - page);
-    char *detok = NULL;
-    if ((rc = qlm_wikitext_detokenize(page, plen, &detok, err))) break;
-    int64_t b = p->n_tokens;
-    rc = tokenize_into(tok, detok, strlen(detok), 0, p, cap, err);
-    free(detok);
-    if (!rc) rc = qlm_ppl_add_rolling_windows(p, b, p->n_tokens, max_len, prefix, err);
-    p->n_words += count_words(page, plen);
-    p->n_bytes += (double)plen;
-    p->n_docs++;
-    i = j;
+  if (memchr(text, 0, len)) return qlm_fail(err, QLM_EFORMAT, "lm-eval: the text contains a NUL byte");
+  size_t longest = 0;
+  for (size_t i = 0; i <= len;) {
+    const char *nl = memchr(text + i, '\n', len - i);
+    size_t e = nl ? (size_t)(nl - text) : len;
+    if (e - i > longest) longest = e - i;
+    i = e + 1;
   }
-  free(rows);
+  char *buf = qlm_malloc(longest + 1, "line buffer", err);
+  if (!buf) return QLM_ENOMEM;
+  int rc = QLM_OK;
+  size_t page = 0; /* start of the current page */
+  for (size_t i = 0; !rc && i <= len;) {
+    const char *nl = memchr(text + i, '\n', len - i);
+    size_t e = nl ? (size_t)(nl - text) : len;
+    if (i > page && is_article_title(text + i, e - i, buf)) {
+      size_t plen = i - 1 - page; /* without the "\n" that joined it to the title */
+      if (!is_blank(text + page, plen)) rc = add_lm_eval_page(tok, text + page, plen, max_len, prefix, p, cap, err);
+      page = i;
+    }
+    i = e + 1;
+  }
+  if (!rc) rc = add_lm_eval_page(tok, text + page, len - page, max_len, prefix, p, cap, err);
+  free(buf);
   return rc;
 }
 

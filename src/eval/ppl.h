@@ -20,11 +20,14 @@
  *              floor(n / n_ctx) non-overlapping chunks of n_ctx (512), the remainder dropped; the
  *              first token of each chunk is replaced by BOS when the vocab adds BOS; the logits of
  *              positions n_ctx/2 .. n_ctx-2 are scored, i.e. n_ctx - n_ctx/2 - 1 tokens a chunk.
- *   lm-eval    lm-evaluation-harness `wikitext`: one document per article, detokenized, tokenized
- *              without BOS; rolling windows of max_length (the model's n_ctx) with a prefix token
- *              (BOS, else EOS) before the first; every token scored exactly once.  Reports
- *              word_perplexity = exp(-LL / words) and byte_perplexity = exp(-LL / bytes) with words
- *              and bytes counted on the original article, and bits_per_byte = -LL / bytes / ln 2.
+ *   lm-eval    lm-evaluation-harness (0.4.x) `wikitext`: the articles of EleutherAI/
+ *              wikitext_document_level (a page per " = Title = " line; see plan_lm_eval), each
+ *              detokenized (lm-eval's wikitext_detokenizer) and tokenized as HFLM.tok_encode does
+ *              (the tokenizer's default special tokens: BOS where the vocab adds it); rolling
+ *              windows of max_length (the model's n_ctx) with a prefix token (BOS, else EOS) before
+ *              the first; every token scored exactly once.  Reports word_perplexity =
+ *              exp(-LL / words) and byte_perplexity = exp(-LL / bytes) with words (re.split(r"\s+"))
+ *              and UTF-8 bytes counted on the original page, and bits_per_byte = -LL / bytes / ln 2.
  *
  * "Rows" are the lines of wiki.test.raw as the HF dataset `wikitext-2-raw-v1` holds them: each
  * line with its "\n", whitespace-only lines as "". */
