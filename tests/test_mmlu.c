@@ -174,23 +174,7 @@ static void test_mmlu_bigram(void **state) {
   char *dir = tu_tmpdir(), path[700];
   /* the bigram copy: attention outputs and FFN down projections zeroed */
   snprintf(path, sizeof path, "%s/bigram.gguf", dir);
-  char *sp = tu_shared(STORIES);
-  qlm_source *st = NULL;
-  if (qlm_source_open(sp, NULL, &st, &err)) fail_msg("%s", err.msg);
-  free(sp);
-  qlm_gguf_writer *w = qlm_gguf_writer_new(&err);
-  for (int i = 0; i < st->n_meta; i++)
-    if (strcmp(st->meta[i].key, "general.alignment")) assert_int_equal(qlm_gguf_add_meta(w, &st->meta[i], &err), 0);
-  void *zeros = calloc(1, 1 << 20);
-  for (int i = 0; i < st->n_tensors; i++) {
-    const qlm_tensor *t = &st->tensors[i];
-    int zero = strstr(t->name, "attn_output") || strstr(t->name, "ffn_down");
-    assert_int_equal(qlm_gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, zero ? zeros : t->data, t->nbytes, &err), 0);
-  }
-  assert_int_equal(qlm_gguf_write(w, path, NULL, &err), 0);
-  qlm_gguf_writer_free(w);
-  free(zeros);
-  qlm_source_close(st);
+  tu_write_bigram_gguf(path);
   qlm_source *src = NULL;
   qlm_model *m = NULL;
   qlm_tokenizer *tok = NULL;

@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "formats/gguf_write.h"
+#include "kernels/types.h"
 #include "model/model.h"
+#include "tokenizer/tokenizer.h"
 
 static char *join(const char *env, const char *dflt, const char *rel) {
   const char *base = getenv(env);
@@ -121,4 +125,80 @@ int tu_common_prefix(const int32_t *a, const int32_t *b, int n) {
   int i = 0;
   while (i < n && a[i] == b[i]) i++;
   return i;
+}
+
+void tu_write_bigram_gguf(const char *path) {
+  qlm_error err = {0};
+  char *sp = tu_shared("models/stories260K/stories260K.gguf");
+  qlm_source *st = NULL;
+  if (qlm_source_open(sp, NULL, &st, &err)) fail_msg("%s", err.msg);
+  free(sp);
+  qlm_gguf_writer *w = qlm_gguf_writer_new(&err);
+  for (int i = 0; i < st->n_meta; i++)
+    if (strcmp(st->meta[i].key, "general.alignment")) assert_int_equal(qlm_gguf_add_meta(w, &st->meta[i], &err), 0);
+  void *zeros = calloc(1, 1 << 20);
+  for (int i = 0; i < st->n_tensors; i++) {
+    const qlm_tensor *t = &st->tensors[i];
+    int zero = strstr(t->name, "attn_output") || strstr(t->name, "ffn_down");
+    assert_true(t->nbytes <= 1 << 20);
+    assert_int_equal(qlm_gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, zero ? zeros : t->data, t->nbytes, &err), 0);
+  }
+  assert_int_equal(qlm_gguf_write(w, path, NULL, &err), 0);
+  qlm_gguf_writer_free(w);
+  free(zeros);
+  qlm_source_close(st);
+}
+
+tu_bigram *tu_bigram_new(void) {
+  qlm_error err = {0};
+  tu_bigram *B = calloc(1, sizeof *B);
+  B->dir = tu_tmpdir();
+  snprintf(B->path, sizeof B->path, "%s/bigram.gguf", B->dir);
+  tu_write_bigram_gguf(B->path);
+  if (qlm_source_open(B->path, NULL, &B->src, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(qlm_model_load(B->src, &B->model, &err), 0);
+  assert_int_equal(qlm_tokenizer_new(&B->src->vocab, &B->tok, &err), 0);
+  const qlm_tensor *emb = qlm_source_tensor(B->src, "token_embd.weight"),
+                   *on = qlm_source_tensor(B->src, "output_norm.weight"), *out = qlm_source_tensor(B->src, "output.weight");
+  assert_non_null(emb);
+  assert_non_null(on);
+  assert_non_null(out);
+  assert_int_equal(emb->type, QLM_TYPE_F32);
+  int E = (int)emb->ne[0], V = (int)emb->ne[1];
+  B->V = V;
+  B->E = E;
+  B->hid = malloc((size_t)V * E * sizeof *B->hid);
+  B->lp = malloc((size_t)V * V * sizeof *B->lp);
+  const float *e = emb->data, *g = on->data, *o = out->data;
+  double *l = malloc((size_t)V * sizeof *l);
+  for (int a = 0; a < V; a++) {
+    double ss = 0, *xn = B->hid + (size_t)a * E;
+    for (int j = 0; j < E; j++) ss += (double)e[(size_t)a * E + j] * e[(size_t)a * E + j];
+    double sc = 1.0 / sqrt(ss / E + (double)B->src->hp.norm_eps);
+    for (int j = 0; j < E; j++) xn[j] = e[(size_t)a * E + j] * sc * g[j];
+    double mx = -INFINITY, sum = 0;
+    for (int b = 0; b < V; b++) {
+      double d = 0;
+      for (int j = 0; j < E; j++) d += (double)o[(size_t)b * E + j] * xn[j];
+      l[b] = d;
+      mx = d > mx ? d : mx;
+    }
+    for (int b = 0; b < V; b++) sum += exp(l[b] - mx);
+    for (int b = 0; b < V; b++) B->lp[(size_t)a * V + b] = l[b] - mx - log(sum);
+  }
+  free(l);
+  return B;
+}
+
+void tu_bigram_free(tu_bigram *B) {
+  if (!B) return;
+  qlm_tokenizer_free(B->tok);
+  qlm_model_free(B->model);
+  qlm_source_close(B->src);
+  remove(B->path);
+  rmdir(B->dir);
+  free(B->dir);
+  free(B->hid);
+  free(B->lp);
+  free(B);
 }

@@ -44,4 +44,25 @@ void tu_check_stories260k_hparams(const qlm_hparams *hp, int n_ctx, int rope_sty
 void tu_greedy(const qlm_source *src, int n, const int32_t *forced, int32_t *out, float *all_logits);
 /* Length of the common prefix of two token arrays of length n. */
 int tu_common_prefix(const int32_t *a, const int32_t *b, int n);
+
+/* The closed-form "bigram" model: stories260K with every attn_output and ffn_down weight zeroed,
+ * so a token's final hidden state, and the next token's distribution, depend on that token alone
+ * and follow in closed form from the embedding, final norm and output weights:
+ *   hid[a] = rmsnorm(emb[a]) * output_norm,   lp[a][b] = log softmax(output . hid[a])[b]
+ * computed here in double from the file's f32 weights (not through the engine). */
+struct qlm_model;
+struct qlm_tokenizer;
+typedef struct tu_bigram {
+  char *dir, path[600];         /* the GGUF written in a temporary folder */
+  qlm_source *src;
+  struct qlm_model *model;
+  struct qlm_tokenizer *tok;
+  int V, E;
+  double *hid;                  /* [V x E] */
+  double *lp;                   /* [V x V] log p(b | a) */
+} tu_bigram;
+/* Write the bigram GGUF to path. */
+void tu_write_bigram_gguf(const char *path);
+tu_bigram *tu_bigram_new(void);
+void tu_bigram_free(tu_bigram *b);
 #endif
