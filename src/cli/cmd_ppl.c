@@ -234,6 +234,9 @@ static int report(const ppl_session *s, const qlm_ppl_stats *st, const qlm_kl_st
          stride ? ", stride " : "", stride ? (snprintf(buf, sizeof buf, "%d", stride), buf) : "", o->data,
          (long long)st->n_windows, (long long)p->n_win, (long long)p->n_docs);
   printf("PPL = %.4f +/- %.4f\n", st->ppl, st->ppl_err);
+  if (st->n_nonfinite)
+    printf("WARNING: %lld tokens had a non-finite log-probability and were left out (--allow-nonfinite)\n",
+           (long long)st->n_nonfinite);
   printf("tokens scored %lld | time %.2f s | %.1f tokens/s scored | %.1f rows/s fed\n", (long long)st->n_scored,
          st->seconds, tps, st->seconds > 0 ? (double)st->n_fed / st->seconds : 0.0);
   if (p->protocol == QLM_PPL_LM_EVAL) {

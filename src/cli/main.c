@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "model/numerics.h"
 #include "core/error.h"
 
 static const struct {
@@ -35,6 +36,8 @@ static void usage(FILE *f) {
           "\nmodels: a GGUF file (v2/v3), a Hugging Face folder (config.json + *.safetensors [+ tokenizer.json]),\n"
           "or a llama2.c checkpoint (.bin, with tokenizer.bin or tok*.bin beside it).\n"
           "default model: $QLM_MODEL, else %s\n\n"
+          "any command: --allow-nonfinite  run models with NaN/Inf weights or logits (else an error names\n"
+          "             the tensor and element, or the position and output)\n\n"
           "exit status:\n"
           "  0 success          2 usage (bad option)      3 io (cannot open/read/write)\n"
           "  4 format (malformed file)   5 unsupported (valid but not implemented)\n"
@@ -51,6 +54,15 @@ int main(int argc, char **argv) {
     printf("qlm %s\n", QLM_VERSION);
     return 0;
   }
+  /* --allow-nonfinite (any command): load and evaluate models with NaN/Inf weights or logits
+   * instead of stopping with an error naming the tensor / position (model/numerics.h) */
+  int n = 1;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--allow-nonfinite") == 0) qlm_set_allow_nonfinite(true);
+    else argv[n++] = argv[i];
+  }
+  argc = n;
+  argv[argc] = NULL;
   cli_db_set_argv(argc - 1, argv + 1); /* the command line each --db run records */
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);

@@ -2,6 +2,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "eval/ppl.h"
 
+#include "model/numerics.h"
+
 #include <math.h>
 #include <pcre2.h>
 #include <stdio.h>
@@ -505,6 +507,8 @@ static int flush_rows(const qlm_model *m, qlm_state *s, const qlm_ppl_plan *p, c
   for (int i = 0; !rc && i < r->n; i++) {
     if (!r->want[i]) continue;
     const float *l = logits + (size_t)i * (size_t)V;
+    /* a NaN/Inf logit names its position and output instead of a silent NaN perplexity */
+    if (!qlm_allow_nonfinite() && (rc = qlm_check_logits(l, V, r->target[i], "perplexity", err))) break;
     float mx = l[0];
     for (int k = 1; k < V; k++) mx = l[k] > mx ? l[k] : mx;
     double sum = 0;
@@ -512,7 +516,10 @@ static int flush_rows(const qlm_model *m, qlm_state *s, const qlm_ppl_plan *p, c
     double lse = (double)mx + log(sum);
     int32_t t = p->tokens[r->target[i]];
     double nll = lse - (double)l[t];
-    if (!isfinite(nll)) return qlm_fail(err, QLM_EINTERNAL, "perplexity: non-finite log-probability at token %lld", (long long)r->target[i]);
+    if (!isfinite(nll)) { /* only with --allow-nonfinite: skip the token and count it */
+      st->n_nonfinite++;
+      continue;
+    }
     st->nll_sum += nll;
     st->nll2_sum += nll * nll;
     st->n_scored++;

@@ -116,6 +116,7 @@ typedef struct qlm_ppl_opts {
 typedef struct qlm_ppl_stats {
   double nll_sum, nll2_sum; /* sum of -log p and of its square over scored tokens */
   int64_t n_scored;         /* tokens scored */
+  int64_t n_nonfinite;      /* tokens skipped for a non-finite log-probability (only with --allow-nonfinite) */
   int64_t n_windows;        /* windows run */
   int64_t n_fed;            /* rows fed through the model */
   double seconds;           /* wall time of the scoring */
