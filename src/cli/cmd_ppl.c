@@ -19,7 +19,7 @@ typedef struct ppl_opts {
   int protocol;
   long window, stride, batch, ubatch, threads, chunks, top_k;
   int json, quiet;
-  const char *db; /* --db FILE: record the result there */
+  cli_measure cm; /* --country, --emissions, --db FILE (record the result there), ... */
 } ppl_opts;
 
 static const char *default_data(void) {
@@ -63,6 +63,7 @@ static void usage(FILE *f) {
           "  qlm ppl -m base.gguf --protocol llamacpp --save-logits base.kld\n"
           "  qlm ppl -m q4.gguf --protocol llamacpp --kl-base base.kld --json\n",
           cli_default_model(), default_data(), cli_default_threads(), QLM_KL_DEFAULT_K);
+  fputs(cli_measure_help, f);
   fputs(cli_db_help, f);
 }
 
@@ -73,11 +74,16 @@ static int parse_opts(int argc, char **argv, ppl_opts *o, qlm_error *err) {
       {"batch", required_argument, 0, 'b'},   {"ubatch", required_argument, 0, 'U'},    {"chunks", required_argument, 0, 'C'},
       {"threads", required_argument, 0, 't'}, {"save-logits", required_argument, 0, 'L'}, {"top-k", required_argument, 0, 'K'},
       {"kl-base", required_argument, 0, 'B'}, {"json", no_argument, 0, 'J'},            {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, 'h'},          CLI_DB_OPTION, {0, 0, 0, 0}};
+      {"help", no_argument, 0, 'h'},          CLI_DB_OPTION, CLI_MEASURE_OPTIONS, {0, 0, 0, 0}};
   *o = (ppl_opts){.threads = cli_default_threads(), .top_k = QLM_KL_DEFAULT_K, .ubatch = 512};
+  cli_measure_init(&o->cm, "ppl");
   int c, rc = 0;
   optind = 1;
   while (!rc && (c = getopt_long(argc, argv, "m:P:w:b:t:qh", opts, NULL)) != -1) {
+    if (c >= CLI_MEASURE_FIRST) {
+      rc = cli_measure_opt(&o->cm, c, optarg, err);
+      continue;
+    }
     switch (c) {
     case 'm': o->model = optarg; break;
     case 'T': o->tokenizer = optarg; break;
@@ -97,7 +103,6 @@ static int parse_opts(int argc, char **argv, ppl_opts *o, qlm_error *err) {
     case 'B': o->kl_base = optarg; break;
     case 'J': o->json = 1; break;
     case 'q': o->quiet = 1; break;
-    case CLI_OPT_DB: o->db = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return qlm_fail(err, QLM_EUSAGE, "ppl: bad option (see qlm ppl --help)");
     }
@@ -226,8 +231,11 @@ static int report(const ppl_session *s, const qlm_ppl_stats *st, const qlm_kl_st
   snprintf(buf, sizeof buf, "%lld of %lld", (long long)st->n_windows, (long long)p->n_win);
   rc = rc || qlm_result_set(&r, "windows_run", buf, err);
   if (rc) return rc;
-  if (o->db && o->save_logits && (rc = cli_db_add_artefact(o->save_logits, "logits", err))) return rc;
-  if (o->db && (rc = cli_db_record(o->db, "ppl", &r, s->src, err))) return rc;
+  if (o->cm.db && o->save_logits && (rc = cli_db_add_artefact(o->save_logits, "logits", err))) return rc;
+  if (o->cm.db) { /* recorded with the meter's phases by cli_measure_end */
+    cli_db_set_model(s->src);
+    if ((rc = cli_db_add_result(&r, err))) return rc;
+  }
   if (o->json) return qlm_result_print_json(&r, stdout, err);
   printf("model %s | %s | %.3f bits/weight\n", r.model, r.method, r.bits);
   printf("protocol %s, window %d%s%s on %s: %lld of %lld windows, %lld documents\n", r.protocol, window,
@@ -259,7 +267,10 @@ int cmd_ppl(int argc, char **argv) {
   ppl_opts o;
   if (parse_opts(argc, argv, &o, &err)) return cli_report(&err);
   ppl_session s = {0};
+  qlm_meter *meter = cli_measure_start(&o.cm);
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_LOAD);
   int window = 0, stride = 0, rc = open_session(&o, &s, &err);
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_EVAL);
   if (!rc) {
     plan_settings(&s, &window, &stride);
     rc = open_kl(&o, &s, window, stride, &err);
@@ -284,7 +295,10 @@ int cmd_ppl(int argc, char **argv) {
     s.writer = NULL;
   }
   if (!rc && s.reader) rc = qlm_kl_reader_finish(s.reader, &kl, &err);
+  if (meter && !rc) qlm_meter_add_tokens(meter, (uint64_t)st.n_fed);
   if (!rc) rc = report(&s, &st, s.reader ? &kl : NULL, window, stride, &err);
   session_free(&s);
-  return rc ? cli_report(&err) : 0;
+  if (rc) cli_report(&err);
+  int mrc = cli_measure_end(&o.cm, meter, o.quiet || o.json || rc);
+  return rc ? (err.code ? err.code : QLM_EINTERNAL) : mrc;
 }
