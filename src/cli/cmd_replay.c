@@ -54,6 +54,7 @@ static void usage(FILE *f) {
           "  -q, --quiet            no progress or summary on stderr\n\n",
           cli_default_model(), default_data(), cli_default_threads());
   fputs(cli_measure_help, f);
+  fputs(cli_db_help, f);
 }
 
 static int parse_opts(int argc, char **argv, replay_opts *o, qlm_error *err) {
@@ -62,7 +63,7 @@ static int parse_opts(int argc, char **argv, replay_opts *o, qlm_error *err) {
       {"duration", required_argument, 0, 'd'}, {"speedup", required_argument, 0, 'K'},  {"mean-gap", required_argument, 0, 'G'},
       {"seed", required_argument, 0, 's'},    {"n-predict", required_argument, 0, 'n'}, {"temp", required_argument, 0, 'E'},
       {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'J'},            {"quiet", no_argument, 0, 'q'},
-      CLI_MEASURE_OPTIONS,
+      CLI_MEASURE_OPTIONS, CLI_DB_OPTION,
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   *o = (replay_opts){.duration_s = QLM_REPLAY_DURATION_S, .duration_arg = "4h", .speedup = 1,
                      .mean_gap = QLM_REPLAY_MEAN_GAP_S, .n_predict = QLM_REPLAY_MAX_NEW_TOKENS, .seed = 1,
@@ -315,6 +316,10 @@ int cmd_replay(int argc, char **argv) {
     double co2 = ph && meter->energy ? qlm_phase_co2_g(meter, ph) : NAN;
     if (o.json) rc = report_json(&o, &s, &r, n_sched, co2, kinds, &err);
     else report_text(&o, &s, &r, n_sched, co2, kinds);
+  }
+  if (!rc && o.cm.db) { /* --db: the run with its phases */
+    cli_db_set_model(s.src);
+    cli_db_success();
   }
   qlm_replay_report_free(&r);
   session_free(&s);

@@ -42,6 +42,7 @@ static void usage(FILE *f) {
           "example: qlm run -m smollm2.gguf --chat -p \"What is the capital of France?\" --temp 0\n\n",
           cli_default_model(), cli_default_threads());
   fputs(cli_measure_help, f);
+  fputs(cli_db_help, f);
 }
 
 static int parse_opts(int argc, char **argv, run_opts *o, qlm_error *err) {
@@ -51,7 +52,7 @@ static int parse_opts(int argc, char **argv, run_opts *o, qlm_error *err) {
       {"top-k", required_argument, 0, 'K'},  {"top-p", required_argument, 0, 'P'},     {"seed", required_argument, 0, 's'},
       {"threads", required_argument, 0, 't'}, {"ctx", required_argument, 0, 'c'},      {"chat", no_argument, 0, 'C'},
       {"no-bos", no_argument, 0, 'B'},       {"ignore-eos", no_argument, 0, 'I'},      {"quiet", no_argument, 0, 'q'},
-      CLI_MEASURE_OPTIONS,
+      CLI_MEASURE_OPTIONS, CLI_DB_OPTION,
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   *o = (run_opts){.n_predict = 256, .temp = 0.8, .top_k = 40, .top_p = 0.95, .seed = 42,
                   .threads = cli_default_threads()};
@@ -219,6 +220,10 @@ int cmd_run(int argc, char **argv) {
     uint64_t outl = atomic_load(&s.model->int8_stats.outlier_columns);
     fprintf(stderr, "LLM.int8(): %llu of %llu activation columns were outliers (%.3f%%), multiplied in float\n",
             (unsigned long long)outl, (unsigned long long)cols, 100.0 * (double)outl / (double)cols);
+  }
+  if (!rc && o.cm.db) { /* --db: the run with its phases (no metrics) */
+    cli_db_set_model(s.src);
+    cli_db_success();
   }
   session_free(&s);
   int mrc = cli_measure_end(&o.cm, meter, o.quiet || rc);
