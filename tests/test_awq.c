@@ -263,65 +263,16 @@ static void test_isotropic(void **st) {
   free(W);
 }
 
-/* ---- the driver: folding, end to end */
-
-static int keep_f32(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
-                    qlm_qtensor *out, qlm_error *err) {
-  (void)calib, (void)o;
-  int rc = qlm_qtensor_alloc(out, QLM_TYPE_F32, rows, cols, err);
-  if (rc) return rc;
-  memcpy(out->data, W, (size_t)(rows * cols) * sizeof *W);
-  qlm_qtensor_set_bpw(out);
-  snprintf(out->desc, sizeof out->desc, "smooth-only");
-  return QLM_OK;
-}
-
-/* AWQ's searched scales folded into every producer (norms, v rows, up rows), weights kept f32:
- * max |dlogit| / max |logit| over 24 teacher-forced steps; *norm_changed: the scales are not 1. */
-static double smooth_only_drift(const char *model, const char *dir, const char *txt, bool *norm_changed) {
-  char out[512];
-  snprintf(out, sizeof out, "%s/s.gguf", dir);
-  qlm_source *src, *q;
-  qlm_error err = {0};
-  if (qlm_source_open(model, NULL, &src, &err)) fail_msg("%s", err.msg);
-  qlm_quant_method smooth_only = qlm_method_awq;
-  smooth_only.quantize = keep_f32;
-  smooth_only.check = NULL;
-  qlm_quant_params p = {.method = &smooth_only, .opts = {.bits = 3, .group = 16}, .n_threads = 2, .calib_text = txt,
-                        .calib = {.n_samples = 4, .seq_len = 64, .seed = 2}};
-  int32_t ids[400];
-  if (src->vocab.n_tokens == 0) { /* the tiny GPT-2 has no tokenizer: random ids */
-    uint64_t r = 9;
-    for (int i = 0; i < 400; i++) ids[i] = (int32_t)(tu_rand_u64(&r) % (uint64_t)src->hp.n_vocab);
-    p.calib_ids = ids, p.n_calib_ids = 400;
-  }
-  qlm_quant_summary sum;
-  if (qlm_quantize(src, out, &p, &sum, &err)) fail_msg("%s", err.msg);
-  if (qlm_source_open(out, NULL, &q, &err)) fail_msg("%s", err.msg);
-  const qlm_tensor *n0 = qlm_source_tensor(src, "blk.0.attn_norm.weight"), *n1 = qlm_source_tensor(q, "blk.0.attn_norm.weight");
-  *norm_changed = memcmp(n0->data, n1->data, n0->nbytes) != 0;
-  enum { N = 24 };
-  int V = src->hp.n_vocab;
-  int32_t a[N], b[N];
-  float *la = malloc((size_t)N * V * sizeof *la), *lb = malloc((size_t)N * V * sizeof *lb);
-  tu_greedy(src, N, NULL, a, la);
-  tu_greedy(q, N, a, b, lb);
-  double maxd = 0, maxl = 0;
-  for (size_t i = 0; i < (size_t)N * V; i++) maxd = fmax(maxd, fabs((double)la[i] - lb[i])), maxl = fmax(maxl, fabs(la[i]));
-  free(la), free(lb);
-  qlm_source_close(q);
-  qlm_source_close(src);
-  unlink(out);
-  return maxd / maxl;
-}
-
 static void test_folding_keeps_outputs(void **st) {
   (void)st;
   char *dir = tu_tmpdir(), *txt = tu_shared("data/calibration/exllamav2/tiny.utf8");
   char *models[2] = {tu_shared(STORIES), tu_testdata("ref/gpt2")};
   for (int i = 0; i < 2; i++) {
-    bool changed;
-    double r = smooth_only_drift(models[i], dir, txt, &changed);
+    /* AWQ's searched scales, folded into every producer (norms, v rows, up rows) */
+    qlm_quant_params p = {.method = &qlm_method_awq, .opts = {.bits = 3, .group = 16}, .n_threads = 2, .calib_text = txt,
+                          .calib = {.n_samples = 4, .seq_len = 64, .seed = 2}};
+    int changed;
+    double r = tu_smooth_only_drift(models[i], dir, &p, &changed);
     print_message("%s: AWQ scales folded into producers: max |dlogit| / max |logit| = %.3g\n", models[i], r);
     assert_true(changed);
     assert_true(r <= 1e-5);

@@ -9,6 +9,7 @@
 #include "formats/gguf_write.h"
 #include "kernels/types.h"
 #include "model/model.h"
+#include "quant/quantize.h"
 #include "tokenizer/tokenizer.h"
 
 static char *join(const char *env, const char *dflt, const char *rel) {
@@ -201,4 +202,52 @@ void tu_bigram_free(tu_bigram *B) {
   free(B->hid);
   free(B->lp);
   free(B);
+}
+
+static int keep_f32(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
+                    qlm_qtensor *out, qlm_error *err) {
+  (void)calib, (void)o;
+  int rc = qlm_qtensor_alloc(out, QLM_TYPE_F32, rows, cols, err);
+  if (rc) return rc;
+  memcpy(out->data, W, (size_t)(rows * cols) * sizeof *W);
+  qlm_qtensor_set_bpw(out);
+  snprintf(out->desc, sizeof out->desc, "smooth-only");
+  return QLM_OK;
+}
+
+double tu_smooth_only_drift(const char *model, const char *dir, const qlm_quant_params *base, int *norm_changed) {
+  char out[512];
+  snprintf(out, sizeof out, "%s/s.gguf", dir);
+  qlm_source *src, *q;
+  qlm_error err = {0};
+  if (qlm_source_open(model, NULL, &src, &err)) fail_msg("%s", err.msg);
+  qlm_quant_method smooth_only = *base->method;
+  smooth_only.quantize = keep_f32;
+  smooth_only.check = NULL;
+  qlm_quant_params p = *base;
+  p.method = &smooth_only;
+  int32_t ids[400];
+  if (src->vocab.n_tokens == 0) { /* e.g. the tiny GPT-2: no tokenizer */
+    uint64_t r = 9;
+    for (int i = 0; i < 400; i++) ids[i] = (int32_t)(tu_rand_u64(&r) % (uint64_t)src->hp.n_vocab);
+    p.calib_ids = ids, p.n_calib_ids = 400;
+  }
+  qlm_quant_summary sum;
+  if (qlm_quantize(src, out, &p, &sum, &err)) fail_msg("%s", err.msg);
+  if (qlm_source_open(out, NULL, &q, &err)) fail_msg("%s", err.msg);
+  const qlm_tensor *n0 = qlm_source_tensor(src, "blk.0.attn_norm.weight"), *n1 = qlm_source_tensor(q, "blk.0.attn_norm.weight");
+  *norm_changed = memcmp(n0->data, n1->data, n0->nbytes) != 0;
+  enum { N = 24 };
+  int V = src->hp.n_vocab;
+  int32_t a[N], b[N];
+  float *la = malloc((size_t)N * V * sizeof *la), *lb = malloc((size_t)N * V * sizeof *lb);
+  tu_greedy(src, N, NULL, a, la);
+  tu_greedy(q, N, a, b, lb);
+  double maxd = 0, maxl = 0;
+  for (size_t i = 0; i < (size_t)N * V; i++) maxd = fmax(maxd, fabs((double)la[i] - lb[i])), maxl = fmax(maxl, fabs(la[i]));
+  free(la), free(lb);
+  qlm_source_close(q);
+  qlm_source_close(src);
+  unlink(out);
+  return maxd / maxl;
 }

@@ -61,6 +61,15 @@ typedef struct tu_bigram {
   double *hid;                  /* [V x E] */
   double *lp;                   /* [V x V] log p(b | a) */
 } tu_bigram;
+/* Smoothing check (SmoothQuant, AWQ): quantize `model` into dir with base's method, options and
+ * calibration, but with the method's quantize() replaced by an exact f32 copy — so only the
+ * driver's folding of the factors into the producers changes the file.  Models without a
+ * tokenizer are calibrated on seeded random ids.  Returns max |dlogit| / max |logit| over 24
+ * teacher-forced steps against the original; *norm_changed: blk.0.attn_norm differs (s != 1). */
+struct qlm_quant_params;
+double tu_smooth_only_drift(const char *model, const char *dir, const struct qlm_quant_params *base,
+                            int *norm_changed);
+
 /* Write the bigram GGUF to path. */
 void tu_write_bigram_gguf(const char *path);
 tu_bigram *tu_bigram_new(void);
