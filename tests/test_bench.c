@@ -7,8 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db/db.h"
 #include "generate/bench.h"
 #include "testutil.h"
+
+#include <sqlite3.h>
 
 /* Fixed numbers worked by hand: 20 GB/s over 100 MB per token = 200 t/s; 150 t/s is 75% of it.
  * 100 GFLOP/s over 2 x 1e9 FLOPs per token = 50 t/s; 40 t/s is 80%. */
@@ -246,11 +249,70 @@ static void test_csv_output(void **state) {
   free(s);
 }
 
+/* One integer or real from a query (first column of the first row; NaN when none/NULL). */
+static double query_num(sqlite3 *h, const char *sql) {
+  sqlite3_stmt *st = NULL;
+  double v = NAN;
+  assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
+  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) v = sqlite3_column_double(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+/* qlm bench --db: the meter's phases carry the tokens each phase processed (warm-ups included:
+ * (reps + 1) x n_p for prefill, 16 + reps x n_g for generate), and the recorded pp_tps/tg_tps
+ * are the means printed in the JSON table. */
+static void test_cli_db_record(void **state) {
+  (void)state;
+  const char *bin = getenv("QLM_BIN");
+  assert_non_null(bin);
+  char dir[] = "/tmp/qlm-bench-XXXXXX", cmd[2048], db_path[256], out[256];
+  assert_non_null(mkdtemp(dir));
+  snprintf(db_path, sizeof db_path, "%s/r.db", dir);
+  snprintf(out, sizeof out, "%s/out.json", dir);
+  char *model = tu_shared("models/stories260K/stories260K.gguf");
+  snprintf(cmd, sizeof cmd, "'%s' bench -m '%s' -p 24 -n 6 -t 1 -r 2 --json --no-roofline --no-energy --db '%s' > '%s' 2>/dev/null",
+           bin, model, db_path, out);
+  free(model);
+  assert_int_equal(system(cmd), 0);
+  FILE *f = fopen(out, "rb");
+  assert_non_null(f);
+  char *js = calloc(1 << 16, 1);
+  assert_true(fread(js, 1, (1 << 16) - 1, f) > 0);
+  fclose(f);
+  cJSON *root = cJSON_Parse(js);
+  assert_non_null(root);
+  const cJSON *res = cJSON_GetObjectItem(root, "results");
+  assert_int_equal(cJSON_GetArraySize(res), 2);
+  double pp = cJSON_GetObjectItem(cJSON_GetArrayItem(res, 0), "tps_mean")->valuedouble;
+  double tg = cJSON_GetObjectItem(cJSON_GetArrayItem(res, 1), "tps_mean")->valuedouble;
+  qlm_db *db = NULL;
+  qlm_error err = {0};
+  assert_int_equal(qlm_db_open(db_path, &db, &err), 0);
+  sqlite3 *h = qlm_db_sqlite(db);
+  assert_float_equal(query_num(h, "SELECT count(*) FROM runs WHERE command = 'bench'"), 1, 0);
+  assert_float_equal(query_num(h, "SELECT tokens FROM phases WHERE name = 'prefill'"), 3 * 24, 0);
+  assert_float_equal(query_num(h, "SELECT tokens FROM phases WHERE name = 'generate'"), 16 + 2 * 6, 0);
+  assert_float_equal(query_num(h, "SELECT count(*) FROM phases WHERE name = 'load'"), 1, 0);
+  double pp_db = query_num(h, "SELECT value FROM metrics_flat WHERE task = 'bench' AND name = 'pp_tps'");
+  double tg_db = query_num(h, "SELECT value FROM metrics_flat WHERE task = 'bench' AND name = 'tg_tps'");
+  assert_true(pp > 0 && tg > 0);
+  assert_float_equal(pp_db, pp, 1e-6 * pp);
+  assert_float_equal(tg_db, tg, 1e-6 * tg);
+  assert_true(isnan(query_num(h, "SELECT value FROM metrics_flat WHERE name = 'pp_roof'"))); /* --no-roofline */
+  qlm_db_close(db);
+  cJSON_Delete(root);
+  free(js);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roofline_arithmetic), cmocka_unit_test(test_model_cost_and_speed),
       cmocka_unit_test(test_probes_plausible),    cmocka_unit_test(test_machine_cache),
       cmocka_unit_test(test_json_output),         cmocka_unit_test(test_csv_output),
+      cmocka_unit_test(test_cli_db_record),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

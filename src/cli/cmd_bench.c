@@ -10,6 +10,7 @@
  * Decode roofline = bandwidth ÷ bytes of weights per token (all linear layers + output head, in
  * storage; embedding lookup excluded); prefill roofline = FMA peak ÷ (2 x those params). */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ typedef struct bench_opts {
   qlm_bench_format fmt;
   const char *cache; /* NULL: default path */
   int no_cache, no_roof, reprobe;
+  cli_measure cm;    /* --country, --emissions, --db FILE, ...: phases load / prefill / generate */
 } bench_opts;
 
 static void usage(FILE *f) {
@@ -59,8 +61,14 @@ static void usage(FILE *f) {
           "      --machine-cache F cache file for the probes (default above)\n"
           "      --no-cache        probe, do not read or write the cache\n"
           "      --reprobe         probe again and rewrite the cache\n"
-          "      --no-roofline     skip the probes and the roofline columns\n",
+          "      --no-roofline     skip the probes and the roofline columns\n\n"
+          "The meter records the phases load (each model), prefill (every pp run, warm-up included) and\n"
+          "generate (every tg run) with their time, peak RAM and energy; with --db each model x thread\n"
+          "count is one result (task \"bench\": pp_tps, pp_tps_sd, tg_tps, tg_tps_sd, pp_roof, tg_roof).\n"
+          "The energy sampler wakes once per --energy-interval; --no-energy removes even that.\n",
           "~/.cache/qlm/machine.json", BENCH_MAX_MODELS, QLM_BENCH_MAX_REPS);
+  fputs(cli_db_help, f);
+  fputs(cli_measure_help, f);
 }
 
 static int parse_threads(const char *s, bench_opts *o, qlm_error *err) {
@@ -88,8 +96,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o, qlm_error *err) {
                                        {"json", no_argument, 0, O_JSON},            {"machine-cache", required_argument, 0, O_CACHE},
                                        {"no-cache", no_argument, 0, O_NOCACHE},     {"reprobe", no_argument, 0, O_REPROBE},
                                        {"no-roofline", no_argument, 0, O_NOROOF},   {"help", no_argument, 0, 'h'},
+                                       CLI_DB_OPTION,                               CLI_MEASURE_OPTIONS,
                                        {0, 0, 0, 0}};
   *o = (bench_opts){.n_p = 512, .n_g = 128, .reps = 3, .threads = {1, 2}, .n_threads = 2};
+  cli_measure_init(&o->cm, "bench");
   int c, rc = 0;
   optind = 1;
   while (!rc && (c = getopt_long(argc, argv, "m:p:n:t:r:h", opts, NULL)) != -1) {
@@ -109,7 +119,12 @@ static int parse_opts(int argc, char **argv, bench_opts *o, qlm_error *err) {
     case O_REPROBE: o->reprobe = 1; break;
     case O_NOROOF: o->no_roof = 1; break;
     case 'h': usage(stdout); exit(0);
-    default: usage(stderr); return qlm_fail(err, QLM_EUSAGE, "bench: bad option (see qlm bench --help)");
+    default:
+      if (c >= CLI_MEASURE_FIRST) {
+        rc = cli_measure_opt(&o->cm, c, optarg, err);
+        break;
+      }
+      usage(stderr); return qlm_fail(err, QLM_EUSAGE, "bench: bad option (see qlm bench --help)");
     }
   }
   if (rc) return rc;
@@ -127,10 +142,46 @@ static const char *base_name(const char *path) {
 }
 
 /* Measure one model at every thread count, appending 2 rows per count to rows[*n]. */
+/* The pp and tg runs of one thread count, each in its meter phase (tokens: warm-up included). */
+static int bench_timed(const bench_opts *o, const qlm_model *m, int threads, qlm_meter *meter, double *pp_tps,
+                       double *tg_tps, qlm_error *err) {
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_PREFILL);
+  int rc = qlm_bench_model(m, (int)o->n_p, (int)o->n_g, threads, (int)o->reps, pp_tps, NULL, err);
+  if (meter && !rc) qlm_meter_add_tokens(meter, (uint64_t)(o->reps + 1) * (uint64_t)o->n_p);
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_GENERATE);
+  if (!rc) rc = qlm_bench_model(m, (int)o->n_p, (int)o->n_g, threads, (int)o->reps, NULL, tg_tps, err);
+  if (meter && !rc) qlm_meter_add_tokens(meter, 16 + (uint64_t)o->reps * (uint64_t)o->n_g); /* 16: warm-up prompt */
+  return rc;
+}
+
+/* One result per thread count for --db: the two rows' means, sds and roofline fractions. */
+static int bench_record(const bench_opts *o, const qlm_source *src, const qlm_bench_row *pp, const qlm_bench_row *tg,
+                        qlm_error *err) {
+  qlm_result r;
+  char buf[32];
+  qlm_result_init(&r, "bench", src);
+  r.tokens = (int64_t)(o->n_p + o->n_g) * o->reps;
+  r.seconds = o->reps * (o->n_p / (pp->mean > 0 ? pp->mean : 1) + o->n_g / (tg->mean > 0 ? tg->mean : 1));
+  int rc = qlm_result_add(&r, "pp_tps", pp->mean, err) || qlm_result_add(&r, "pp_tps_sd", pp->sd, err) ||
+           qlm_result_add(&r, "tg_tps", tg->mean, err) || qlm_result_add(&r, "tg_tps_sd", tg->sd, err) ||
+           qlm_result_add(&r, "pp_roof", pp->roof_tps > 0 ? pp->mean / pp->roof_tps : NAN, err) ||
+           qlm_result_add(&r, "tg_roof", tg->roof_tps > 0 ? tg->mean / tg->roof_tps : NAN, err);
+  snprintf(buf, sizeof buf, "%d", pp->threads);
+  rc = rc || qlm_result_set(&r, "threads", buf, err);
+  snprintf(buf, sizeof buf, "%ld", o->n_p);
+  rc = rc || qlm_result_set(&r, "n_prompt", buf, err);
+  snprintf(buf, sizeof buf, "%ld", o->n_g);
+  rc = rc || qlm_result_set(&r, "n_gen", buf, err);
+  snprintf(buf, sizeof buf, "%ld", o->reps);
+  rc = rc || qlm_result_set(&r, "repetitions", buf, err);
+  return rc ? err->code : cli_db_add_result(&r, err);
+}
+
 static int bench_one(const bench_opts *o, const char *path, const qlm_machine *mach, qlm_bench_row *rows, int *n,
-                     char *names, qlm_error *err) {
+                     char *names, qlm_meter *meter, qlm_error *err) {
   qlm_source *src = NULL;
   qlm_model *m = NULL;
+  if (meter) qlm_meter_begin(meter, QLM_PHASE_LOAD);
   int rc = qlm_source_open(path, NULL, &src, err);
   if (!rc) rc = qlm_model_load(src, &m, err);
   if (rc) {
@@ -141,10 +192,12 @@ static int bench_one(const bench_opts *o, const char *path, const qlm_machine *m
   for (int i = 0; i < src->n_tensors; i++) size += (double)src->tensors[i].nbytes;
   qlm_model_cost cost;
   qlm_model_cost_of(m, &cost);
+  if (meter) qlm_meter_set_bytes(meter, (uint64_t)size, 0);
+  if (o->cm.db && o->n_models == 1) cli_db_set_model(src);
   snprintf(names, 256, "%.255s", base_name(path));
   for (int ti = 0; ti < o->n_threads && !rc; ti++) {
     qlm_bench_row *pp = &rows[(*n)++], *tg = &rows[(*n)++];
-    rc = qlm_bench_model(m, (int)o->n_p, (int)o->n_g, o->threads[ti], (int)o->reps, pp->tps, tg->tps, err);
+    rc = bench_timed(o, m, o->threads[ti], meter, pp->tps, tg->tps, err);
     int k = mach ? qlm_machine_find(mach, o->threads[ti]) : -1;
     for (int t = 0; t < 2 && !rc; t++) {
       qlm_bench_row *r = t == 0 ? pp : tg;
@@ -164,6 +217,7 @@ static int bench_one(const bench_opts *o, const char *path, const qlm_machine *m
         fprintf(stderr, "qlm bench: %s %d threads %s%d: %.2f ± %.2f t/s\n", names, r->threads, t ? "tg" : "pp",
                 r->n_tokens, r->mean, r->sd);
     }
+    if (!rc && o->cm.db) rc = bench_record(o, src, pp, tg, err);
   }
   qlm_model_free(m);
   qlm_source_close(src);
@@ -192,9 +246,13 @@ int cmd_bench(int argc, char **argv) {
     qlm_fail(&err, QLM_ENOMEM, "bench: cannot allocate the result table");
     return cli_report(&err);
   }
-  for (int i = 0; i < o.n_models && !rc; i++) rc = bench_one(&o, o.models[i], have_mach ? &mach : NULL, rows, &n, names[i], &err);
+  qlm_meter *meter = cli_measure_start(&o.cm);
+  for (int i = 0; i < o.n_models && !rc; i++)
+    rc = bench_one(&o, o.models[i], have_mach ? &mach : NULL, rows, &n, names[i], meter, &err);
   if (!rc) rc = qlm_bench_print(stdout, o.fmt, have_mach ? &mach : NULL, rows, n, &err);
   free(rows);
   free(names);
-  return rc ? cli_report(&err) : 0;
+  if (rc) cli_report(&err);
+  int mrc = cli_measure_end(&o.cm, meter, o.fmt != QLM_BENCH_MD || rc);
+  return rc ? (err.code ? err.code : QLM_EINTERNAL) : mrc;
 }
