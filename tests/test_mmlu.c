@@ -299,11 +299,37 @@ static void test_mmlu_bigram(void **state) {
   free(dir);
 }
 
+/* Every subject's category equals lm-evaluation-harness's own table (tests/data/mmlu/categories.tsv,
+ * written from the installed lm-eval by tools/gen_mmlu_categories.py), and all 57 are there. */
+static void test_categories_match_lm_eval(void **state) {
+  (void)state;
+  char *path = tu_testdata("mmlu/categories.tsv");
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  char line[256];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (line[0] == '#') continue;
+    char *tab = strchr(line, '\t'), *nl = strchr(line, '\n');
+    assert_non_null(tab);
+    if (nl) *nl = 0;
+    *tab = 0;
+    const char *cat = qlm_mmlu_category(line);
+    assert_non_null(cat);
+    assert_string_equal(cat, tab + 1);
+    n++;
+  }
+  fclose(f);
+  free(path);
+  assert_int_equal(n, 57);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_csv),
       cmocka_unit_test(test_scorer_matches_forward),
       cmocka_unit_test(test_mmlu_bigram),
+      cmocka_unit_test(test_categories_match_lm_eval),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
