@@ -80,10 +80,13 @@ void cli_db_set_quant(const qlm_db_quant *q);
 int cli_db_add_artefact(const char *path, const char *kind, qlm_error *err);
 void cli_db_success(void);
 /* Record the pending run into db_path (with the meter's phases when m != NULL) and clear it.
- * Does nothing when db_path is NULL. */
+ * Does nothing when db_path is NULL. runs.label = $QLM_RUN_LABEL when set (qlm sweep names its
+ * cells that way). */
 int cli_db_commit(const char *db_path, const char *command, const qlm_meter *m, qlm_error *err);
 /* One result, its model, recorded at once: set_model + add_result + commit. */
 int cli_db_record(const char *db_path, const char *command, const qlm_result *r, const qlm_source *src, qlm_error *err);
 int cmd_compare(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

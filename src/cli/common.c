@@ -194,7 +194,10 @@ int cli_db_commit(const char *db_path, const char *command, const qlm_meter *m, 
                qlm_sha256_file(g_db.model_path, hex, &herr) == QLM_OK;
   qlm_db_model model = {g_db.model_path, hashed ? hex : NULL, g_db.params, g_db.arch[0] ? g_db.arch : NULL};
   char *cl = command_line();
-  qlm_db_run run = {.command = command, .command_line = cl, .model = g_db.has_model ? &model : NULL,
+  /* qlm sweep names each cell's run through the environment of the child it spawns */
+  const char *label = getenv("QLM_RUN_LABEL");
+  qlm_db_run run = {.command = command, .command_line = cl, .label = label && *label ? label : NULL,
+                    .model = g_db.has_model ? &model : NULL,
                     .quant = g_db.has_quant ? &g_db.quant : NULL, .artefacts = arts, .n_artefacts = g_db.n_artefacts};
   qlm_db *db = NULL;
   int64_t id = 0;

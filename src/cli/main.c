@@ -21,6 +21,8 @@ static const struct {
     {"classify", cmd_classify, "sentiment (TweetEval): train a head on frozen features, evaluate it, or zero-shot"},
     {"mmlu", cmd_mmlu, "MMLU accuracy, zero- or few-shot, lm-eval's prompt, by answer-letter log-likelihood"},
     {"compare", cmd_compare, "two runs recorded with --db, metric by metric: relative change, beyond run-to-run noise?"},
+    {"sweep", cmd_sweep, "run an experiment grid from a config into the results database; resumable, --jobs N"},
+    {"report", cmd_report, "tables, charts and index.html from a results database (seed layouts, combined metric)"},
     {"replay", cmd_replay, "replay a DailyDialog workload at seeded random times (seed 001): energy, latency"},
     {"bench", cmd_bench, "prefill/decode tokens/s (llama-bench style) and fraction of the memory/FMA roofline"},
 };
