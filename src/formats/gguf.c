@@ -79,6 +79,14 @@ static int rd_str(reader *r, const char **s, uint64_t *len, uint64_t max, const 
   return QLM_OK;
 }
 
+/* Keys and tensor names are UTF-8 (the GGUF spec); anything else is a corrupt header. */
+static int check_utf8(reader *r, const char *s, uint64_t len, const char *what) {
+  size_t ok = qlm_utf8_valid_prefix(s, (size_t)len);
+  if (ok == len) return QLM_OK;
+  return qlm_fail(r->err, QLM_EFORMAT, "%s: %s at offset %zu is not valid UTF-8 (byte 0x%02x at +%zu)", r->path, what,
+                  (size_t)(s - (const char *)r->data), (unsigned char)s[ok], ok);
+}
+
 static char *dup_n(const char *s, size_t n, qlm_error *err) {
   char *p = qlm_malloc(n + 1, "a GGUF string", err);
   if (!p) return NULL;
@@ -172,7 +180,7 @@ static int read_kv(reader *r, qlm_source *src, uint64_t idx) {
   const char *k;
   uint64_t klen;
   int rc = rd_str(r, &k, &klen, GGUF_MAX_KEY, what);
-  if (rc) return rc;
+  if (rc || (rc = check_utf8(r, k, klen, what))) return rc;
   char *key = dup_n(k, (size_t)klen, r->err);
   if (!key) return QLM_ENOMEM;
   qlm_meta *m = qlm_source_add_meta(src, key, r->err);
@@ -228,7 +236,7 @@ static int read_tensor_info(reader *r, qlm_source *src, uint64_t idx, uint64_t *
   const char *s;
   uint64_t len;
   int rc = rd_str(r, &s, &len, GGUF_MAX_NAME, what);
-  if (rc) return rc;
+  if (rc || (rc = check_utf8(r, s, len, what))) return rc;
   char name[GGUF_MAX_NAME + 1];
   memcpy(name, s, (size_t)len);
   name[len] = 0;

@@ -42,6 +42,12 @@ static int load_json(const char *path, cJSON **out, qlm_error *err) {
   *out = NULL;
   int rc = qlm_read_file(path, HF_MAX_JSON, &text, &len, err);
   if (rc) return rc;
+  size_t ok = qlm_utf8_valid_prefix(text, len);
+  if (ok != len) {
+    rc = qlm_fail(err, QLM_EFORMAT, "%s: not valid UTF-8 (byte 0x%02x at offset %zu)", path, (unsigned char)text[ok], ok);
+    free(text);
+    return rc;
+  }
   *out = cJSON_ParseWithLength(text, len);
   free(text);
   if (!*out || !cJSON_IsObject(*out)) {

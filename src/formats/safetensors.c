@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "kernels/types.h"
+#include "tokenizer/vocab.h"
 
 #define ST_MAX_HEADER (100u << 20) /* 100 MiB of JSON is far beyond any real model */
 #define ST_MAX_TENSORS (1 << 20)
@@ -133,6 +134,10 @@ static int parse_header(qlm_st_set *set, int file, qlm_error *err) {
   if (n > ST_MAX_HEADER)
     return qlm_fail(err, QLM_ELIMIT, "%s: header length %llu exceeds the %u-byte limit", path, (unsigned long long)n,
                     ST_MAX_HEADER);
+  size_t ok = qlm_utf8_valid_prefix((const char *)m->data + 8, (size_t)n);
+  if (ok != n)
+    return qlm_fail(err, QLM_EFORMAT, "%s: header is not valid UTF-8 (byte 0x%02x at offset %zu)", path,
+                    m->data[8 + ok], 8 + ok);
   cJSON *root = cJSON_ParseWithLength((const char *)m->data + 8, (size_t)n);
   if (!root) {
     const char *ep = cJSON_GetErrorPtr();
@@ -225,6 +230,13 @@ static int open_index(qlm_st_set *set, const char *dir, const char *index_path, 
   size_t len = 0;
   int rc = qlm_read_file(index_path, ST_MAX_HEADER, &text, &len, err);
   if (rc) return rc;
+  size_t ok = qlm_utf8_valid_prefix(text, len);
+  if (ok != len) {
+    rc = qlm_fail(err, QLM_EFORMAT, "%s: not valid UTF-8 (byte 0x%02x at offset %zu)", index_path,
+                  (unsigned char)text[ok], ok);
+    free(text);
+    return rc;
+  }
   cJSON *root = cJSON_ParseWithLength(text, len);
   free(text);
   if (!root) return qlm_fail(err, QLM_EFORMAT, "%s: not valid JSON", index_path);

@@ -22,6 +22,12 @@ static int json_load(const char *path, cJSON **root, qlm_error *err) {
   size_t len = 0;
   int rc = qlm_read_file(path, JSON_MAX_BYTES, &text, &len, err);
   if (rc) return rc;
+  size_t ok = qlm_utf8_valid_prefix(text, len);
+  if (ok != len) {
+    rc = qlm_fail(err, QLM_EFORMAT, "%s: not valid UTF-8 (byte 0x%02x at offset %zu)", path, (unsigned char)text[ok], ok);
+    free(text);
+    return rc;
+  }
   *root = cJSON_ParseWithLength(text, len);
   if (!*root) {
     const char *at = cJSON_GetErrorPtr();
@@ -97,6 +103,11 @@ static int read_tokens(const cJSON *root, const cJSON *model, qlm_vocab *v, cons
   }
   if (max_id < 0) return qlm_fail(err, QLM_EFORMAT, "%s: model.vocab is empty", path);
   int n = (int)max_id + 1;
+  /* ids are dense, so there are about as many entries as ids: refuse an id far beyond the
+   * entries before allocating for it (small gaps are reported by id below) */
+  if (n - cJSON_GetArraySize(vocab) - cJSON_GetArraySize(added) > 65536)
+    return qlm_fail(err, QLM_EFORMAT, "%s: token id %d but only %d entries in model.vocab and added_tokens (ids must be dense)",
+                    path, n - 1, cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added));
   v->tokens = calloc((size_t)n, sizeof *v->tokens);
   v->token_len = calloc((size_t)n, sizeof *v->token_len);
   v->token_type = calloc((size_t)n, sizeof *v->token_type);

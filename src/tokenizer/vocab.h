@@ -7,6 +7,7 @@
 #define QLM_VOCAB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum qlm_tok_kind {
@@ -38,5 +39,10 @@ typedef struct qlm_vocab {
 
 void qlm_vocab_init(qlm_vocab *v); /* zero + ids = -1 */
 void qlm_vocab_free(qlm_vocab *v);
+
+/* Length of the longest prefix of s[0..n) that is well-formed UTF-8 (RFC 3629: no overlong
+ * forms, surrogates or code points above U+10FFFF); n when all of it is.  Readers check names
+ * and JSON text with it, so a message can name the offset of the first bad byte. */
+size_t qlm_utf8_valid_prefix(const char *s, size_t n);
 
 #endif
