@@ -7,7 +7,11 @@
  *     once per call to the type's vec_dot_type (into a per-thread scratch that only grows), then
  *     every thread dots its slice of W's rows with all T quantized rows, straight from the
  *     weight blocks — nothing is dequantized.
- *     Prefill (T >= DQ_GEMM_MIN_T) instead dequantizes tiles of W's rows per thread and uses
+ *     Prefill (T >= GEMM_Q_MIN_T) with Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights (Q4_K/Q5_K: rows a
+ *     multiple of 256) with AVX-512 VNNI (or AVX2, all but Q8_0) runs the int8 GEMM of kernels/gemm_q.c
+ *     (activations quantized once, tiles of 8 weight rows x 16 activation rows; ~1.5x the
+ *     dequantize + sgemm path per matrix, bench/gemm_q).
+ *     Other prefill (T >= DQ_GEMM_MIN_T) dequantizes tiles of W's rows per thread and uses
  *     sgemm, as for f32: at large T the weight conversion is amortized and BLAS is much faster.
  *   LLM.int8() weights (QLM_FAMILY_INT8_ROW): bitsandbytes' mixed int8 product at every T (see
  *     matmul_int8row below); never the dequantized sgemm, so prefill gives bnb's numbers too.
@@ -27,6 +31,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "kernels/gemm_q.h"
 #include "kernels/gemv.h"
 #include "kernels/int8row.h"
 #include "kernels/qdot.h"
@@ -44,6 +49,10 @@
 #define ACT_TILE 16
 /* Quantized W with at least this many activation rows goes through dequantized tiles and BLAS. */
 #define DQ_GEMM_MIN_T 32
+/* Quantized W with at least this many activation rows, of a type kernels/gemm_q.c covers with a
+ * SIMD tile kernel, goes through the blocked int8 GEMM instead (QLM_GEMM_Q=0 turns it off, to
+ * compare the two paths). */
+#define GEMM_Q_MIN_T 16
 /* Floats per thread in a dequantized tile of W rows (256 KiB: stays in L2 during the sgemm). */
 #define DQ_TILE_FLOATS (64 * 1024)
 
@@ -93,6 +102,11 @@ qlm_dotd_f32_fn qlm_dotd_f32_for(qlm_simd_level level) {
 }
 
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
+/* Read at every prefill-sized call (negligible next to the product) so tests can switch it. */
+static int gemm_q_on(void) {
+  const char *e = getenv("QLM_GEMM_Q");
+  return !(e && strcmp(e, "0") == 0);
+}
 static void blas_init(void) { openblas_set_num_threads(1); }
 
 typedef struct mm_task {
@@ -214,7 +228,14 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
   if (row == 0 || qlm_mul_overflow(row, (size_t)t->T, &total)) return 0;
   unsigned char *buf = act_scratch(total);
   if (!buf) return 0;
-  for (int64_t i = 0; i < t->T; i++) tr->quantize_act(t->X + i * t->W->cols, buf + (size_t)i * row, t->W->cols);
+  /* the AVX-512 quantizer writes the same bytes as the traits' scalar one, several times faster */
+  int q8_1 = tr->quantize_act == qlm_quantize_q8_1;
+  int fast = clamp_level(level) == QLM_SIMD_AVX512 && (q8_1 || tr->quantize_act == qlm_quantize_q8_0);
+  for (int64_t i = 0; i < t->T; i++) {
+    const float *x = t->X + i * t->W->cols;
+    if (fast) qlm_gemm_q_quantize_avx512(x, buf + (size_t)i * row, t->W->cols, q8_1);
+    else tr->quantize_act(x, buf + (size_t)i * row, t->W->cols);
+  }
   if (tr->vec_dot_t) t->vec_dot_t = qlm_vec_dot_t_for(t->W->type, level);
   else t->vec_dot = qlm_vec_dot_for(t->W->type, level);
   t->act = buf;
@@ -400,6 +421,9 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
     fn = has_quant_path(t.tr, W->cols) ? task_quant : task_generic;
   } else if (T > 1 && use_blas) {
     pthread_once(&g_blas_once, blas_init);
+  }
+  if (fn != task_f32 && use_blas && T >= GEMM_Q_MIN_T && qlm_gemm_q_fast(W->type, level)) {
+    if (gemm_q_on() && qlm_gemm_q(W, X, T, Y, pool, level)) return;
   }
   double work = (double)W->rows * (double)W->cols * (double)T;
   if (work < MIN_PARALLEL_WORK) pool = NULL;
