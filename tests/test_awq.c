@@ -229,6 +229,55 @@ static void test_outliers(void **st) {
   free_input(&in);
 }
 
+/* duo=1, AutoAWQ's default duo scaling s = s_x^a / (s_w^(1-a) + 1e-4), on test_outliers' layer:
+ * the weight statistic, the chosen alpha and the errors at alpha 0 and at the best alpha equal
+ * tools/awq_reference.py's (numpy, on the token outputs) */
+static void test_duo(void **st) {
+  (void)st;
+  enum { T = 256, C = 256, R = 96 };
+  float gain[C];
+  for (int j = 0; j < C; j++) gain[j] = (j * 7) % 64 == 5 ? 25.0f : 1.0f;
+  layer_in in = make_input(T, C, gain, 21, false);
+  float *W = random_weights(R, C, 22);
+  qlm_calib cal = {.cols = C, .n_tokens = T, .act_absmean = in.absmean, .hessian = in.H};
+  qlm_error err = {0};
+  float sw[C];
+  qlm_awq_weight_means(W, R, C, 64, sw);
+  const double ref_sw[4] = {0.26422598, 0.28785344, 0.3066736, 0.28883789};
+  for (int j = 0; j < 4; j++) assert_true(fabs(sw[j] - ref_sw[j]) <= 1e-6 * ref_sw[j]);
+  const int bits[] = {4, 3};
+  const double ref_alpha[2] = {0.35, 0.35}, ref_e0[2] = {1.01676, 4.37896}, ref_best[2] = {0.233396, 1.06079};
+  for (int k = 0; k < 2; k++) {
+    qlm_quant_opts o = {.bits = bits[k], .group = 64, .n_threads = 2, .duo = true}, o1 = o;
+    o1.duo = false;
+    qlm_method_awq.defaults(&o), qlm_method_awq.defaults(&o1);
+    float s[C], s1[C], alpha, alpha1;
+    double errs[QLM_AWQ_GRID], errs1[QLM_AWQ_GRID];
+    assert_int_equal(qlm_awq_search(W, R, C, &cal, &o, s, &alpha, errs, &err), 0);
+    assert_int_equal(qlm_awq_search(W, R, C, &cal, &o1, s1, &alpha1, errs1, &err), 0);
+    int bi = (int)lrintf(alpha * QLM_AWQ_GRID);
+    print_message("%d-bit g64 duo scaling: alpha %.2f, error %.5g (alpha 0: %.5g); s_x^alpha alone: alpha %.2f, %.5g\n",
+                  bits[k], (double)alpha, errs[bi], errs[0], (double)alpha1, errs1[(int)lrintf(alpha1 * QLM_AWQ_GRID)]);
+    assert_true(fabs(alpha - ref_alpha[k]) < 1e-6);
+    assert_true(fabs(errs[0] - ref_e0[k]) <= 1e-4 * ref_e0[k]);
+    assert_true(fabs(errs[bi] - ref_best[k]) <= 1e-4 * ref_best[k]);
+    /* at alpha 0 duo scales by 1 / s_w: not RTN any more (non-duo's alpha 0 is) */
+    assert_true(errs[0] != errs1[0]);
+    /* a fixed alpha with duo gives the same s as that grid point of the search */
+    qlm_quant_opts oa = o;
+    oa.alpha = alpha, oa.alpha_set = true;
+    float sa[C], aa;
+    assert_int_equal(qlm_awq_search(W, R, C, &cal, &oa, sa, &aa, NULL, &err), 0);
+    assert_memory_equal(sa, s, sizeof s);
+  }
+  qlm_quant_opts p = {0};
+  assert_int_equal(qlm_quant_opts_parse_kv(&p, "duo", "1", "cli", &err), QLM_OK);
+  assert_true(p.duo);
+  assert_int_equal(qlm_quant_opts_parse_kv(&p, "duo", "2", "cli", &err), QLM_EUSAGE);
+  free(W);
+  free_input(&in);
+}
+
 /* Isotropic inputs: with equal mean |x| every alpha gives s = 1 and the search keeps alpha = 0;
  * with gaussian inputs the scales stay near 1 and AWQ is never worse than RTN. */
 static void test_isotropic(void **st) {
@@ -405,6 +454,7 @@ int main(void) {
       cmocka_unit_test(test_one_sign_group),
       cmocka_unit_test(test_outliers),
       cmocka_unit_test(test_isotropic),
+      cmocka_unit_test(test_duo),
       cmocka_unit_test(test_folding_keeps_outputs),
       cmocka_unit_test(test_end_to_end),
       cmocka_unit_test(test_bad_options),

@@ -3,12 +3,16 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "core/fp16.h"
 #include "kernels/rtn.h"
 #include "kernels/types.h"
 #include "quant/gptq.h"
 #include "quant/method.h"
+#include "quant/quantize.h"
+#include "model/model.h"
 #include "testutil.h"
 
 /* A synthetic layer: W [rows x cols], inputs X [cols x T] that are strongly correlated (a
@@ -205,6 +209,39 @@ static void test_act_order_static(void **state) {
   free_layer(&L);
 }
 
+/* (3b) act_order with dynamic groups (AutoGPTQ's default): stored permuted with a ".perm"
+ * companion; the method's dequantizer gives the algorithm's Q in the original order; on a layer
+ * with uneven input scales it beats the natural order. */
+static void test_act_order_dynamic(void **state) {
+  (void)state;
+  layer L;
+  make_layer(&L, 24, 192, 768, 34, NULL, 0);
+  qlm_calib cal = calib_of(&L);
+  const int groups[] = {32, 64};
+  for (int k = 0; k < 2; k++) {
+    qlm_quant_opts o = gopts(4, groups[k], k), o0 = o;
+    o.act_order = true;
+    qlm_qtensor q = {0}, q0 = {0};
+    qlm_error err = {0};
+    float *wh = malloc(sizeof(float) * L.rows * L.cols), *wh0 = malloc(sizeof(float) * L.rows * L.cols);
+    float *back = malloc(sizeof(float) * L.rows * L.cols);
+    assert_int_equal(qlm_gptq_quantize_ex(L.W, L.rows, L.cols, &cal, &o, &q, wh, NULL, &err), QLM_OK);
+    assert_int_equal(qlm_gptq_quantize_ex(L.W, L.rows, L.cols, &cal, &o0, &q0, wh0, NULL, &err), QLM_OK);
+    assert_int_equal(q.n_aux, 1);
+    assert_int_equal(q0.n_aux, 0);
+    assert_int_equal(qlm_method_gptq.dequantize(&q, back, &err), QLM_OK);
+    assert_memory_equal(back, wh, sizeof(float) * L.rows * L.cols);
+    /* bpw: the permutation costs 32 bits per column, shared by the rows */
+    assert_true(fabs(q.bpw - q0.bpw - 32.0 / (double)L.rows) < 1e-9);
+    double e = output_error(&L, wh), e0 = output_error(&L, wh0);
+    print_message("dynamic groups g=%d: act-order %.5g, natural order %.5g\n", groups[k], e, e0);
+    assert_true(e < e0);
+    free(wh), free(wh0), free(back);
+    qlm_qtensor_free(&q), qlm_qtensor_free(&q0);
+  }
+  free_layer(&L);
+}
+
 /* (4) Dead inputs (zero columns of X): their weights become 0, everything stays finite, the
  * error on the live inputs still beats RTN; an all-dead Hessian gives an all-zero layer. */
 static void test_dead_inputs(void **state) {
@@ -272,8 +309,6 @@ static void test_errors(void **state) {
   expect_fail(L.W, 8, 64, &cal, gopts(1, 32, 0), QLM_EUSAGE, "bits=1");
   expect_fail(L.W, 8, 64, &cal, gopts(4, QLM_GROUP_TENSOR, 0), QLM_EUSAGE, "group=tensor");
   qlm_quant_opts o = gopts(4, 32, 0);
-  o.act_order = true;
-  expect_fail(L.W, 8, 64, &cal, o, QLM_EUNSUPPORTED, "static_groups=1");
   float *W = malloc(sizeof(float) * 8 * 64);
   memcpy(W, L.W, sizeof(float) * 8 * 64);
   W[70] = NAN;
@@ -341,6 +376,25 @@ static void test_reference(void **state) {
     off += (size_t)(8 * rows * ng);
     assert_true(off <= n);
     size_t bs = (size_t)qlm_rtn_header_bytes(q.type) + (size_t)qlm_rtn_code_bytes(q.type);
+    /* act_order with dynamic groups: stored in the permuted column order, with the permutation as
+     * the ".perm" companion (stored position p holds original column perm[p]) */
+    bool permuted = c[3] && !c[4] && g < cols;
+    assert_int_equal(q.n_aux, permuted ? 1 : 0);
+    int64_t *perm = malloc(sizeof(int64_t) * cols);
+    for (int64_t p = 0; p < cols; p++) perm[p] = p;
+    if (permuted) {
+      assert_string_equal(q.aux[0].suffix, ".perm");
+      assert_int_equal(q.aux[0].n, cols);
+      for (int64_t p = 0; p < cols; p++) perm[p] = (int64_t)((const float *)q.aux[0].data)[p];
+      for (int64_t p = 1; p < cols; p++) /* decreasing diag(H), ties by column */
+        assert_true(H[perm[p - 1] * cols + perm[p - 1]] > H[perm[p] * cols + perm[p]] ||
+                    (H[perm[p - 1] * cols + perm[p - 1]] == H[perm[p] * cols + perm[p]] && perm[p - 1] < perm[p]));
+    }
+    /* the stored tensor, dequantized by the method, is the algorithm's Q in the original order */
+    float *back = malloc(sizeof(float) * rows * cols);
+    assert_int_equal(qlm_method_gptq.dequantize(&q, back, &err), QLM_OK);
+    for (int64_t i = 0; i < rows * cols; i++) assert_true(fabsf(back[i] - wh[i]) <= 1e-6f * (fabsf(wh[i]) + 1e-3f));
+    free(back);
     int code_diff = 0;
     double max_rel = 0;
     for (int64_t r = 0; r < rows; r++)
@@ -353,8 +407,9 @@ static void test_reference(void **state) {
         max_rel = fmax(max_rel, fabs(dq - dr) / dr);
         assert_true(fabs(dq - dr) <= dr * 0x1p-10f);
         assert_int_equal(z, zr);
-        for (int i = 0; i < g; i++) code_diff += u[i] != codes[r * cols + b * g + i];
+        for (int i = 0; i < g; i++) code_diff += u[i] != codes[r * cols + perm[b * g + i]];
       }
+    free(perm);
     print_message("reference case %d (bits=%d group=%d asym=%d act=%d static=%d block=%d): %d codes differ, "
                   "scales max rel diff %.3g, loss %.9g vs %.9g\n",
                   k, c[0], c[1], c[2], c[3], c[4], c[5], code_diff, max_rel, loss, loss_ref);
@@ -366,10 +421,57 @@ static void test_reference(void **state) {
   free(u), free(wh), free(W), free(H), free(d);
 }
 
+/* (7) stories260K through the driver with act_order and dynamic groups: every linear stored
+ * permuted with its ".perm", the loaded model gathers its inputs, and the text stays close to
+ * the f32 model's (a missing or wrong gather gives noise). */
+static void test_stories_act_order(void **state) {
+  (void)state;
+  char *sp = tu_shared("models/stories260K/stories260K.gguf"), *calib = tu_shared("data/calibration/llama-factory/c4_demo.jsonl");
+  qlm_source *src = NULL;
+  qlm_error err = {0};
+  if (qlm_source_open(sp, NULL, &src, &err)) fail_msg("%s", err.msg);
+  enum { N = 64 };
+  int32_t ref[N], forced[N];
+  tu_greedy(src, N, NULL, ref, NULL);
+  char *dir = tu_tmpdir(), out[512];
+  int agree[2];
+  for (int act = 0; act < 2; act++) {
+    snprintf(out, sizeof out, "%s/gptq_act%d.gguf", dir, act);
+    qlm_quant_params p = {.method = &qlm_method_gptq, .embd_type = QLM_TYPE_F32, .n_threads = 2, .calib_text = calib,
+                          .calib = {.n_samples = 8, .seq_len = 128, .seed = 1},
+                          .opts = {.bits = 4, .group = 32, .asym = true, .act_order = act}};
+    qlm_quant_summary s;
+    if (qlm_quantize(src, out, &p, &s, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(s.n_quantized + s.n_fallback, 35); /* ffn_down's 172 columns: groups of 43 (noted) */
+    qlm_source *q = NULL;
+    if (qlm_source_open(out, NULL, &q, &err)) fail_msg("%s", err.msg);
+    qlm_model *m = NULL;
+    if (qlm_model_load(q, &m, &err)) fail_msg("%s", err.msg);
+    for (int il = 0; il < m->hp.n_layer; il++) {
+      const qlm_layer *L = &m->layers[il];
+      assert_true(act ? L->in_q.perm && L->in_o.perm && L->in_down.perm : !L->in_q.perm && !L->in_down.perm);
+      assert_true(L->in_q.act_scale == 0.0f);
+    }
+    qlm_model_free(m);
+    tu_greedy(q, N, ref, forced, NULL);
+    agree[act] = 0;
+    for (int k = 0; k < N; k++) agree[act] += forced[k] == ref[k];
+    qlm_source_close(q);
+    unlink(out);
+  }
+  print_message("gptq 4-bit g32 on stories260K: teacher-forced picks equal to f32 %d/%d (act_order) %d/%d (natural)\n",
+                agree[1], N, agree[0], N);
+  assert_true(agree[1] >= N - 8 && agree[0] >= N - 8);
+  rmdir(dir);
+  free(dir), free(sp), free(calib);
+  qlm_source_close(src);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_huge_damp_is_rounding), cmocka_unit_test(test_beats_rtn),
       cmocka_unit_test(test_act_order_static),      cmocka_unit_test(test_dead_inputs),
+      cmocka_unit_test(test_act_order_dynamic),     cmocka_unit_test(test_stories_act_order),
       cmocka_unit_test(test_errors),                cmocka_unit_test(test_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

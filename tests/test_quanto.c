@@ -24,6 +24,7 @@
 #include "model/model.h"
 #include "quant/method.h"
 #include "quant/quantize.h"
+#include "quant/quanto.h"
 
 #define GEN "tools/quanto_reference.py"
 static const qlm_simd_level LEVELS[] = {QLM_SIMD_SCALAR, QLM_SIMD_AVX2, QLM_SIMD_AVX512};
@@ -418,6 +419,83 @@ static void test_options_and_errors(void **state) {
     }
 }
 
+/* ---- activations=qint8 against optimum-quanto (tests/data/quanto/quanto_act_ref.bin): the
+ * calibrated input scale after every call (exact, f16 momentum rule), the int8 codes of a test
+ * input, the frozen QLinear's output, and that quanto's streamline leaves LLaMA outputs float */
+static void test_activations_against_quanto(void **state) {
+  (void)state;
+  size_t n;
+  uint8_t *buf = tu_read_vectors("quanto/quanto_act_ref.bin", "QLMQACT1", GEN, &n);
+  rd r = {buf + 8, buf + n};
+  const uint32_t in = take_u32(&r), out = take_u32(&r), T = take_u32(&r), nc = take_u32(&r);
+  assert_true(in == 64 && out == 8 && T == 6 && nc == 7);
+  const uint8_t *Wb = take(&r, (size_t)in * out * 4);
+  float W[8 * 64], maxima[7], scale = 0;
+  for (uint32_t i = 0; i < in * out; i++) W[i] = f32_at(Wb, i);
+  for (uint32_t k = 0; k < nc; k++) {
+    const uint8_t *X = take(&r, (size_t)T * in * 4);
+    float m = 0;
+    for (uint32_t i = 0; i < T * in; i++) m = fmaxf(m, fabsf(f32_at(X, i)));
+    maxima[k] = m;
+    float want = f32_at(take(&r, 4), 0);
+    scale = qlm_quanto_input_scale(maxima, (int)k + 1, QLM_DTYPE_F16);
+    assert_true(scale == want); /* bit-exact: every f16 rounding of the momentum rule */
+  }
+  assert_true(qlm_quanto_input_scale(maxima, 0, QLM_DTYPE_F16) == 1.0f); /* quanto's untouched default */
+  const uint8_t *Xt = take(&r, (size_t)T * in * 4);
+  const int8_t *codes = take(&r, (size_t)T * in);
+  const uint8_t *Yb = take(&r, (size_t)T * out * 4);
+  int exact = 0, off = 0;
+  float xq[6 * 64];
+  for (uint32_t i = 0; i < T * in; i++) {
+    float x = f32_at(Xt, i);
+    /* quanto divides in f16, then rounds half to even and clamps to int8 */
+    float q16 = fminf(fmaxf(nearbyintf(qlm_f16_to_f32(qlm_f32_to_f16(x / scale))), -128.0f), 127.0f);
+    exact += q16 == (float)codes[i];
+    xq[i] = qlm_quanto_fake_quant_act(x, scale); /* what the model does (f32 division) */
+    float c = xq[i] / scale;
+    assert_true(c == nearbyintf(c) && fabsf(c - codes[i]) <= 1.0f);
+    off += c != (float)codes[i];
+  }
+  assert_int_equal(exact, (int)(T * in));
+  print_message("int8 input codes: %d of %u equal quanto's with f32 division (f16 division: all)\n", (int)(T * in) - off, T * in);
+  assert_true(off <= (int)(T * in) / 50);
+  /* the frozen QLinear: qlm's qint8 weights (with the calibrated scale as companion) times the
+   * fake-quantized input, against quanto's f16 output */
+  qlm_calib cal = {.cols = in, .n_tokens = (int64_t)T * nc, .n_calls = (int)nc, .call_absmax = maxima};
+  qlm_quant_opts o = {.dtype = QLM_DTYPE_F16, .act_int8 = true};
+  qlm_qtensor q = {0};
+  qlm_error err = {0};
+  qlm_method_quanto.defaults(&o);
+  if (qlm_method_quanto.quantize(W, out, in, &cal, &o, &q, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(q.n_aux, 1);
+  assert_string_equal(q.aux[0].suffix, ".input_scale");
+  assert_true(f32_at(q.aux[0].data, 0) == scale);
+  assert_non_null(strstr(q.desc, "activations=qint8"));
+  float Wd[8 * 64];
+  assert_true(qlm_dequantize(q.type, q.data, Wd, (int64_t)in * out));
+  double maxdiff = 0, maxy = 0;
+  for (uint32_t t = 0; t < T; t++)
+    for (uint32_t j = 0; j < out; j++) {
+      double y = 0;
+      for (uint32_t i = 0; i < in; i++) y += (double)Wd[j * in + i] * xq[t * in + i];
+      double want = f32_at(Yb, t * out + j);
+      maxdiff = fmax(maxdiff, fabs(y - want));
+      maxy = fmax(maxy, fabs(want));
+    }
+  print_message("QLinear output: max |qlm - quanto| = %.3g (max |y| %.3g)\n", maxdiff, maxy);
+  /* quanto's output is an f16 (relative step 2^-11) and a code or two may differ by one step of
+   * the input scale times a weight (<= 0.25 here) */
+  assert_true(maxdiff <= maxy * 1e-3 + 2.0 * scale * 0.25);
+  qlm_qtensor_free(&q);
+  /* without calibration the option is refused */
+  qlm_qtensor q2 = {0};
+  assert_int_equal(qlm_method_quanto.quantize(W, out, in, NULL, &o, &q2, &err), QLM_EUSAGE);
+  uint32_t n_lin = take_u32(&r), n_outq = take_u32(&r);
+  assert_true(n_lin == 14 && n_outq == 0); /* streamline: no LLaMA linear quantizes its output */
+  free(buf);
+}
+
 /* ---- stories260K end to end: quantize with quanto through the driver, load, run greedy */
 static void test_stories_end_to_end(void **state) {
   (void)state;
@@ -464,10 +542,65 @@ static void test_stories_end_to_end(void **state) {
   qlm_source_close(src);
 }
 
+/* ---- stories260K with activations=qint8: calibrated scales stored, used at run time, drift */
+static void test_stories_activations(void **state) {
+  (void)state;
+  char *sp = tu_shared("models/stories260K/stories260K.gguf"), *calib = tu_shared("data/calibration/llama-factory/c4_demo.jsonl");
+  qlm_source *src = NULL;
+  qlm_error err = {0};
+  if (qlm_source_open(sp, NULL, &src, &err)) fail_msg("%s", err.msg);
+  enum { N = 64 };
+  int32_t ref[N], got[N], forced[N], forced_w[N];
+  tu_greedy(src, N, NULL, ref, NULL);
+  char *dir = tu_tmpdir();
+  char out[512], out_w[512];
+  snprintf(out, sizeof out, "%s/quanto_a8.gguf", dir);
+  snprintf(out_w, sizeof out_w, "%s/quanto_w8.gguf", dir);
+  qlm_quant_params p = {.method = &qlm_method_quanto, .embd_type = QLM_TYPE_F32, .n_threads = 2, .calib_text = calib,
+                        .calib = {.n_samples = 8, .seq_len = 128, .seed = 1}};
+  qlm_quant_summary s;
+  if (qlm_quantize(src, out_w, &p, &s, &err)) fail_msg("%s", err.msg); /* weights only */
+  if (qlm_quant_opts_parse_kv(&p.opts, "activations", "qint8", "test", &err)) fail_msg("%s", err.msg);
+  if (qlm_quantize(src, out, &p, &s, &err)) fail_msg("%s", err.msg);
+  qlm_source *q = NULL, *qw = NULL;
+  if (qlm_source_open(out, NULL, &q, &err) || qlm_source_open(out_w, NULL, &qw, &err)) fail_msg("%s", err.msg);
+  /* every linear has its scale, and the loaded model uses it */
+  assert_non_null(qlm_source_tensor(q, "blk.4.ffn_down.weight.input_scale"));
+  assert_null(qlm_source_tensor(qw, "blk.4.ffn_down.weight.input_scale"));
+  qlm_model *m = NULL;
+  if (qlm_model_load(q, &m, &err)) fail_msg("%s", err.msg);
+  for (int il = 0; il < m->hp.n_layer; il++) {
+    const qlm_layer *L = &m->layers[il];
+    const qlm_lin_in *ins[] = {&L->in_q, &L->in_k, &L->in_v, &L->in_o, &L->in_gate, &L->in_up, &L->in_down};
+    for (int k = 0; k < 7; k++) assert_true(ins[k]->act_scale > 0.0f && !ins[k]->perm);
+    assert_true(L->in_q.act_scale == L->in_v.act_scale); /* one input, one scale */
+  }
+  qlm_model_free(m);
+  tu_greedy(q, N, NULL, got, NULL);
+  tu_greedy(q, N, ref, forced, NULL);
+  tu_greedy(qw, N, ref, forced_w, NULL);
+  int same = tu_common_prefix(ref, got, N), agree = 0, agree_w = 0, differ = 0;
+  for (int k = 0; k < N; k++) agree += forced[k] == ref[k], agree_w += forced_w[k] == ref[k], differ += forced[k] != forced_w[k];
+  print_message("quanto qint8 + activations qint8 on stories260K: greedy prefix equal to f32 %d/%d, teacher-forced "
+                "picks equal %d/%d (weights only: %d/%d)\n", same, N, agree, N, agree_w, N);
+  /* int8 activations with per-tensor static scales cost a little more than int8 weights alone */
+  assert_true(same >= 16 && agree >= N - 6);
+  qlm_source_close(q);
+  qlm_source_close(qw);
+  unlink(out);
+  unlink(out_w);
+  rmdir(dir);
+  free(dir);
+  free(sp);
+  free(calib);
+  qlm_source_close(src);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fp8_format),  cmocka_unit_test(test_against_quanto),     cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_fp8_matmul), cmocka_unit_test(test_options_and_errors), cmocka_unit_test(test_stories_end_to_end),
+      cmocka_unit_test(test_activations_against_quanto), cmocka_unit_test(test_stories_activations),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

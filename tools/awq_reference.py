@@ -4,7 +4,9 @@
 NOT AutoAWQ itself: the autoawq package (0.2.9, an sdist) needs torch and builds CUDA kernels, so
 it does not install on this CPU-only machine.  This is the search written from the paper (Lin et
 al., arXiv 2306.00978) and the formulas of llm-awq / AutoAWQ as recorded in
-shared/docs/QUANT_FACTS.md (non-"duo" scaling, as llm-awq):
+shared/docs/QUANT_FACTS.md (non-"duo" scaling, as llm-awq; and AutoAWQ's duo scaling, its default
+duo_scaling=True: s = s_x^a / (s_w^(1-a) + 1e-4) with s_w the per-channel mean over rows of |w|
+normalized by its group's max |w| + 1e-6):
 
   s_x   = mean over tokens of |x_j|
   s     = clamp(s_x ** alpha, min=1e-4);  s = s / sqrt(max(s) * min(s)),  alpha = i/20, i = 0..19
@@ -63,14 +65,32 @@ def pseudo_quantize(w, bits, group):
     return q.reshape(rows, cols)
 
 
-def search(X, W, bits, group, n_grid=20):
+def weight_means(W, group):
+    """AutoAWQ's duo-scaling statistic: |w| / (max |w| of its group + 1e-6), mean over rows."""
+    rows, cols = W.shape
+    g = np.abs(W.astype(np.float32)).reshape(-1, group)
+    ws = g / (g.max(axis=1, keepdims=True) + np.float32(1e-6))
+    return ws.reshape(rows, cols).astype(np.float64).mean(axis=0)
+
+
+def scales(s_x, a, w_mean=None):
+    s = s_x**a
+    if w_mean is not None:  # AutoAWQ duo_scaling=True (its default)
+        s = s / (w_mean ** (1 - a) + 1e-4)
+    s = np.maximum(s, 1e-4)
+    s = s / np.sqrt(s.max() * s.min())
+    s[~np.isfinite(s)] = 1.0
+    return s
+
+
+def search(X, W, bits, group, n_grid=20, duo=False):
     y = X @ W.T
     s_x = np.abs(X).mean(axis=0)
+    w_mean = weight_means(W, group) if duo else None
     losses = []
     for i in range(n_grid):
         a = i / n_grid
-        s = np.maximum(s_x**a, 1e-4)
-        s = s / np.sqrt(s.max() * s.min())
+        s = scales(s_x, a, w_mean)
         wq = pseudo_quantize(W * s, bits, group) / s
         losses.append(float(((y - X @ wq.T) ** 2).mean()))
     best = int(np.argmin(losses))  # first minimum, like the reference's strict "<"
@@ -117,6 +137,11 @@ def main():
         wq = clip_search(X / sc, W * sc, bits, 64) / sc
         print(f"  with the clipping search: loss {((X @ W.T - X @ wq.T) ** 2).mean():.6g} (x{R} = "
               f"{((X @ W.T - X @ wq.T) ** 2).mean() * R:.6g})")
+        alpha, losses = search(X, W, bits, 64, duo=True)
+        print(f"  duo scaling: best alpha {alpha:.2f}; loss at alpha 0 {losses[0]:.6g}, best {min(losses):.6g} "
+              f"(x{R} = {losses[0] * R:.6g}, {min(losses) * R:.6g})")
+        print("  duo losses x rows:", " ".join(f"{v * R:.6g}" for v in losses))
+    print("duo w_mean[0:4] =", " ".join(f"{v:.8g}" for v in weight_means(W, 64)[:4]))
 
 
 if __name__ == "__main__":

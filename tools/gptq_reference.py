@@ -22,7 +22,8 @@ File layout (little-endian):
   float32 W[rows*cols], float64 hessian[cols*cols]
   per case: int32 bits, group (0 = per channel), asym, act_order, static_groups, block; float32 damp;
             float64 loss; uint8 codes[rows*cols] (original column order);
-            float32 d[rows*ng]; int32 z[rows*ng]   (ng = cols/group, 1 per channel)
+            float32 d[rows*ng]; int32 z[rows*ng]   (ng = cols/group, 1 per channel; with act_order and
+            dynamic groups, group k is the k-th run of `group` columns in the permuted order)
 The generator refuses a fixture where some w/d is within 1e-6 of a rounding tie, so exact code
 equality is the right test (no legitimate change of summation order can flip a code).
 """
@@ -153,6 +154,10 @@ CASES = [
     (2, 128, 1, 0, 0, 32, 0.01),  # groups spanning several blocks
     (8, 64, 0, 0, 0, 128, 0.1),
     (4, 64, 1, 0, 1, 64, 0.01),  # static groups, no act-order
+    # act-order with dynamic groups (AutoGPTQ's desc_act=True, static_groups=False): d/z of group k
+    # are those of permuted positions [k g, (k+1) g); codes still in the original order
+    (4, 32, 1, 1, 0, 128, 0.01),
+    (3, 64, 0, 1, 0, 32, 0.01),  # groups spanning blocks, sym
 ]
 
 

@@ -4,7 +4,8 @@ write tests/data/quanto/quanto_ref.bin, which tests/test_quanto.c compares with 
 
 Setup (once):  python -m venv ~/.cache/qlm/venv-ref && ~/.cache/qlm/venv-ref/bin/pip install torch numpy
                ~/.cache/qlm/venv-ref/bin/pip install --no-deps optimum-quanto     (0.2.7 was used)
-Run:           ~/.cache/qlm/venv-ref/bin/python tools/quanto_reference.py [out_path]
+Run:           ~/.cache/qlm/venv-ref/bin/python tools/quanto_reference.py [out_path [act_out_path]]
+               (activation_case() below also needs transformers, for a tiny LlamaForCausalLM)
 
 Each case does what QModuleMixin.qweight does for a torch.nn.Linear weight of the given dtype:
 the default optimizer (AbsmaxOptimizer for 8-bit qtypes, MaxOptimizer otherwise) along axis 0 with
@@ -104,8 +105,71 @@ def cast_values():
     return struct.pack("<I", x.numel()) + x.numpy().astype("<f4").tobytes() + y.numpy().tobytes()
 
 
+ACT_IN, ACT_OUT, ACT_T, ACT_CALLS = 64, 8, 6, 7
+
+
+def activation_case():
+    """activations=qint8: a real QLinear (f16, weights=qint8, activations=qint8) calibrated with
+    Calibration() on ACT_CALLS batches of ACT_T x ACT_IN inputs of varying ranges; records each
+    call's input, the input_scale after each call, then the frozen module's output on a test input
+    and the int8 codes quanto gives that input.  Also checks on a tiny LlamaForCausalLM that
+    Calibration's streamline mode leaves no output quantizer on any linear (outputs stay float).
+
+    File tests/data/quanto/quanto_act_ref.bin (little-endian):
+      char magic[8] = "QLMQACT1"; u32 in, out, T, n_calls; f32 W[out * in] (f16 values)
+      per call: f32 X[T * in] (f16 values); f32 input_scale after the call
+      f32 Xt[T * in]; i8 codes[T * in] (quantize_symmetric(Xt, qint8, scale)); f32 Y[T * out]
+      u32 llama_linears, llama_output_quantized"""
+    rng = np.random.RandomState(77)
+    lin = torch.nn.Linear(ACT_IN, ACT_OUT, bias=False, dtype=torch.float16)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(rng.normal(0, 0.05, size=(ACT_OUT, ACT_IN)).astype(np.float32)).half())
+    model = torch.nn.Sequential(lin)
+    oq.quantize(model, weights=qint8, activations=qint8)
+    w = model[0].weight.detach().float().numpy().copy()
+    rec = bytearray(b"QLMQACT1" + struct.pack("<IIII", ACT_IN, ACT_OUT, ACT_T, ACT_CALLS) + w.astype("<f4").tobytes())
+    ranges = [0.5, 3.0, 1.0, 0.25, 8.0, 2.0, 1.5]
+    with torch.no_grad(), oq.Calibration():
+        for k in range(ACT_CALLS):
+            x = torch.from_numpy(rng.normal(0, ranges[k], size=(ACT_T, ACT_IN)).astype(np.float32)).half()
+            model(x)
+            rec += x.float().numpy().astype("<f4").tobytes()
+            rec += struct.pack("<f", float(model[0].input_scale))
+    oq.freeze(model)
+    xt = torch.from_numpy(rng.normal(0, 1.2, size=(ACT_T, ACT_IN)).astype(np.float32)).half()
+    scale = model[0].input_scale
+    codes = torch.ops.quanto.quantize_symmetric(xt, dtype=torch.int8, axis=None, scale=scale)
+    with torch.no_grad():
+        y = model(xt)
+    y = y.dequantize() if hasattr(y, "dequantize") else y
+    rec += xt.float().numpy().astype("<f4").tobytes() + codes.numpy().astype(np.int8).tobytes()
+    rec += y.float().numpy().astype("<f4").tobytes()
+    rec += struct.pack("<II", *llama_output_quantizers())
+    return bytes(rec)
+
+
+def llama_output_quantizers():
+    """(linears, linears that still quantize their outputs) after Calibration() on a tiny LLaMA."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    m = LlamaForCausalLM(cfg)
+    oq.quantize(m, weights=qint8, activations=qint8, exclude=["lm_head"])
+    with torch.no_grad(), oq.Calibration():
+        for _ in range(2):
+            m(torch.randint(0, 64, (1, 16)))
+    mods = [mod for mod in m.modules() if isinstance(mod, oq.QModuleMixin)]
+    return len(mods), sum(1 for mod in mods if len(mod._forward_hooks) > 0)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/quanto/quanto_ref.bin"
+    act_out = sys.argv[2] if len(sys.argv) > 2 else "tests/data/quanto/quanto_act_ref.bin"
+    with open(act_out, "wb") as f:
+        f.write(activation_case())
+    print(f"wrote {act_out}")
     w = weights()
     cases = [
         case(w, qint8, torch.float16), case(w, qint8, torch.bfloat16),

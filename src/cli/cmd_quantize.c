@@ -77,6 +77,11 @@ static void usage(FILE *f, bool export_gguf) {
           "      --target-bpw B        mixed precision: give each linear matrix 2/3/4/5/6/8 bits (as the\n"
           "                            method allows) so they average B bits/weight, spending bits where the\n"
           "                            layer's output error on the calibration text drops most\n"
+          "      --activations qint8   quanto: int8 inputs of every linear with a static per-tensor scale\n"
+          "                            calibrated on --calib text (quanto's Calibration(), momentum 0.9);\n"
+          "                            stored as '<weight>.input_scale' (= --opt activations=qint8)\n"
+          "      --duo                 awq: AutoAWQ's duo scaling s = s_x^a / s_w^(1-a) (= --opt duo=1;\n"
+          "                            default off: llm-awq's s = s_x^a)\n"
           "  -t, --threads N           threads (default: all %d CPUs)\n\n"
           "Methods:\n",
           cli_default_model(), qlm_quantize_types, default_calib(), cli_default_threads());
@@ -90,6 +95,9 @@ static void usage(FILE *f, bool export_gguf) {
           "then sizes before/after and the quantization time.\n"
           "examples:\n"
           "  qlm quantize -m stories260K.gguf -o s.nf4.gguf --method nf4 --dq\n"
+          "  qlm quantize -m stories260K.gguf -o s.a8.gguf --method quanto --activations qint8\n"
+          "  qlm quantize -m stories260K.gguf -o s.gptq.gguf --method gptq --bits 4 --group 32 --opt act_order=1\n"
+          "  qlm quantize -m stories260K.gguf -o s.awq.gguf --method awq --bits 4 --group 32 --duo\n"
           "  qlm quantize -m SmolLM2.gguf -o s.a4.gguf --method absmax --bits 4 --group 64\n"
           "  qlm quantize -m stories260K.gguf -o s.q8_0.gguf --type q8_0\n\n");
   fputs(cli_measure_help, f);
@@ -112,6 +120,8 @@ static int parse_method_opt(quant_opts *o, int c, const char *arg, qlm_error *er
   case 'g': return add_opt(o, "group", arg, err);
   case 'd': return add_opt(o, "dq", "1", err);
   case 'H': return add_opt(o, "threshold", arg, err);
+  case 'A': return add_opt(o, "activations", arg, err);
+  case 'D': return add_opt(o, "duo", "1", err);
   case 'O':
     snprintf(kv, sizeof kv, "%s", arg);
     if (!(eq = strchr(kv, '='))) return qlm_fail(err, QLM_EUSAGE, "--opt: '%s' should be KEY=VALUE", arg);
@@ -134,7 +144,8 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
       {"keep-embeddings", required_argument, 0, 'e'}, {"threads", required_argument, 0, 't'},
       {"calib", required_argument, 0, 'C'},  {"calib-samples", required_argument, 0, 'S'},
       {"calib-len", required_argument, 0, 'L'}, {"seed", required_argument, 0, 's'},
-      {"target-bpw", required_argument, 0, 'B'},
+      {"target-bpw", required_argument, 0, 'B'}, {"activations", required_argument, 0, 'A'},
+      {"duo", no_argument, 0, 'D'},
       CLI_MEASURE_OPTIONS, CLI_DB_OPTION,
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   int c, rc = 0;
@@ -144,7 +155,7 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
       rc = cli_measure_opt(&o->cm, c, optarg, err);
       continue;
     }
-    if (o->export_gguf && strchr("MbgdHORFCSLsB", c))
+    if (o->export_gguf && strchr("MbgdHORFCSLsBAD", c))
       return qlm_fail(err, QLM_EUSAGE, "export-gguf takes --type only (use qlm quantize for methods and rules)");
     switch (c) {
     case 'm': o->model = optarg; break;
@@ -270,8 +281,10 @@ static int run(int argc, char **argv, bool export_gguf) {
   fflush(stdout);
   if (o.cm.db) { /* --db: the config, the input model and the file written (recorded by cli_measure_end) */
     cli_db_set_model_path(o.model);
-    cli_db_set_quant(&(qlm_db_quant){.method = o.method ? o.method->name : qlm_type_name(o.type), .bits = o.qo.bits,
-                                     .group = o.qo.group, .seed = o.seed});
+    qlm_quant_opts eff = o.qo; /* the method's defaults too (nf4's 4 bits, hqq's group 64): what was run */
+    if (o.method && o.method->defaults) o.method->defaults(&eff);
+    cli_db_set_quant(&(qlm_db_quant){.method = o.method ? o.method->name : qlm_type_name(o.type), .bits = eff.bits,
+                                     .group = eff.group, .seed = o.seed});
     if (cli_db_add_artefact(o.out, "model", &err)) cli_report(&err);
   }
   return cli_measure_end(&o.cm, meter, 0);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/attn.h"
 #include "kernels/gemv.h"
 #include "model/model.h"
 
@@ -35,10 +36,12 @@ struct qlm_state {
   float *att;                  /* [B][n_head * head_dim] attention output */
   float *tmp;                  /* [B][n_embd] sub-layer output before the residual add */
   float *hb, *hb2;             /* [B][n_ff] */
+  float *xin;                  /* [B][n_ff + n_embd + n_head*hd] (more than any input width) a linear's transformed input (qlm_lin_in) */
   float *rope_cos, *rope_sin;  /* [B][n_rot / 2] */
-  float *scores;               /* [n_threads][n_ctx] attention weights, one row per thread */
+  float *scores;               /* [n_threads][n_head / n_head_kv][n_ctx] attention weights per thread */
   qlm_pool *pool;
-  qlm_dotd_f32_fn dot;         /* attention scores (double accumulation) */
+  qlm_attn_scores_fn att_scores; /* attention products (kernels/attn.h) */
+  qlm_attn_pv_fn att_pv;
 };
 
 int qlm_state_n_ctx(const qlm_state *s) { return s->n_ctx; }
@@ -61,6 +64,7 @@ void qlm_state_free(qlm_state *s) {
   free(s->tmp);
   free(s->hb);
   free(s->hb2);
+  free(s->xin);
   free(s->rope_cos);
   free(s->rope_sin);
   free(s->scores);
@@ -104,7 +108,8 @@ int qlm_state_new(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n
   s->n_ctx = n_ctx;
   s->max_batch = max_batch;
   s->kv_dim = hp->n_head_kv * hp->head_dim;
-  s->dot = qlm_dotd_f32_for(qlm_cpu_simd_level());
+  s->att_scores = qlm_attn_scores_for(qlm_cpu_simd_level());
+  s->att_pv = qlm_attn_pv_for(qlm_cpu_simd_level());
   size_t B = (size_t)max_batch, qd = (size_t)hp->n_head * (size_t)hp->head_dim, half = (size_t)(hp->n_rot / 2);
   int rc = QLM_ENOMEM;
   if (qlm_mul_overflow((size_t)hp->n_layer * (size_t)n_ctx, (size_t)s->kv_dim, &s->seq_stride)) {
@@ -126,9 +131,11 @@ int qlm_state_new(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n
       !(s->v = alloc_f(B, (size_t)s->kv_dim, 1, "activations", err)) ||
       !(s->hb = alloc_f(B, (size_t)hp->n_ff, 1, "activations", err)) ||
       !(s->hb2 = alloc_f(B, (size_t)hp->n_ff, 1, "activations", err)) ||
+      !(s->xin = alloc_f(B, (size_t)hp->n_ff + (size_t)hp->n_embd + qd, 1, "activations", err)) ||
       !(s->rope_cos = alloc_f(B, half, 1, "rope table", err)) ||
       !(s->rope_sin = alloc_f(B, half, 1, "rope table", err)) ||
-      !(s->scores = alloc_f((size_t)n_threads, (size_t)n_ctx, 1, "attention scores", err)))
+      !(s->scores = alloc_f((size_t)n_threads, (size_t)n_ctx, (size_t)(hp->n_head / hp->n_head_kv),
+                            "attention scores", err)))
     goto fail;
   s->pool = qlm_pool_new(n_threads);
   if (!s->pool) {
@@ -226,39 +233,47 @@ typedef struct att_task {
   int layer;
 } att_task;
 
-/* One (row, head) item: softmax(q·K^T / sqrt(hd)) V over positions 0..pos of the row's sequence. */
-static void attend(qlm_state *s, const qlm_batch *b, int layer, int r, int h, float *sc) {
+/* One (row, kv head, part) item: for query heads [h0, h1) of those sharing that key/value head
+ * (GQA), softmax(q·K^T / sqrt(hd)) V over positions 0..pos of the row's sequence.  sc holds one
+ * row of n_ctx scores per query head. */
+static void attend(qlm_state *s, const qlm_batch *b, int layer, int r, int kvh, int h0, int h1, float *sc) {
   const qlm_hparams *hp = &s->m->hp;
-  int hd = hp->head_dim, kvh = h / (hp->n_head / hp->n_head_kv), pos = b->pos[r];
-  size_t qd = (size_t)hp->n_head * hd;
-  const float *q = s->q + (size_t)r * qd + (size_t)h * hd;
+  int hd = hp->head_dim, gs = h1 - h0, pos = b->pos[r], nk = pos + 1;
+  size_t qd = (size_t)hp->n_head * hd, ldsc = (size_t)s->n_ctx;
+  size_t q0 = (size_t)r * qd + ((size_t)kvh * (size_t)(hp->n_head / hp->n_head_kv) + (size_t)h0) * hd;
+  const float *q = s->q + q0;
   size_t base = (size_t)b->seq[r] * s->seq_stride + (size_t)layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
   const float *K = s->k_cache + base, *V = s->v_cache + base;
-  float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
-  for (int t = 0; t <= pos; t++) {
-    sc[t] = s->dot(q, K + (size_t)t * s->kv_dim, hd) * scale;
-    if (sc[t] > mx) mx = sc[t];
-  }
-  float sum = 0.0f;
-  for (int t = 0; t <= pos; t++) {
-    sc[t] = expf(sc[t] - mx);
-    sum += sc[t];
-  }
-  float *o = s->att + (size_t)r * qd + (size_t)h * hd, inv = 1.0f / sum;
-  memset(o, 0, (size_t)hd * sizeof *o);
-  for (int t = 0; t <= pos; t++) {
-    const float *vt = V + (size_t)t * s->kv_dim;
-    float a = sc[t] * inv;
-    for (int i = 0; i < hd; i++) o[i] += a * vt[i];
+  s->att_scores(q, gs, hd, K, (size_t)s->kv_dim, nk, 1.0f / sqrtf((float)hd), sc, ldsc);
+  float *o = s->att + q0;
+  for (int j0 = 0; j0 < gs; j0 += 8) { /* 8 heads' 1 / denominators at a time */
+    int g = gs - j0 < 8 ? gs - j0 : 8;
+    float inv[8];
+    for (int j = 0; j < g; j++) {
+      float *p = sc + (size_t)(j0 + j) * ldsc, mx = -INFINITY, sum = 0.0f;
+      for (int t = 0; t < nk; t++) mx = p[t] > mx ? p[t] : mx;
+      for (int t = 0; t < nk; t++) {
+        p[t] = expf(p[t] - mx);
+        sum += p[t];
+      }
+      inv[j] = 1.0f / sum; /* att_pv weighs V_t by p[t] * inv */
+    }
+    s->att_pv(sc + (size_t)j0 * ldsc, inv, g, ldsc, V, (size_t)s->kv_dim, nk, hd, o + (size_t)j0 * hd);
   }
 }
 
 static void att_worker(void *arg, int ith, int nth) {
   const att_task *t = arg;
-  int n_head = t->s->m->hp.n_head;
-  float *sc = t->s->scores + (size_t)ith * t->s->n_ctx;
+  int n_kv = t->s->m->hp.n_head_kv, gs = t->s->m->hp.n_head / n_kv;
+  float *sc = t->s->scores + (size_t)ith * (size_t)gs * (size_t)t->s->n_ctx;
+  /* few (row, kv head) items (decode): each group's query heads are split into parts, one a head,
+   * so all threads get work; otherwise whole groups, sharing each K/V row among their heads */
+  int parts = t->b->n * n_kv < 4 * nth ? gs : 1, per = gs / parts, n_items = t->b->n * n_kv * parts;
   /* items interleaved over threads: rows at later positions cost more, striding balances them */
-  for (int j = ith; j < t->b->n * n_head; j += nth) attend(t->s, t->b, t->layer, j / n_head, j % n_head, sc);
+  for (int j = ith; j < n_items; j += nth) {
+    int part = j % parts, g = j / parts;
+    attend(t->s, t->b, t->layer, g / n_kv, g % n_kv, part * per, part * per + per, sc);
+  }
 }
 
 /* ---- the pass ---- */
@@ -308,6 +323,24 @@ static void call_hook(const hook_fn *h, int il, qlm_linear_slot slot, const floa
   if (h && h->fn) h->fn(h->ctx, il, slot, X, T, cols);
 }
 
+/* Y = X W^T after the matrix's input transform (model.h, qlm_lin_in): the permutation of its
+ * columns, then int8 quantization with a static per-tensor scale (ties to even, as torch.round). */
+static void linear(qlm_state *s, const qlm_mat *W, const qlm_lin_in *in, const float *X, int T, float *Y) {
+  if (in->perm || in->act_scale > 0.0f) {
+    int64_t n = W->cols;
+    float sc = in->act_scale, inv = sc > 0.0f ? 1.0f / sc : 0.0f;
+    for (int r = 0; r < T; r++) {
+      const float *x = X + (size_t)r * n;
+      float *y = s->xin + (size_t)r * n;
+      for (int64_t j = 0; j < n; j++) y[j] = in->perm ? x[in->perm[j]] : x[j];
+      if (sc > 0.0f)
+        for (int64_t j = 0; j < n; j++) y[j] = sc * fminf(fmaxf(nearbyintf(y[j] * inv), -128.0f), 127.0f);
+    }
+    X = s->xin;
+  }
+  qlm_matmul(W, X, T, Y, s->pool);
+}
+
 static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const hook_fn *hook) {
   const qlm_hparams *hp = &m->hp;
   const qlm_layer *L = &m->layers[il];
@@ -315,9 +348,9 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
 
   norm_rows(m, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
   call_hook(hook, il, QLM_SLOT_QKV, s->xn, T, E);
-  qlm_matmul(&L->wq, s->xn, T, s->q, s->pool);
-  qlm_matmul(&L->wk, s->xn, T, s->k, s->pool);
-  qlm_matmul(&L->wv, s->xn, T, s->v, s->pool);
+  linear(s, &L->wq, &L->in_q, s->xn, T, s->q);
+  linear(s, &L->wk, &L->in_k, s->xn, T, s->k);
+  linear(s, &L->wv, &L->in_v, s->xn, T, s->v);
   add_bias(s->q, L->bq, T, QD);
   add_bias(s->k, L->bk, T, s->kv_dim);
   add_bias(s->v, L->bv, T, s->kv_dim);
@@ -332,7 +365,7 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
   att_task at = {.s = s, .b = b, .layer = il};
   qlm_pool_run(T * hp->n_head > 1 ? s->pool : NULL, att_worker, &at);
   call_hook(hook, il, QLM_SLOT_O, s->att, T, QD);
-  qlm_matmul(&L->wo, s->att, T, s->tmp, s->pool);
+  linear(s, &L->wo, &L->in_o, s->att, T, s->tmp);
   add_bias(s->tmp, L->bo, T, E);
   add_rows(s->x, s->tmp, T, E);
 
@@ -340,16 +373,16 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
   call_hook(hook, il, QLM_SLOT_UP, s->xn, T, E);
   size_t n = (size_t)T * F;
   if (hp->arch == QLM_ARCH_GPT2) {
-    qlm_matmul(&L->w_up, s->xn, T, s->hb, s->pool);
+    linear(s, &L->w_up, &L->in_up, s->xn, T, s->hb);
     add_bias(s->hb, L->b_up, T, F);
     for (size_t i = 0; i < n; i++) s->hb[i] = gelu(s->hb[i]);
   } else {
-    qlm_matmul(&L->w_gate, s->xn, T, s->hb, s->pool);
-    qlm_matmul(&L->w_up, s->xn, T, s->hb2, s->pool);
+    linear(s, &L->w_gate, &L->in_gate, s->xn, T, s->hb);
+    linear(s, &L->w_up, &L->in_up, s->xn, T, s->hb2);
     for (size_t i = 0; i < n; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
   }
   call_hook(hook, il, QLM_SLOT_DOWN, s->hb, T, F);
-  qlm_matmul(&L->w_down, s->hb, T, s->tmp, s->pool);
+  linear(s, &L->w_down, &L->in_down, s->hb, T, s->tmp);
   add_bias(s->tmp, L->b_down, T, E);
   add_rows(s->x, s->tmp, T, E);
 }

@@ -9,6 +9,7 @@
  * time forces the old all-f32 path (to compare the two). */
 #include "model/model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,70 @@ static int check_hparams(const char *path, qlm_hparams *hp, qlm_error *err) {
   return QLM_OK;
 }
 
+/* The input transform of weight `name` with `cols` inputs from its optional companions (model.h):
+ * ".perm" must be a permutation of 0..cols-1, ".input_scale" one positive finite f32. */
+static int load_lin_in(loader *L, const char *name, int64_t cols, qlm_lin_in *in) {
+  char cname[320];
+  const void *data;
+  int64_t n;
+  memset(in, 0, sizeof *in);
+  snprintf(cname, sizeof cname, "%s.perm", name);
+  if (qlm_source_tensor(L->src, cname)) {
+    int rc = companion(L, name, ".perm", QLM_TYPE_F32, cols, &data, &n);
+    if (rc) return rc;
+    int32_t *perm = malloc((size_t)cols * sizeof *perm + 1);
+    unsigned char *seen = calloc((size_t)cols + 1, 1);
+    if (!perm || !seen) {
+      free(perm), free(seen);
+      return qlm_fail(L->err, QLM_ENOMEM, "%s: out of memory reading '%s'", L->src->path, cname);
+    }
+    for (int64_t j = 0; j < cols; j++) {
+      float v;
+      memcpy(&v, (const unsigned char *)data + (size_t)j * sizeof v, sizeof v);
+      if (!(v >= 0.0f && v < (float)cols) || v != floorf(v) || seen[(int64_t)v]) {
+        free(perm), free(seen);
+        return qlm_fail(L->err, QLM_EFORMAT, "%s: tensor '%s' is not a permutation of 0..%lld (entry %lld)",
+                        L->src->path, cname, (long long)cols - 1, (long long)j);
+      }
+      perm[j] = (int32_t)v;
+      seen[perm[j]] = 1;
+    }
+    free(seen);
+    if ((rc = own(L, perm))) return rc;
+    in->perm = perm;
+  }
+  snprintf(cname, sizeof cname, "%s.input_scale", name);
+  if (qlm_source_tensor(L->src, cname)) {
+    int rc = companion(L, name, ".input_scale", QLM_TYPE_F32, 1, &data, &n);
+    if (rc) return rc;
+    memcpy(&in->act_scale, data, sizeof in->act_scale);
+    if (!(in->act_scale > 0.0f) || !isfinite(in->act_scale))
+      return qlm_fail(L->err, QLM_EFORMAT, "%s: tensor '%s' = %g: expected a positive finite scale", L->src->path, cname,
+                      (double)in->act_scale);
+  }
+  return QLM_OK;
+}
+
+static int load_lin_ins(loader *L, int il, qlm_layer *ly) {
+  const qlm_hparams *hp = &L->m->hp;
+  int64_t E = hp->n_embd, F = hp->n_ff, QD = (int64_t)hp->n_head * hp->head_dim;
+  static const char *const stems[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+                                      "attn_qkv"};
+  qlm_lin_in *ins[] = {&ly->in_q, &ly->in_k, &ly->in_v, &ly->in_o, &ly->in_gate, &ly->in_up, &ly->in_down, NULL};
+  int64_t cols[] = {E, E, E, QD, E, E, F, E};
+  char nm[128];
+  for (int k = 0; k < 8; k++) {
+    snprintf(nm, sizeof nm, "blk.%d.%s.weight", il, stems[k]);
+    if (!qlm_source_tensor(L->src, nm)) continue;
+    qlm_lin_in in;
+    int rc = load_lin_in(L, nm, cols[k], &in);
+    if (rc) return rc;
+    if (ins[k]) *ins[k] = in;
+    else ly->in_q = ly->in_k = ly->in_v = in; /* fused q | k | v rows read one input */
+  }
+  return QLM_OK;
+}
+
 static int load_layer(loader *L, int il, qlm_layer *ly) {
   const qlm_hparams *hp = &L->m->hp;
   int64_t E = hp->n_embd, F = hp->n_ff, QD = (int64_t)hp->n_head * hp->head_dim,
@@ -357,7 +422,7 @@ int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err) {
     goto fail;
   }
   for (int il = 0; il < hp->n_layer; il++)
-    if ((rc = load_layer(&L, il, &m->layers[il]))) goto fail;
+    if ((rc = load_layer(&L, il, &m->layers[il])) || (rc = load_lin_ins(&L, il, &m->layers[il]))) goto fail;
   *out = m;
   return QLM_OK;
 fail:

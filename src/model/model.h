@@ -15,6 +15,18 @@
 #include "formats/source.h"
 #include "kernels/matmul.h"
 
+/* What happens to a linear matrix's input before the product, for methods that store companion
+ * tensors next to the weight (quant/method.h, read by qlm_model_load):
+ *   "<weight>.perm"        f32 [cols] of integers (exact below 2^24): the matrix's columns are stored permuted, column j multiplies
+ *                          x[perm[j]] (GPTQ act_order with dynamic groups: groups are contiguous in
+ *                          the permuted order, so the kernels stay the row-block kernels)
+ *   "<weight>.input_scale" f32 [1]: quanto activations=qint8: the input is quantized per tensor with
+ *                          this static scale, x -> s * clamp(round(x / s), -128, 127) (after perm) */
+typedef struct qlm_lin_in {
+  const int32_t *perm;   /* [cols] or NULL */
+  float act_scale;       /* > 0: static int8 input scale; 0: inputs stay float */
+} qlm_lin_in;
+
 typedef struct qlm_layer {
   const float *attn_norm, *attn_norm_b; /* [n_embd]; _b only gpt2 */
   qlm_mat wq, wk, wv;                   /* [n_head*hd x n_embd], [n_kv*hd x n_embd] x2 */
@@ -26,6 +38,7 @@ typedef struct qlm_layer {
   const float *b_up;                    /* gpt2 [n_ff] */
   qlm_mat w_down;                       /* [n_embd x n_ff] */
   const float *b_down;                  /* gpt2 [n_embd] */
+  qlm_lin_in in_q, in_k, in_v, in_o, in_gate, in_up, in_down; /* input transforms (zero: none) */
 } qlm_layer;
 
 typedef struct qlm_model {

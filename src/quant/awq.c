@@ -3,8 +3,13 @@
  * A few input channels carry most of the activation magnitude; their weights matter most.  AWQ
  * protects them by scaling: W x = (W diag(s)) (x / s), with per-input-channel factors
  *   s = max(s_x^alpha, 1e-4) / sqrt(max s * min s),   s_x = mean |x_j| over calibration tokens
- * (llm-awq's auto_scale: "duo scaling" of later AutoAWQ versions, s_x^a / s_w^(1-a), is not
- * done), alpha searched over the grid i/20, i = 0..19, for the smallest output error of the
+ * (llm-awq's auto_scale), or with duo=1 AutoAWQ's "duo scaling" (AwqQuantizer._compute_best_scale,
+ * duo_scaling=True, AutoAWQ's default):
+ *   s = max(s_x^alpha / (s_w^(1-alpha) + 1e-4), 1e-4) / sqrt(max s * min s),
+ *   s_w = per input channel, the mean over all rows of the stacked matrices of |w| / (max |w| of
+ *         its group + 1e-6)   (each group normalized to [0, 1]; groups of the AWQ group size)
+ * (non-finite factors after the normalization become 1, as AutoAWQ), alpha searched over the grid
+ * i/20, i = 0..19, for the smallest output error of the
  * fake-quantized W' = Q(W s) / s.  The driver (quant/quantize.c) multiplies the matrices' columns
  * by s and folds 1/s into the producer of x (norm, v rows, up rows; 1 = q/k/v, 2 = attn_output,
  * 4 = gate/up, 8 = ffn_down as llm-awq's four scaling groups, where the model allows it).
@@ -178,15 +183,35 @@ static int check_calib(const qlm_calib *c, int64_t cols, bool need_h, qlm_error 
 /* ---- the scale search */
 
 /* s = max(sx^alpha, 1e-4) normalized by sqrt(max s * min s). */
-static void scales_for(const float *sx, int64_t cols, float alpha, float *s) {
+/* s for one alpha; sw (duo scaling's weight means) or NULL. */
+static void scales_for(const float *sx, const float *sw, int64_t cols, float alpha, float *s) {
   float mx = 0.0f, mn = INFINITY;
   for (int64_t j = 0; j < cols; j++) {
-    float v = fmaxf(powf(fmaxf(sx[j], 0.0f), alpha), SCALE_FLOOR);
+    float v = powf(fmaxf(sx[j], 0.0f), alpha);
+    if (sw) v /= powf(sw[j], 1.0f - alpha) + 1e-4f;
+    v = fmaxf(v, SCALE_FLOOR);
     if (!isfinite(v)) v = SCALE_FLOOR; /* a hostile statistic */
     s[j] = v, mx = fmaxf(mx, v), mn = fminf(mn, v);
   }
   float norm = sqrtf(mx * mn);
-  for (int64_t j = 0; j < cols; j++) s[j] /= norm;
+  for (int64_t j = 0; j < cols; j++) {
+    s[j] /= norm;
+    if (!isfinite(s[j])) s[j] = 1.0f;
+  }
+}
+
+void qlm_awq_weight_means(const float *W, int64_t rows, int64_t cols, int group, float *sw) {
+  int g = qlm_awq_group(group, cols);
+  double *acc = calloc((size_t)cols, sizeof *acc);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c0 = 0; c0 < cols; c0 += g) {
+      const float *w = W + r * cols + c0;
+      float m = 0.0f;
+      for (int i = 0; i < g; i++) m = fmaxf(m, fabsf(w[i]));
+      for (int i = 0; acc && i < g; i++) acc[c0 + i] += fabsf(w[i]) / (m + 1e-6f);
+    }
+  for (int64_t j = 0; j < cols; j++) sw[j] = acc && rows > 0 ? (float)(acc[j] / (double)rows) : 1.0f;
+  free(acc);
 }
 
 /* E(alpha) for the scales s: Wq = Q(W s) / s, then tr(dW H dW^T); INFINITY when a scaled group
@@ -209,9 +234,15 @@ int qlm_awq_search(const float *W, int64_t rows, int64_t cols, const qlm_calib *
   if (!rc) rc = check_finite(calib->act_absmean, cols, "mean |x|", err);
   if (rc) return rc;
   for (int i = 0; errs && i < QLM_AWQ_GRID; i++) errs[i] = NAN;
+  float *sw = NULL;
+  if (o->duo) {
+    if (!(sw = qlm_malloc((size_t)cols * sizeof *sw, "awq: weight means", err))) return QLM_ENOMEM;
+    qlm_awq_weight_means(W, rows, cols, o->group, sw);
+  }
   if (o->alpha_set) {
-    scales_for(calib->act_absmean, cols, o->alpha, s);
+    scales_for(calib->act_absmean, sw, cols, o->alpha, s);
     *alpha = o->alpha;
+    free(sw);
     return QLM_OK;
   }
   size_t n = (size_t)(rows * cols);
@@ -219,14 +250,14 @@ int qlm_awq_search(const float *W, int64_t rows, int64_t cols, const qlm_calib *
   float *Wq = qlm_malloc(n * sizeof *Wq + 1, "awq: fake-quantized weights", err);
   float *cur = qlm_malloc((size_t)cols * sizeof *cur, "awq: scales", err);
   if (!Ws || !Wq || !cur) {
-    free(Ws), free(Wq), free(cur);
+    free(Ws), free(Wq), free(cur), free(sw);
     return QLM_ENOMEM;
   }
   double best = INFINITY;
   int best_i = -1;
   for (int i = 0; i < QLM_AWQ_GRID; i++) {
     float a = (float)i / (float)QLM_AWQ_GRID;
-    scales_for(calib->act_absmean, cols, a, cur);
+    scales_for(calib->act_absmean, sw, cols, a, cur);
     double e = scaled_error(W, rows, cols, cur, o, calib->hessian, Ws, Wq);
     if (isnan(e)) {
       rc = qlm_fail(err, QLM_ENOMEM, "awq: out of memory in the error of alpha %g (or a Hessian that is not finite)",
@@ -242,7 +273,7 @@ int qlm_awq_search(const float *W, int64_t rows, int64_t cols, const qlm_calib *
   if (!rc && best_i < 0)
     rc = qlm_fail(err, QLM_EUNSUPPORTED, "awq: no alpha of the grid gives scaled weights whose groups fit a half scale");
   if (!rc) *alpha = (float)best_i / (float)QLM_AWQ_GRID;
-  free(Ws), free(Wq), free(cur);
+  free(Ws), free(Wq), free(cur), free(sw);
   return rc;
 }
 
@@ -361,7 +392,8 @@ static int awq_quantize(const float *W, int64_t rows, int64_t cols, const qlm_ca
   qlm_qtensor_set_bpw(out);
   int n = snprintf(out->desc, sizeof out->desc, "awq bits=%d group=%d clip=%d", o->bits, g, clip ? 1 : 0);
   if (o->alpha_set && n > 0 && (size_t)n < sizeof out->desc)
-    snprintf(out->desc + n, sizeof out->desc - (size_t)n, " alpha=%g", (double)o->alpha);
+    n += snprintf(out->desc + n, sizeof out->desc - (size_t)n, " alpha=%g", (double)o->alpha);
+  if (o->duo && n > 0 && (size_t)n < sizeof out->desc) snprintf(out->desc + n, sizeof out->desc - (size_t)n, " duo=1");
   if (o->group > 0 && g != o->group && o->group < cols)
     snprintf(out->note, sizeof out->note, "group %d does not divide the %lld columns: used %d", o->group,
              (long long)cols, g);
@@ -372,7 +404,7 @@ const qlm_quant_method qlm_method_awq = {
     .name = "awq",
     .summary = "AWQ: per-input-channel scales s_x^alpha (alpha searched) folded into the producer, then "
                "zero-point group RTN with a clipping search",
-    .options = "bits=2..8 (4) group=N (128) clip=0|1 (1) alpha=0..1 (searched); needs --calib",
+    .options = "bits=2..8 (4) group=N (128) clip=0|1 (1) alpha=0..1 (searched) duo=0|1 (0: llm-awq's s_x^a; 1: AutoAWQ's default s_x^a / s_w^(1-a)); needs --calib",
     .needs_calib = true,
     .needs_hessian = true,
     .defaults = awq_defaults,

@@ -25,9 +25,15 @@ int qlm_awq_fake_quant(const float *W, int64_t rows, int64_t cols, int bits, int
  * calibration tokens, for H = sum x x^T / n [cols x cols]. */
 double qlm_awq_output_error(const float *W, const float *Wq, int64_t rows, int64_t cols, const double *H);
 
+/* AutoAWQ's duo-scaling weight statistic s_w [cols] of W [rows x cols] (all matrices that read
+ * one input, stacked): per input channel, the mean over rows of |w| / (max |w| of its group + 1e-6),
+ * groups as qlm_awq_group(group, cols). */
+void qlm_awq_weight_means(const float *W, int64_t rows, int64_t cols, int group, float *sw);
+
 /* The scale search for the matrices W [rows x cols] (all that read one input, stacked): for each
  * alpha of the grid (or only o->alpha when o->alpha_set), s = max(s_x^alpha, 1e-4) / sqrt(max s *
- * min s) with s_x = calib->act_absmean, and the error tr(dW H dW^T) of dW = W - Q(W s) / s
+ * min s) with s_x = calib->act_absmean (o->duo: s_x^alpha / (s_w^(1-alpha) + 1e-4) before the floor,
+ * s_w = qlm_awq_weight_means), and the error tr(dW H dW^T) of dW = W - Q(W s) / s
  * (calib->hessian; not needed when alpha is given).  Writes the best s, its alpha, and (errs, when
  * not NULL) the error of each grid point (NAN for points not tried). */
 int qlm_awq_search(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o, float *s,

@@ -128,6 +128,7 @@ int qlm_calib_sample(const qlm_tokenizer *tok, const char *text, size_t len, con
 typedef struct acc_ctx {
   qlm_layer_stats *st;
   float *tmp;            /* [max cols^2] ssyrk scratch */
+  int max_calls;         /* capacity of st->call_absmax */
   bool want_hessian;
 } acc_ctx;
 
@@ -139,14 +140,17 @@ static void accumulate(void *ctx, int layer, qlm_linear_slot slot, const float *
   qlm_layer_stats *st = a->st;
   float *amax = st->absmax[slot];
   double *sq = st->sqsum[slot], *ab = st->abssum[slot];
+  float call_max = 0.0f;
   for (int t = 0; t < T; t++)
     for (int j = 0; j < cols; j++) {
       float x = X[(size_t)t * cols + j];
       amax[j] = fmaxf(amax[j], fabsf(x));
+      call_max = fmaxf(call_max, fabsf(x));
       sq[j] += (double)x * (double)x;
       ab[j] += fabs((double)x);
     }
-  if (slot == QLM_SLOT_QKV) st->n_tokens += T;
+  if (slot == QLM_SLOT_QKV) st->n_tokens += T, st->n_calls++; /* q/k/v's input comes first in every call */
+  if (st->n_calls > 0 && st->n_calls <= a->max_calls) st->call_absmax[slot][st->n_calls - 1] = call_max;
   if (!a->want_hessian) return;
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, T, 1.0f, X, cols, 0.0f, a->tmp, cols);
   double *H = st->hessian[slot];
@@ -163,11 +167,12 @@ static void stats_free(qlm_layer_stats *st) {
     free(st->absmax[k]);
     free(st->sqsum[k]);
     free(st->abssum[k]);
+    free(st->call_absmax[k]);
   }
   memset(st, 0, sizeof *st);
 }
 
-static int stats_new(const qlm_hparams *hp, bool hessian, qlm_layer_stats *st, qlm_error *err) {
+static int stats_new(const qlm_hparams *hp, bool hessian, int n_calls, qlm_layer_stats *st, qlm_error *err) {
   memset(st, 0, sizeof *st);
   st->cols[QLM_SLOT_QKV] = st->cols[QLM_SLOT_UP] = hp->n_embd;
   st->cols[QLM_SLOT_O] = hp->n_head * hp->head_dim;
@@ -177,8 +182,9 @@ static int stats_new(const qlm_hparams *hp, bool hessian, qlm_layer_stats *st, q
     st->absmax[k] = qlm_calloc(c, sizeof(float), "calibration statistics", err);
     st->sqsum[k] = qlm_calloc(c, sizeof(double), "calibration statistics", err);
     st->abssum[k] = qlm_calloc(c, sizeof(double), "calibration statistics", err);
+    st->call_absmax[k] = qlm_calloc((size_t)n_calls + 1, sizeof(float), "calibration statistics", err);
     if (hessian) st->hessian[k] = qlm_calloc(c * c, sizeof(double), "a calibration Hessian", err);
-    if (!st->absmax[k] || !st->sqsum[k] || !st->abssum[k] || (hessian && !st->hessian[k])) {
+    if (!st->absmax[k] || !st->sqsum[k] || !st->abssum[k] || !st->call_absmax[k] || (hessian && !st->hessian[k])) {
       stats_free(st);
       return QLM_ENOMEM;
     }
@@ -188,6 +194,7 @@ static int stats_new(const qlm_hparams *hp, bool hessian, qlm_layer_stats *st, q
 
 static void stats_clear(qlm_layer_stats *st) {
   st->n_tokens = 0;
+  st->n_calls = 0;
   for (int k = 0; k < QLM_N_SLOTS; k++) {
     size_t c = (size_t)st->cols[k];
     memset(st->absmax[k], 0, c * sizeof(float));
@@ -229,7 +236,7 @@ int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_le
   qlm_layer_stats st = {0};
   int rc = (!xs || !pos || (o->want_hessian && !tmp)) ? QLM_ENOMEM : QLM_OK;
   if (!rc) rc = qlm_state_new(m, 1, seq_len, seq_len, n_threads, &s, err);
-  if (!rc) rc = stats_new(hp, o->want_hessian, &st, err);
+  if (!rc) rc = stats_new(hp, o->want_hessian, n_samples, &st, err);
   int32_t *seq = pos + seq_len;
   for (int i = 0; !rc && i < seq_len; i++) pos[i] = i, seq[i] = 0;
   qlm_batch b = {.n = seq_len, .token = tokens, .pos = pos, .seq = seq};
@@ -238,7 +245,7 @@ int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_le
     bk.token += (size_t)k * seq_len;
     rc = qlm_embed(m, &bk, xs + (size_t)k * stride, err);
   }
-  acc_ctx a = {.st = &st, .tmp = tmp, .want_hessian = o->want_hessian};
+  acc_ctx a = {.st = &st, .tmp = tmp, .want_hessian = o->want_hessian, .max_calls = n_samples};
   float *scratch = rc ? NULL : qlm_malloc(stride * sizeof(float), "calibration activations", err);
   if (!rc && !scratch) rc = QLM_ENOMEM;
   for (int il = 0; !rc && il < hp->n_layer; il++) {

@@ -40,6 +40,8 @@ typedef struct qlm_layer_stats {
   float *absmax[QLM_N_SLOTS];     /* [cols] max |x_j| */
   double *sqsum[QLM_N_SLOTS];     /* [cols] sum of x_j^2 */
   double *abssum[QLM_N_SLOTS];    /* [cols] sum of |x_j| */
+  int n_calls;                    /* forward calls seen (one per calibration window, in order) */
+  float *call_absmax[QLM_N_SLOTS];/* [n_samples] max |x| over each call's input (quanto's per-batch absmax) */
 } qlm_layer_stats;
 
 /* Called once per layer after its statistics are complete; may replace m->layers[il]'s matrices

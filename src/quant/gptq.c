@@ -38,9 +38,16 @@
  * seen), so a group that starts inside a block (group < block) sees slightly stale weights.
  * Per-channel (group=channel, GPTQ's group_size -1): one grid per row from the original W.
  *
- * Groups must be contiguous runs of a row (qlm's layout), so act_order with dynamic groups
- * (which needs GPTQ's per-column group index g_idx) is refused; act_order with static_groups or
- * per-channel grids is stored exactly.  A group size that does not divide the row is replaced
+ * act_order with dynamic groups (AutoGPTQ's default desc_act=True, static_groups=False): groups are
+ * runs of g columns in the PERMUTED order, so in the original order a column's group is
+ * g_idx[j] = (position of j in the permutation) / g — not contiguous.  qlm's kernels need groups
+ * that are contiguous runs of a row, so the matrix is stored with its columns in the permuted
+ * order (codes of permuted position p in group p / g, exactly AutoGPTQ's groups and grids) and
+ * the permutation as the companion tensor "<weight>.perm" (f32 [cols], perm[p] = the original
+ * column; model/model.h): at run time the model gathers the input x[perm[p]] into position p
+ * before the product (one pass over the input per matrix; the row-block kernels are unchanged).
+ * act_order with static_groups or per-channel grids needs no permutation: its groups are those of
+ * the original order, stored in that order.  A group size that does not divide the row is replaced
  * as in quant/rtn.c (and noted). */
 #include <cblas.h>
 #include <math.h>
@@ -123,10 +130,9 @@ static int gptq_check(const qlm_quant_opts *o, int64_t rows, int64_t cols, qlm_e
   if (g > 0xFFFF)
     return qlm_fail(err, QLM_EUNSUPPORTED, "gptq: rows of %lld weights are longer than the largest group (65535)",
                     (long long)cols);
-  if (o->act_order && !o->static_groups && g < cols)
-    return qlm_fail(err, QLM_EUNSUPPORTED,
-                    "gptq: act_order=1 with dynamic groups needs a per-column group index (g_idx), which qlm's "
-                    "contiguous groups cannot store: use static_groups=1, group=channel or act_order=0");
+  if (o->act_order && !o->static_groups && g < cols && cols > (1 << 24))
+    return qlm_fail(err, QLM_EUNSUPPORTED, "gptq: act_order with dynamic groups stores a permutation of at most 2^24 "
+                    "columns as f32");
   return QLM_OK;
 }
 
@@ -145,7 +151,8 @@ typedef struct gptq_work {
   int64_t *perm;    /* [n] permuted position -> original column */
   gptq_grid *grids; /* [rows x n_groups] grid of each original group */
   gptq_grid *cur;   /* [rows] dynamic groups: the grid in use */
-  uint8_t *codes;   /* [rows x n] codes in original column order */
+  uint8_t *codes;   /* [rows x n] codes in original column order (act_order + dynamic groups: in
+                       the permuted order, the order they are stored in) */
 } gptq_work;
 
 static void work_free(gptq_work *w) {
@@ -302,7 +309,7 @@ static int quant_block_row(gptq_work *w, const qlm_quant_opts *o, int64_t r, int
     }
     uint8_t u;
     double q = quant(w1[i], gr, maxq, &u), d = U[c * n + c], err = (w1[i] - q) / d;
-    w->codes[r * n + orig] = u;
+    w->codes[r * n + (dynamic && o->act_order ? c : orig)] = u;
     if (w_hat) w_hat[r * n + orig] = (float)q;
     *loss += err * err / 2.0;
     e[i] = err;
@@ -341,6 +348,11 @@ static int gptq_run(const float *W, int64_t rows, int64_t n, const qlm_calib *ca
         gptq_grid gr = w.grids[r * ng + k];
         qlm_rtn_pack(type, gr.d, gr.z, w.codes + r * n + k * g, blk);
       }
+    }
+    if (!rc && o->act_order && !o->static_groups && g < n) { /* stored permuted: the companion */
+      qlm_qaux *a = qlm_qtensor_add_aux(out, ".perm", QLM_TYPE_F32, n, err);
+      if (!a) rc = err && err->code ? err->code : QLM_ENOMEM;
+      for (int64_t p = 0; a && p < n; p++) ((float *)a->data)[p] = (float)w.perm[p];
     }
   }
   if (loss_out) *loss_out = loss;
@@ -385,6 +397,26 @@ int qlm_gptq_quantize_ex(const float *W, int64_t rows, int64_t cols, const qlm_c
   return QLM_OK;
 }
 
+/* The weights in the original column order (the stored columns un-permuted when there is a
+ * ".perm" companion). */
+static int gptq_dequantize(const qlm_qtensor *q, float *W, qlm_error *err) {
+  if (!qlm_dequantize(q->type, q->data, W, q->rows * q->cols))
+    return qlm_fail(err, QLM_EINTERNAL, "gptq: type %s has no dequantizer", qlm_type_name(q->type));
+  if (q->n_aux == 0) return QLM_OK;
+  if (q->n_aux != 1 || strcmp(q->aux[0].suffix, ".perm") || q->aux[0].n != q->cols)
+    return qlm_fail(err, QLM_EINTERNAL, "gptq: unexpected companion tensors");
+  float *row = qlm_malloc((size_t)q->cols * sizeof *row + 1, "a gptq row", err);
+  if (!row) return QLM_ENOMEM;
+  const float *perm = q->aux[0].data;
+  for (int64_t r = 0; r < q->rows; r++) {
+    float *w = W + r * q->cols;
+    memcpy(row, w, (size_t)q->cols * sizeof *row);
+    for (int64_t p = 0; p < q->cols; p++) w[(int64_t)perm[p]] = row[p];
+  }
+  free(row);
+  return QLM_OK;
+}
+
 static int gptq_quantize(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
                          qlm_qtensor *out, qlm_error *err) {
   return qlm_gptq_quantize_ex(W, rows, cols, calib, o, out, NULL, NULL, err);
@@ -412,9 +444,10 @@ const qlm_quant_method qlm_method_gptq = {
     .needs_hessian = true,
     .summary = "GPTQ (Frantar et al. 2023): error-compensating rounding from the layer's input Hessian",
     .options = "bits=2..8 (4) group=N|channel (channel) asym=0|1 (0: GPTQ's sym grid, zero 2^(b-1)) damp=F (0.01) "
-               "act_order=0|1 (0; needs static_groups=1 or group=channel: per-column g_idx is not storable) "
+               "act_order=0|1 (0; with dynamic groups the columns are stored permuted + a .perm companion) "
                "static_groups=0|1 (0) block=N (128)",
     .defaults = gptq_defaults,
     .check = gptq_check,
     .quantize = gptq_quantize,
+    .dequantize = gptq_dequantize,
 };

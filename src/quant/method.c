@@ -114,10 +114,16 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
     else return qlm_fail(err, QLM_EUSAGE, "%s: dtype=%s: expected f16, bf16 or f32", what, value);
   } else if (!strcmp(key, "zeropoint")) {
     if (parse_bool(value, &o->int_zero)) return qlm_fail(err, QLM_EUSAGE, "%s: zeropoint=%s: expected 0 or 1", what, value);
+  } else if (!strcmp(key, "activations")) { /* quanto's activation qtype */
+    if (!strcasecmp(value, "qint8") || !strcasecmp(value, "int8")) o->act_int8 = true;
+    else if (!strcasecmp(value, "none") || !strcmp(value, "0")) o->act_int8 = false;
+    else return qlm_fail(err, QLM_EUSAGE, "%s: activations=%s: expected qint8 or none", what, value);
+  } else if (!strcmp(key, "duo")) {
+    if (parse_bool(value, &o->duo)) return qlm_fail(err, QLM_EUSAGE, "%s: duo=%s: expected 0 or 1", what, value);
   } else {
     return qlm_fail(err, QLM_EUSAGE,
                     "%s: unknown option '%s' (known: bits, group, asym, dq, threshold, type, damp, act_order, "
-                    "static_groups, block, alpha, weights, dtype, zeropoint, clip)",
+                    "static_groups, block, alpha, weights, dtype, zeropoint, clip, activations, duo)",
                     what, key);
   }
   return QLM_OK;

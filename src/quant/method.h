@@ -50,6 +50,9 @@ typedef struct qlm_quant_opts {
   bool float8;           /* weights=qfloat8: float8 e4m3fn weights (bits is 8) */
   bool int_zero;         /* zeropoint=1: integer zero-point instead of a float shift (4/2 bits) */
   int dtype;             /* dtype=: the float type the model is run in (QLM_DTYPE_*; 0 = method default) */
+  bool act_int8;         /* activations=qint8: static per-tensor int8 input scale from calibration */
+  /* awq (quant/awq.c): */
+  bool duo;              /* duo=1: AutoAWQ's duo scaling s = s_x^a / s_w^(1-a) (s_w: mean of normalized |W|) */
 } qlm_quant_opts;
 
 /* Calibration statistics of one linear layer's input, gathered by running the model on
@@ -61,6 +64,9 @@ typedef struct qlm_calib {
   const float *act_sqmean;/* [cols] mean x_j^2, or NULL */
   const float *act_absmean;/* [cols] mean |x_j| (AWQ's activation salience), or NULL */
   const double *hessian; /* [cols x cols] sum x x^T / n_tokens (GPTQ), or NULL */
+  int n_calls;           /* forward calls that fed the statistics (one per calibration window) */
+  const float *call_absmax;/* [n_calls] max |x| over each call's whole input, in order (quanto's
+                          per-batch absmax that its momentum rule averages), or NULL */
 } qlm_calib;
 
 /* A companion tensor: stored in the model file as "<weight name><suffix>". */
@@ -96,6 +102,9 @@ typedef struct qlm_quant_method {
   const char *options;   /* the option keys it takes, for --help, e.g. "bits group" */
   bool needs_calib;      /* quantize() needs calibration statistics of the layer's input */
   bool needs_hessian;    /* ... including the Hessian (cols^2 doubles per input) */
+  /* When not NULL: whether these options need calibration statistics (overrides needs_calib;
+   * quanto needs them only with activations=qint8). */
+  bool (*wants_calib)(const qlm_quant_opts *o);
   /* Fill in the method's defaults for options left 0 (called before check and quantize). */
   void (*defaults)(qlm_quant_opts *o);
   /* Whether the options and shape are usable; on failure say why in err (QLM_EUSAGE for bad

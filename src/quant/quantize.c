@@ -595,9 +595,20 @@ static const struct {
     {"ffn_gate", QLM_SLOT_UP}, {"ffn_up", QLM_SLOT_UP},  {"ffn_down", QLM_SLOT_DOWN}, {"attn_qkv", QLM_SLOT_QKV},
 };
 
+/* Whether a method with these options needs calibration statistics (method.h: wants_calib). */
+static bool choice_calibrated(const qlm_choice *c) {
+  if (c->kind != QLM_CHOICE_METHOD) return false;
+  if (c->method->wants_calib) {
+    qlm_quant_opts o = c->opts;
+    if (c->method->defaults) c->method->defaults(&o);
+    return c->method->wants_calib(&o);
+  }
+  return c->method->needs_calib;
+}
+
 static bool needs_calib(const qlm_tensor *t, const qlm_quant_params *p) {
   qlm_choice c = qlm_quantize_choice(t, p);
-  return c.kind == QLM_CHOICE_METHOD && c.method->needs_calib;
+  return choice_calibrated(&c);
 }
 
 /* The model's matrix of layer il for stem k. */
@@ -739,7 +750,8 @@ static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_lay
     qlm_choice ch = qlm_quantize_choice(&d->src->tensors[i], d->p);
     if (ch.kind != QLM_CHOICE_METHOD || !ch.method->input_scales || !(ch.method->smooth_slots & (1u << slot)))
       return QLM_OK;
-    if (method && (ch.method != method || ch.opts.alpha != first.opts.alpha)) return QLM_OK; /* mixed: no smoothing */
+    if (method && (ch.method != method || ch.opts.alpha != first.opts.alpha || ch.opts.duo != first.opts.duo))
+      return QLM_OK; /* mixed: no smoothing */
     method = ch.method, first = ch;
     idx[n++] = i;
     rows_total += d->src->tensors[i].ne[1];
@@ -803,9 +815,46 @@ static void scaled_stats(const qlm_layer_stats *st, int slot, const float *s, do
   }
 }
 
+/* The model's input transform of layer il's matrix for stem k (k_slot_of; NULL for attn_qkv). */
+static qlm_lin_in *layer_lin_in(qlm_model *m, int il, int k) {
+  qlm_layer *L = &m->layers[il];
+  qlm_lin_in *ins[] = {&L->in_q, &L->in_k, &L->in_v, &L->in_o, &L->in_gate, &L->in_up, &L->in_down, NULL};
+  return ins[k];
+}
+
+/* The input transform stored in a quantized tensor's companions (".perm", ".input_scale"; model.h);
+ * false when it has other companions (the model cannot run it in place). */
+static bool lin_in_of(calib_ctx *c, const qlm_qtensor *q, qlm_lin_in *in, qlm_error *err, int *rc) {
+  memset(in, 0, sizeof *in);
+  *rc = QLM_OK;
+  for (int a = 0; a < q->n_aux; a++) {
+    const qlm_qaux *x = &q->aux[a];
+    if (!strcmp(x->suffix, ".input_scale") && x->type == QLM_TYPE_F32 && x->n == 1) {
+      memcpy(&in->act_scale, x->data, sizeof in->act_scale);
+    } else if (!strcmp(x->suffix, ".perm") && x->type == QLM_TYPE_F32 && x->n == q->cols) {
+      int32_t *perm = qlm_malloc((size_t)q->cols * sizeof *perm + 1, "a column permutation", err);
+      void **o = perm ? realloc(c->owned, (size_t)(c->n_owned + 1) * sizeof *o) : NULL;
+      if (!o) {
+        free(perm);
+        *rc = QLM_ENOMEM;
+        return false;
+      }
+      c->owned = o;
+      c->owned[c->n_owned++] = perm;
+      for (int64_t j = 0; j < q->cols; j++) perm[j] = (int32_t)((const float *)x->data)[j];
+      in->perm = perm;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 /* Put a quantized matrix into the model (q/k rows back in the model's layout). */
 static int swap_into_model(calib_ctx *c, int il, int k, const qlm_tensor *t, const qlm_qtensor *q, qlm_error *err) {
-  if (q->n_aux || !qlm_type_traits_of(q->type)) return QLM_OK; /* cannot run in place: the model keeps f32 */
+  qlm_lin_in in;
+  int rc;
+  if (!lin_in_of(c, q, &in, err, &rc) || !qlm_type_traits_of(q->type)) return rc; /* the model keeps f32 */
   void *data = q->data;
   if (needs_rope_permutation(c->d->src, t)) {
     if (!(data = rows_to_model_layout(q, c->d->src->hp.head_dim, err))) return QLM_ENOMEM;
@@ -828,9 +877,11 @@ static int swap_into_model(calib_ctx *c, int il, int k, const qlm_tensor *t, con
       v[j]->rows = nr[j];
       v[j]->data = (const unsigned char *)data + (size_t)r0[j] * q->row_bytes;
     }
+    L->in_q = L->in_k = L->in_v = in;
     return QLM_OK;
   }
   *layer_mat(c->m, il, k) = full;
+  *layer_lin_in(c->m, il, k) = in;
   return QLM_OK;
 }
 
@@ -860,8 +911,10 @@ static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err
       rc = QLM_ENOMEM;
     } else {
       scaled_stats(st, slot, sv[slot], h, am, sq, ab);
+      /* per-call maxima are of the unsmoothed input: not given for a smoothed slot */
       qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_sqmean = sq, .act_absmean = ab,
-                       .hessian = h};
+                       .hessian = h, .n_calls = sv[slot] ? 0 : st->n_calls,
+                       .call_absmax = sv[slot] ? NULL : st->call_absmax[slot]};
       rc = do_tensor(d, (int)(t - d->src->tensors), &cal, err);
     }
     free(h), free(sq), free(am), free(ab);
@@ -958,7 +1011,7 @@ static int sens_matrix(sens_ctx *sc, int i, const double *H, qlm_error *err) {
     qo.bits = k_candidate_bits[k];
     qlm_error e = {0};
     if (ch.method->check && ch.method->check(&qo, rows, cols, &e)) continue; /* this method cannot do these bits */
-    const qlm_quant_method *m = ch.method->needs_calib ? &qlm_method_zeropoint : ch.method;
+    const qlm_quant_method *m = choice_calibrated(&ch) ? &qlm_method_zeropoint : ch.method;
     qlm_quant_opts mo = qo;
     if (m != ch.method) mo = (qlm_quant_opts){.bits = qo.bits, .group = qo.group, .asym = true};
     qlm_qtensor q = {0};

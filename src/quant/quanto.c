@@ -36,9 +36,27 @@
  * row at 8 bits), qlm instead widens the group's range to include 0 (all equal and nonzero) or writes
  * scale 0 and zero codes (all zero), which reconstruct the values.
  *
- * Not done: quanto's activation quantization (Calibration(): static per-tensor int8/float8 input and
- * output scales with momentum 0.9) — qlm keeps activations in float for this method.  Not done
- * either: the optional HqqOptimizer (use method hqq). */
+ * activations=qint8 (quantize(model, weights=..., activations=qint8) + `with Calibration(): model(x)`,
+ * calibrate.py / nn/qmodule.py / library/quantize.py): every QLinear gets one static per-tensor input
+ * scale (a scalar in the weight dtype, initially 1).  Calibration's forward pre-hook sets, per forward
+ * call, new = max|x| / 127 over the whole call's input (absmax_scale, int8 max 127) and
+ * scale = new if scale == 1 (the untouched default) else 0.9 scale + 0.1 new (the pre-hook always
+ * uses momentum 0.9).  At run time the input is quantize_symmetric'd: q = clamp(round(x / scale),
+ * -128, 127) as int8, and the product is q * (scale * w_scale) (qbytes_mm): the same as a float
+ * product with the dequantized input scale * q.  Outputs: QModuleMixin also registers an output
+ * quantizer, but Calibration's "streamline" (on by default) removes it from every linear whose
+ * output is only consumed by non-quantized ops — all of them in LLaMA-style models (q/k/v -> rope
+ * and attention, gate -> silu, up -> mul, o/down -> the residual add; tools/quanto_reference.py
+ * checks this on a tiny LlamaForCausalLM), so outputs stay float, as here.
+ * qlm: the driver's calibration runs one forward call per window through each layer
+ * (quant/calib.c), records each call's max|x| per slot (qlm_calib.call_absmax) and this method
+ * applies the momentum rule in the dtype; the scale is stored as the companion tensor
+ * "<weight>.input_scale" (f32 [1]) and model/forward.c fake-quantizes the matrix's input with it.
+ * Differences from quanto's run: qlm calibrates layer by layer (calib.h: each layer sees the earlier
+ * layers already quantized, inputs included, and its own weights and inputs still float while its
+ * statistics are gathered), quanto all layers in one pass with the running scales; and at run time
+ * qlm divides in f32 where quanto divides in the model dtype.
+ * Not done: qfloat8 activations, and the optional HqqOptimizer (use method hqq). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +67,7 @@
 #include "kernels/fp8.h"
 #include "kernels/hqq.h"
 #include "kernels/rtn.h"
-#include "quant/method.h"
+#include "quant/quanto.h"
 
 /* x rounded to the emulated dtype. */
 static float rd(float x, int dtype) {
@@ -172,9 +190,35 @@ static void affine_group(const float *w, int g, int bits, bool int_zero, int dty
   }
 }
 
+float qlm_quanto_input_scale(const float *call_absmax, int n, int dtype) {
+  float scale = 1.0f;                              /* register_buffer("input_scale", ones(())) */
+  const float m = 0.9f, c = (float)(1.0 - 0.9);    /* torch casts the Python scalars to float */
+  for (int k = 0; k < n; k++) {
+    float nw = rd(rd(call_absmax[k], dtype) / 127.0f, dtype);
+    scale = scale == 1.0f ? nw : rd(rd(m * scale, dtype) + rd(nw * c, dtype), dtype);
+  }
+  return scale;
+}
+
+float qlm_quanto_fake_quant_act(float x, float s) {
+  return s * fminf(fmaxf(nearbyintf(x * (1.0f / s)), -128.0f), 127.0f);
+}
+
+/* activations=qint8: the companion ".input_scale" from the calibration's per-call maxima. */
+static int add_input_scale(const qlm_calib *calib, int dtype, qlm_qtensor *out, qlm_error *err) {
+  if (!calib || !calib->call_absmax || calib->n_calls < 1)
+    return qlm_fail(err, QLM_EUSAGE, "quanto: activations=qint8 needs calibration (the inputs' ranges): run with calibration data");
+  float s = qlm_quanto_input_scale(calib->call_absmax, calib->n_calls, dtype);
+  if (!(s > 0.0f) || !isfinite(s))
+    return qlm_fail(err, QLM_EUSAGE, "quanto: the calibrated input scale is %g (all-zero or non-finite inputs)", (double)s);
+  qlm_qaux *a = qlm_qtensor_add_aux(out, ".input_scale", QLM_TYPE_F32, 1, err);
+  if (!a) return err && err->code ? err->code : QLM_ENOMEM;
+  memcpy(a->data, &s, sizeof s);
+  return QLM_OK;
+}
+
 static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
                            qlm_qtensor *out, qlm_error *err) {
-  (void)calib;
   int rc = quanto_check(o, rows, cols, err);
   if (rc) return rc;
   const int dtype = o->dtype ? o->dtype : QLM_DTYPE_F16, n = (int)cols;
@@ -224,12 +268,13 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
       qlm_hqq_pack(type, s, zf, u, blk);
     }
   }
+  if (o->act_int8 && (rc = add_input_scale(calib, dtype, out, err))) goto fail;
   qlm_qtensor_set_bpw(out);
   char gs[16];
   if (gq) snprintf(gs, sizeof gs, "%d", gq);
   else snprintf(gs, sizeof gs, "channel");
-  snprintf(out->desc, sizeof out->desc, "quanto weights=%s group=%s dtype=%s%s", qtype_name(o), gs, dtype_name(dtype),
-           o->int_zero ? " zeropoint=1" : "");
+  snprintf(out->desc, sizeof out->desc, "quanto weights=%s group=%s dtype=%s%s%s", qtype_name(o), gs, dtype_name(dtype),
+           o->int_zero ? " zeropoint=1" : "", o->act_int8 ? " activations=qint8" : "");
   if (o->bits < 8 && gq != (o->group > 0 ? o->group : 128) && cols > (o->group > 0 ? o->group : 128))
     snprintf(out->note, sizeof out->note, "group %d does not divide the %lld columns: %s%s (quanto's rule)",
              o->group > 0 ? o->group : 128, (long long)cols, gq ? "used " : "per output row", gq ? gs : "");
@@ -244,10 +289,14 @@ fail:
   return rc;
 }
 
+static bool quanto_wants_calib(const qlm_quant_opts *o) { return o->act_int8; }
+
 const qlm_quant_method qlm_method_quanto = {
     .name = "quanto",
+    .wants_calib = quanto_wants_calib,
     .summary = "optimum-quanto weights: qint8/qfloat8 absmax per row, qint4/qint2 affine (scale + shift) per group of 128",
-    .options = "weights=qint8|qint4|qint2|qfloat8 (qint8) group=N (128, for qint4/qint2) zeropoint=0|1 dtype=f16|bf16|f32 (f16)",
+    .options = "weights=qint8|qint4|qint2|qfloat8 (qint8) group=N (128, for qint4/qint2) zeropoint=0|1 dtype=f16|bf16|f32 (f16) "
+               "activations=qint8|none (none; qint8: static per-tensor int8 input scales from calibration)",
     .defaults = quanto_defaults,
     .check = quanto_check,
     .quantize = quanto_quantize,
