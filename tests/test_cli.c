@@ -8,37 +8,12 @@
 
 #include "core/mapfile.h"
 
-typedef struct run_result {
-  int status;   /* exit code */
-  char *out;    /* stdout */
-  char *err;    /* stderr */
-} run_result;
+typedef tu_run run_result;
 
 /* Run `qlm ARGS` (ARGS is shell syntax) capturing stdout and stderr into temporary files. */
-static run_result run_qlm(const char *args) {
-  const char *bin = getenv("QLM_BIN");
-  assert_non_null(bin);
-  char *dir = tu_tmpdir();
-  char cmd[4096], out_path[512], err_path[512];
-  snprintf(out_path, sizeof out_path, "%s/out", dir);
-  snprintf(err_path, sizeof err_path, "%s/err", dir);
-  snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", bin, args, out_path, err_path);
-  int st = system(cmd);
-  run_result r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
-  qlm_error e = {0};
-  assert_int_equal(qlm_read_file(out_path, 64 << 20, &r.out, NULL, &e), 0);
-  assert_int_equal(qlm_read_file(err_path, 64 << 20, &r.err, NULL, &e), 0);
-  remove(out_path);
-  remove(err_path);
-  remove(dir);
-  free(dir);
-  return r;
-}
+static run_result run_qlm(const char *args) { return tu_run_qlm(NULL, args); }
 
-static void run_free(run_result *r) {
-  free(r->out);
-  free(r->err);
-}
+static void run_free(run_result *r) { tu_run_free(r); }
 
 static char *shared_arg(const char *rel) { return tu_shared(rel); }
 

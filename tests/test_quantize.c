@@ -424,34 +424,12 @@ static void test_atomic_failure_keeps_destination(void **state) {
 
 /* ---- the CLI */
 
-typedef struct run_result {
-  int status;
-  char *out, *err;
-} run_result;
+typedef tu_run run_result;
 
 /* Run `prefix 'qlm' ARGS` through the shell; prefix may set limits (ulimit). */
-static run_result run_cli(const char *prefix, const char *args) {
-  const char *bin = getenv("QLM_BIN");
-  assert_non_null(bin);
-  char *dir = tu_tmpdir();
-  char cmd[4096], op[512], ep[512];
-  snprintf(op, sizeof op, "%s/out", dir);
-  snprintf(ep, sizeof ep, "%s/err", dir);
-  snprintf(cmd, sizeof cmd, "bash -c \"%s exec '%s' %s\" >'%s' 2>'%s' </dev/null", prefix, bin, args, op, ep);
-  int st = system(cmd);
-  run_result r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
-  qlm_error e = {0};
-  assert_int_equal(qlm_read_file(op, 64 << 20, &r.out, NULL, &e), 0);
-  assert_int_equal(qlm_read_file(ep, 64 << 20, &r.err, NULL, &e), 0);
-  rm_rf(dir);
-  free(dir);
-  return r;
-}
+static run_result run_cli(const char *prefix, const char *args) { return tu_run_qlm(prefix, args); }
 
-static void run_free(run_result *r) {
-  free(r->out);
-  free(r->err);
-}
+static void run_free(run_result *r) { tu_run_free(r); }
 
 static void test_cli(void **state) {
   (void)state;

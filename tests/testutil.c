@@ -6,6 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include "core/mapfile.h"
 #include "formats/gguf_write.h"
 #include "kernels/types.h"
 #include "model/model.h"
@@ -250,4 +253,32 @@ double tu_smooth_only_drift(const char *model, const char *dir, const qlm_quant_
   qlm_source_close(src);
   unlink(out);
   return maxd / maxl;
+}
+
+tu_run tu_run_qlm(const char *prefix, const char *args) {
+  const char *bin = getenv("QLM_BIN");
+  assert_non_null(bin);
+  char *dir = tu_tmpdir();
+  char cmd[8192], op[512], ep[512];
+  snprintf(op, sizeof op, "%s/out", dir);
+  snprintf(ep, sizeof ep, "%s/err", dir);
+  int n = prefix ? snprintf(cmd, sizeof cmd, "bash -c \"%s exec '%s' %s\" >'%s' 2>'%s' </dev/null", prefix, bin, args, op, ep)
+                 : snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", bin, args, op, ep);
+  assert_true(n > 0 && (size_t)n < sizeof cmd);
+  int st = system(cmd);
+  tu_run r = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
+  qlm_error e = {0};
+  assert_int_equal(qlm_read_file(op, 64 << 20, &r.out, NULL, &e), 0);
+  assert_int_equal(qlm_read_file(ep, 64 << 20, &r.err, NULL, &e), 0);
+  remove(op);
+  remove(ep);
+  rmdir(dir);
+  free(dir);
+  return r;
+}
+
+void tu_run_free(tu_run *r) {
+  free(r->out);
+  free(r->err);
+  r->out = r->err = NULL;
 }

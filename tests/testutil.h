@@ -28,6 +28,17 @@ float tu_rand_normal(uint64_t *state);   /* N(0,1), Box-Muller */
 
 
 
+/* Run `qlm ARGS` (ARGS is shell syntax) with stdin from /dev/null, capturing stdout and stderr;
+ * with a prefix (may be ""), as `bash -c "PREFIX exec qlm ARGS"` (the prefix may set limits, e.g.
+ * "ulimit -f 100;").  The binary is $QLM_BIN
+ * (set by ctest).  status: the exit code, or 128 + the signal that killed it. */
+typedef struct tu_run {
+  int status;
+  char *out, *err;  /* malloc'd, NUL-terminated */
+} tu_run;
+tu_run tu_run_qlm(const char *prefix, const char *args);
+void tu_run_free(tu_run *r);
+
 /* Where scripts/get-models put SmolLM2-135M-Instruct.Q4_1.gguf: $QLM_SMOLLM2_GGUF, else
  * $QLM_CACHE/models/..., else ~/.cache/qlm/models/... (malloc'd). */
 char *tu_smollm2_path(void);
