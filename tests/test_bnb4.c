@@ -54,17 +54,6 @@ static void test_code_tables(void **state) {
 }
 
 /* ---- Fixtures. */
-typedef struct rd {
-  const uint8_t *p, *end;
-} rd;
-
-static const void *take(rd *r, size_t bytes) {
-  assert_true((size_t)(r->end - r->p) >= bytes);
-  const void *q = r->p;
-  r->p += bytes;
-  return q;
-}
-
 /* One quant type's record of a case file (see the generator's docstring). */
 typedef struct bnb_rec {
   const uint8_t *packed;
@@ -204,23 +193,23 @@ static void check_case_type(const char *name, int type, const float *x, int64_t 
 static void check_case(const char *file) {
   size_t n;
   uint8_t *buf = tu_read_vectors(file, "QLMBNB41", GEN, &n);
-  rd r = {buf + 8, buf + n};
+  tu_rd r = {buf + 8, buf + n};
   uint32_t hdr[3];
-  memcpy(hdr, take(&r, 12), 12);
+  memcpy(hdr, tu_take(&r, 12), 12);
   int64_t rows = hdr[0], cols = hdr[1], N = rows * cols, nb = N / 64, n2 = (nb + 255) / 256;
   bool has_deq = hdr[2] != 0;
-  float *x = copy_f(take(&r, (size_t)N * 4), (size_t)N);
+  float *x = copy_f(tu_take(&r, (size_t)N * 4), (size_t)N);
   for (int t = 0; t < 2; t++) {
     bnb_rec R = {0};
-    R.packed = take(&r, (size_t)N / 2);
-    R.absmax = copy_f(take(&r, (size_t)nb * 4), (size_t)nb);
-    if (has_deq) R.deq = copy_f(take(&r, (size_t)N * 4), (size_t)N);
-    memcpy(&R.offset, take(&r, 4), 4);
-    R.aq_native = take(&r, (size_t)nb);
-    R.aq_default = take(&r, (size_t)nb);
-    R.absmax2 = copy_f(take(&r, (size_t)n2 * 4), (size_t)n2);
-    R.absmax_dq = copy_f(take(&r, (size_t)nb * 4), (size_t)nb);
-    if (has_deq) R.deq_dq = copy_f(take(&r, (size_t)N * 4), (size_t)N);
+    R.packed = tu_take(&r, (size_t)N / 2);
+    R.absmax = copy_f(tu_take(&r, (size_t)nb * 4), (size_t)nb);
+    if (has_deq) R.deq = copy_f(tu_take(&r, (size_t)N * 4), (size_t)N);
+    memcpy(&R.offset, tu_take(&r, 4), 4);
+    R.aq_native = tu_take(&r, (size_t)nb);
+    R.aq_default = tu_take(&r, (size_t)nb);
+    R.absmax2 = copy_f(tu_take(&r, (size_t)n2 * 4), (size_t)n2);
+    R.absmax_dq = copy_f(tu_take(&r, (size_t)nb * 4), (size_t)nb);
+    if (has_deq) R.deq_dq = copy_f(tu_take(&r, (size_t)N * 4), (size_t)N);
     check_case_type(file, t == 0 ? QLM_TYPE_NF4 : QLM_TYPE_FP4, x, rows, cols, has_deq, &R);
     free((void *)R.absmax), free((void *)R.deq), free((void *)R.absmax2), free((void *)R.absmax_dq);
     free((void *)R.deq_dq);

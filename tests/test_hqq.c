@@ -83,21 +83,6 @@ static void test_layout(void **state) {
 }
 
 /* ---- against the real hqq package */
-typedef struct rd {
-  const uint8_t *p, *end;
-} rd;
-static const void *take(rd *r, size_t n) {
-  assert_true((size_t)(r->end - r->p) >= n);
-  const void *q = r->p;
-  r->p += n;
-  return q;
-}
-static uint32_t take_u32(rd *r) {
-  uint32_t v;
-  memcpy(&v, take(r, 4), 4);
-  return v;
-}
-
 /* qlm runs the same algorithm in float32 on the CPU as hqq does, but sums each group's mean in
  * another order: a zero differs by a few ulps of the sum of 64 terms of size <= 2^b per
  * iteration (~64 * 2^-24 * 2^b), and such differences can move a code whose W*si + z lies
@@ -108,23 +93,23 @@ static void test_against_hqq(void **state) {
   (void)state;
   size_t n;
   uint8_t *buf = tu_read_vectors("hqq/hqq_ref.bin", "QLMHQQ01", GEN, &n);
-  rd r = {buf + 8, buf + n};
-  uint32_t n_mats = take_u32(&r);
+  tu_rd r = {buf + 8, buf + n};
+  uint32_t n_mats = tu_take_u32(&r);
   assert_true(n_mats >= 1 && n_mats <= 8);
   const float *mats[8];
   uint32_t rows[8], cols[8];
   for (uint32_t m = 0; m < n_mats; m++) {
-    rows[m] = take_u32(&r), cols[m] = take_u32(&r);
-    mats[m] = take(&r, (size_t)rows[m] * cols[m] * 4);
+    rows[m] = tu_take_u32(&r), cols[m] = tu_take_u32(&r);
+    mats[m] = tu_take(&r, (size_t)rows[m] * cols[m] * 4);
   }
-  uint32_t n_cases = take_u32(&r);
+  uint32_t n_cases = tu_take_u32(&r);
   assert_true(n_cases >= 4);
   for (uint32_t c = 0; c < n_cases; c++) {
-    uint32_t mi = take_u32(&r), bits = take_u32(&r), group = take_u32(&r), rz = take_u32(&r), nit = take_u32(&r);
+    uint32_t mi = tu_take_u32(&r), bits = tu_take_u32(&r), group = tu_take_u32(&r), rz = tu_take_u32(&r), nit = tu_take_u32(&r);
     assert_true(mi < n_mats && nit >= 1 && nit <= 20);
     int64_t N = (int64_t)rows[mi] * cols[mi], ng = N / group;
-    const float *rerr = take(&r, 4 * nit), *rscale = take(&r, (size_t)ng * 4), *rzero = take(&r, (size_t)ng * 4);
-    const uint8_t *rcodes = take(&r, (size_t)N);
+    const float *rerr = tu_take(&r, 4 * nit), *rscale = tu_take(&r, (size_t)ng * 4), *rzero = tu_take(&r, (size_t)ng * 4);
+    const uint8_t *rcodes = tu_take(&r, (size_t)N);
     float W[65536];
     assert_true(N <= 65536);
     memcpy(W, mats[mi], (size_t)N * 4);

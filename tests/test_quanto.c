@@ -29,20 +29,6 @@
 #define GEN "tools/quanto_reference.py"
 static const qlm_simd_level LEVELS[] = {QLM_SIMD_SCALAR, QLM_SIMD_AVX2, QLM_SIMD_AVX512};
 
-typedef struct rd {
-  const uint8_t *p, *end;
-} rd;
-static const void *take(rd *r, size_t n) {
-  assert_true((size_t)(r->end - r->p) >= n);
-  const void *q = r->p;
-  r->p += n;
-  return q;
-}
-static uint32_t take_u32(rd *r) {
-  uint32_t v;
-  memcpy(&v, take(r, 4), 4);
-  return v;
-}
 static float f32_at(const void *p, size_t i) {
   float v;
   memcpy(&v, (const uint8_t *)p + 4 * i, 4);
@@ -79,23 +65,23 @@ static void test_fp8_format(void **state) {
   /* torch 2.x's float32 -> float8_e4m3fn cast on boundary, midpoint and random values */
   size_t n;
   uint8_t *buf = tu_read_vectors("quanto/quanto_ref.bin", "QLMQNT01", GEN, &n);
-  rd r = {buf + 8, buf + n};
-  uint32_t rows = take_u32(&r), cols = take_u32(&r);
-  take(&r, (size_t)rows * cols * 4);
-  uint32_t n_cases = take_u32(&r);
+  tu_rd r = {buf + 8, buf + n};
+  uint32_t rows = tu_take_u32(&r), cols = tu_take_u32(&r);
+  tu_take(&r, (size_t)rows * cols * 4);
+  uint32_t n_cases = tu_take_u32(&r);
   for (uint32_t c = 0; c < n_cases; c++) { /* skip the cases */
     char name[17] = {0};
-    memcpy(name, take(&r, 16), 16);
-    take_u32(&r), take_u32(&r), take_u32(&r);
-    uint32_t ns = take_u32(&r);
-    take(&r, (size_t)rows * cols + (size_t)ns * 4);
-    if (!strcmp(name, "qint4") || !strcmp(name, "qint2")) take(&r, (size_t)ns * 4);
-    uint32_t nd = take_u32(&r);
-    take(&r, (size_t)nd * 4);
+    memcpy(name, tu_take(&r, 16), 16);
+    tu_take_u32(&r), tu_take_u32(&r), tu_take_u32(&r);
+    uint32_t ns = tu_take_u32(&r);
+    tu_take(&r, (size_t)rows * cols + (size_t)ns * 4);
+    if (!strcmp(name, "qint4") || !strcmp(name, "qint2")) tu_take(&r, (size_t)ns * 4);
+    uint32_t nd = tu_take_u32(&r);
+    tu_take(&r, (size_t)nd * 4);
   }
-  uint32_t nc = take_u32(&r);
+  uint32_t nc = tu_take_u32(&r);
   assert_true(nc > 500);
-  const uint8_t *xs = take(&r, (size_t)nc * 4), *ys = take(&r, nc);
+  const uint8_t *xs = tu_take(&r, (size_t)nc * 4), *ys = tu_take(&r, nc);
   int bad = 0;
   for (uint32_t i = 0; i < nc; i++) {
     float x = f32_at(xs, i);
@@ -113,25 +99,25 @@ static void test_against_quanto(void **state) {
   (void)state;
   size_t n;
   uint8_t *buf = tu_read_vectors("quanto/quanto_ref.bin", "QLMQNT01", GEN, &n);
-  rd r = {buf + 8, buf + n};
-  const uint32_t rows = take_u32(&r), cols = take_u32(&r);
+  tu_rd r = {buf + 8, buf + n};
+  const uint32_t rows = tu_take_u32(&r), cols = tu_take_u32(&r);
   assert_true(rows == 16 && cols == 256);
-  const float *W = take(&r, (size_t)rows * cols * 4); /* little-endian f32, aligned at offset 16 */
-  const uint32_t n_cases = take_u32(&r);
+  const float *W = tu_take(&r, (size_t)rows * cols * 4); /* little-endian f32, aligned at offset 16 */
+  const uint32_t n_cases = tu_take_u32(&r);
   assert_int_equal(n_cases, 9);
   const int dtypes[] = {QLM_DTYPE_F32, QLM_DTYPE_F16, QLM_DTYPE_BF16};
   for (uint32_t ci = 0; ci < n_cases; ci++) {
     char name[17] = {0};
-    memcpy(name, take(&r, 16), 16);
-    uint32_t dt = take_u32(&r), zp = take_u32(&r), group = take_u32(&r), ns = take_u32(&r);
+    memcpy(name, tu_take(&r, 16), 16);
+    uint32_t dt = tu_take_u32(&r), zp = tu_take_u32(&r), group = tu_take_u32(&r), ns = tu_take_u32(&r);
     assert_true(dt <= 2);
-    const uint8_t *codes = take(&r, (size_t)rows * cols);
-    const uint8_t *scale = take(&r, (size_t)ns * 4), *shift = NULL;
+    const uint8_t *codes = tu_take(&r, (size_t)rows * cols);
+    const uint8_t *scale = tu_take(&r, (size_t)ns * 4), *shift = NULL;
     const bool affine = !strcmp(name, "qint4") || !strcmp(name, "qint2");
     const bool fp8 = !strncmp(name, "qfloat8", 7); /* quanto names it qfloat8_e4m3fn */
-    if (affine) shift = take(&r, (size_t)ns * 4);
-    uint32_t nd = take_u32(&r);
-    const uint8_t *deq = take(&r, (size_t)nd * 4);
+    if (affine) shift = tu_take(&r, (size_t)ns * 4);
+    uint32_t nd = tu_take_u32(&r);
+    const uint8_t *deq = tu_take(&r, (size_t)nd * 4);
     qlm_quant_opts o = {.dtype = dtypes[dt], .int_zero = zp != 0};
     qlm_error err = {0};
     if (qlm_quant_opts_parse_kv(&o, "weights", name, "test", &err)) fail_msg("%s", err.msg);
@@ -426,25 +412,25 @@ static void test_activations_against_quanto(void **state) {
   (void)state;
   size_t n;
   uint8_t *buf = tu_read_vectors("quanto/quanto_act_ref.bin", "QLMQACT1", GEN, &n);
-  rd r = {buf + 8, buf + n};
-  const uint32_t in = take_u32(&r), out = take_u32(&r), T = take_u32(&r), nc = take_u32(&r);
+  tu_rd r = {buf + 8, buf + n};
+  const uint32_t in = tu_take_u32(&r), out = tu_take_u32(&r), T = tu_take_u32(&r), nc = tu_take_u32(&r);
   assert_true(in == 64 && out == 8 && T == 6 && nc == 7);
-  const uint8_t *Wb = take(&r, (size_t)in * out * 4);
+  const uint8_t *Wb = tu_take(&r, (size_t)in * out * 4);
   float W[8 * 64], maxima[7], scale = 0;
   for (uint32_t i = 0; i < in * out; i++) W[i] = f32_at(Wb, i);
   for (uint32_t k = 0; k < nc; k++) {
-    const uint8_t *X = take(&r, (size_t)T * in * 4);
+    const uint8_t *X = tu_take(&r, (size_t)T * in * 4);
     float m = 0;
     for (uint32_t i = 0; i < T * in; i++) m = fmaxf(m, fabsf(f32_at(X, i)));
     maxima[k] = m;
-    float want = f32_at(take(&r, 4), 0);
+    float want = f32_at(tu_take(&r, 4), 0);
     scale = qlm_quanto_input_scale(maxima, (int)k + 1, QLM_DTYPE_F16);
     assert_true(scale == want); /* bit-exact: every f16 rounding of the momentum rule */
   }
   assert_true(qlm_quanto_input_scale(maxima, 0, QLM_DTYPE_F16) == 1.0f); /* quanto's untouched default */
-  const uint8_t *Xt = take(&r, (size_t)T * in * 4);
-  const int8_t *codes = take(&r, (size_t)T * in);
-  const uint8_t *Yb = take(&r, (size_t)T * out * 4);
+  const uint8_t *Xt = tu_take(&r, (size_t)T * in * 4);
+  const int8_t *codes = tu_take(&r, (size_t)T * in);
+  const uint8_t *Yb = tu_take(&r, (size_t)T * out * 4);
   int exact = 0, off = 0;
   float xq[6 * 64];
   for (uint32_t i = 0; i < T * in; i++) {
@@ -491,7 +477,7 @@ static void test_activations_against_quanto(void **state) {
   /* without calibration the option is refused */
   qlm_qtensor q2 = {0};
   assert_int_equal(qlm_method_quanto.quantize(W, out, in, NULL, &o, &q2, &err), QLM_EUSAGE);
-  uint32_t n_lin = take_u32(&r), n_outq = take_u32(&r);
+  uint32_t n_lin = tu_take_u32(&r), n_outq = tu_take_u32(&r);
   assert_true(n_lin == 14 && n_outq == 0); /* streamline: no LLaMA linear quantizes its output */
   free(buf);
 }

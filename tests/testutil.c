@@ -282,3 +282,16 @@ void tu_run_free(tu_run *r) {
   free(r->err);
   r->out = r->err = NULL;
 }
+
+const void *tu_take(tu_rd *r, size_t n) {
+  assert_true((size_t)(r->end - r->p) >= n);
+  const void *q = r->p;
+  r->p += n;
+  return q;
+}
+
+uint32_t tu_take_u32(tu_rd *r) {
+  uint32_t v;
+  memcpy(&v, tu_take(r, 4), 4);
+  return v;
+}

@@ -19,6 +19,13 @@ char *tu_tmpdir(void);
  * fails the test naming `generator` (the tools/ script that makes it) if it is missing or wrong.
  * Returns a malloc'd buffer and its size. */
 uint8_t *tu_read_vectors(const char *rel, const char *magic8, const char *generator, size_t *n);
+/* A cursor over such a vector file: tu_take returns the next n bytes (failing the test when fewer
+ * are left), tu_take_u32 the next little-endian uint32. */
+typedef struct tu_rd {
+  const uint8_t *p, *end;
+} tu_rd;
+const void *tu_take(tu_rd *r, size_t n);
+uint32_t tu_take_u32(tu_rd *r);
 /* Write bytes to a file; fails the test on error. */
 void tu_write_file(const char *path, const void *data, size_t n);
 /* Deterministic pseudo-random numbers (xorshift64*), for reproducible synthetic data. */
