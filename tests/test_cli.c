@@ -132,6 +132,45 @@ static void test_usage_errors(void **st) {
   run_free(&r);
 }
 
+/* The default model and data are found without $QLM_SHARED from any working directory: qlm looks
+ * for a "shared" folder beside its executable's folders (core/shared_dir.h).  Layout built here:
+ *   DIR/repo/build/qlm (a copy: /proc/self/exe resolves links)   DIR/shared/models/... (a link). */
+static void test_default_paths_found_beside_executable(void **st) {
+  (void)st;
+  const char *bin = getenv("QLM_BIN");
+  assert_non_null(bin);
+  char *model = shared_arg("models/stories260K/stories260K.gguf"), *dir = tu_tmpdir();
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "set -e; cd '%s'; mkdir -p repo/build shared/models/stories260K; cp '%s' repo/build/qlm;"
+           " ln -s '%s' shared/models/stories260K/stories260K.gguf",
+           dir, bin, model);
+  assert_int_equal(system(cmd), 0);
+  /* from / with QLM_SHARED unset: the default model opens through DIR/shared */
+  char args[2048];
+  snprintf(args, sizeof args, "cd / && env -u QLM_SHARED '%s/repo/build/qlm' info --no-tensors >'%s/out' 2>&1", dir, dir);
+  assert_int_equal(system(args), 0);
+  char p[1024], *text = NULL;
+  qlm_error e = {0};
+  snprintf(p, sizeof p, "%s/out", dir);
+  assert_int_equal(qlm_read_file(p, 1 << 20, &text, NULL, &e), 0);
+  assert_non_null(strstr(text, "n_embd 64, n_ff 172, n_layer 5"));
+  assert_non_null(strstr(text, dir)); /* the path it opened is the one beside the executable */
+  free(text);
+  /* $QLM_SHARED wins, and a wrong one is named in the error (exit 3: cannot open) */
+  snprintf(args, sizeof args, "cd / && QLM_SHARED=/nonexistent-shared '%s/repo/build/qlm' info >'%s/out' 2>&1", dir, dir);
+  int status = system(args);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 3);
+  assert_int_equal(qlm_read_file(p, 1 << 20, &text, NULL, &e), 0);
+  assert_non_null(strstr(text, "/nonexistent-shared/models/stories260K/stories260K.gguf"));
+  free(text);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+  free(dir);
+  free(model);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_run_greedy_matches_documented_text),
@@ -140,6 +179,7 @@ int main(void) {
       cmocka_unit_test(test_info),
       cmocka_unit_test(test_truncated_model_error),
       cmocka_unit_test(test_usage_errors),
+      cmocka_unit_test(test_default_paths_found_beside_executable),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

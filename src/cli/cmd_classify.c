@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/shared_dir.h"
 #include "cli/cli.h"
 #include "eval/classify.h"
 #include "eval/mmlu.h"
@@ -27,9 +28,7 @@ typedef struct cls_opts {
 
 static const char *default_data(void) {
   static char buf[1024];
-  const char *sh = getenv("QLM_SHARED");
-  snprintf(buf, sizeof buf, "%s/data/tweeteval-sentiment", sh && *sh ? sh : "../shared");
-  return buf;
+  return qlm_shared_path("data/tweeteval-sentiment", buf, sizeof buf);
 }
 
 static void usage(FILE *f) {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/shared_dir.h"
 #include "cli/cli.h"
 #include "eval/classify.h"
 #include "eval/mmlu.h"
@@ -22,9 +23,7 @@ typedef struct mmlu_opts {
 
 static const char *default_data(void) {
   static char buf[1024];
-  const char *sh = getenv("QLM_SHARED");
-  snprintf(buf, sizeof buf, "%s/data/mmlu", sh && *sh ? sh : "../shared");
-  return buf;
+  return qlm_shared_path("data/mmlu", buf, sizeof buf);
 }
 
 static void usage(FILE *f) {

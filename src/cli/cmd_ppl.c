@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/shared_dir.h"
 #include "cli/cli.h"
 #include "core/mapfile.h"
 #include "eval/kl.h"
@@ -24,9 +25,7 @@ typedef struct ppl_opts {
 
 static const char *default_data(void) {
   static char buf[1024];
-  const char *sh = getenv("QLM_SHARED");
-  snprintf(buf, sizeof buf, "%s/data/wikitext-2-raw/wiki.test.raw", sh && *sh ? sh : "../shared");
-  return buf;
+  return qlm_shared_path("data/wikitext-2-raw/wiki.test.raw", buf, sizeof buf);
 }
 
 static void usage(FILE *f) {

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/shared_dir.h"
 #include "cli/cli.h"
 #include "quant/quantize.h"
 
@@ -24,11 +25,9 @@ typedef struct quant_opts {
 } quant_opts;
 
 static char g_default_calib[512];
-/* The default calibration text: C4 under the shared folder ($QLM_SHARED or ../shared). */
+/* The default calibration text: C4 under the shared folder (core/shared_dir.h). */
 static const char *default_calib(void) {
-  const char *sh = getenv("QLM_SHARED");
-  snprintf(g_default_calib, sizeof g_default_calib, "%s/%s", sh && *sh ? sh : "../shared", QLM_CALIB_DEFAULT_TEXT);
-  return g_default_calib;
+  return qlm_shared_path(QLM_CALIB_DEFAULT_TEXT, g_default_calib, sizeof g_default_calib);
 }
 
 static void list_methods(FILE *f) {

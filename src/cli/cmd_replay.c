@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/shared_dir.h"
 #include "cli/cli.h"
 #include "eval/replay.h"
 #include "eval/results.h"
@@ -23,9 +24,7 @@ typedef struct replay_opts {
 
 static const char *default_data(void) {
   static char buf[1024];
-  const char *sh = getenv("QLM_SHARED");
-  snprintf(buf, sizeof buf, "%s/data/dailydialog/dialogues_test.txt", sh && *sh ? sh : "../shared");
-  return buf;
+  return qlm_shared_path("data/dailydialog/dialogues_test.txt", buf, sizeof buf);
 }
 
 static void usage(FILE *f) {

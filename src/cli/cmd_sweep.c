@@ -40,7 +40,7 @@ static void usage(FILE *f) {
           "      --country ISO3, --pue P, --carbon-intensity G, --cpu-tdp W, --no-energy\n"
           "                     measurement flags passed to every child (override the config's)\n\n"
           "Config (JSON; relative paths are relative to the current directory; paths may use ~, $HOME,\n"
-          "$QLM_SHARED (default ../shared) or any set $VARIABLE):\n"
+          "$QLM_SHARED (default: ../shared, else the shared folder beside qlm's checkout) or any set $VARIABLE):\n"
           "  {\n"
           "    \"name\": \"my-grid\",                      label of the sweep in messages\n"
           "    \"db\": \"results.db\",                     results database (default %s)\n"

@@ -6,13 +6,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/shared_dir.h"
 #include "db/sha256.h"
 
 #include "cli/cli.h"
 
 const char *cli_default_model(void) {
   const char *m = getenv("QLM_MODEL");
-  return (m && *m) ? m : "../shared/models/stories260K/stories260K.gguf";
+  static char buf[4096];
+  return (m && *m) ? m : qlm_shared_path("models/stories260K/stories260K.gguf", buf, sizeof buf);
 }
 
 int cli_report(const qlm_error *err) {

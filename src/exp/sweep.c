@@ -1,5 +1,6 @@
 /* sweep.c — the sweep config (JSON, read with cJSON): parsing, checking, expansion into jobs, and
  * the command lines of the child processes. Running them is sweep_run.c. */
+#include "core/shared_dir.h"
 #include "exp/sweep.h"
 
 #include <cjson/cJSON.h>
@@ -117,8 +118,9 @@ static int check_keys(pctx *c, const char *where, const cJSON *o, const char *co
   return QLM_OK;
 }
 
-/* Expand ~ at the start and $NAME / ${NAME} anywhere. $QLM_SHARED defaults to ../shared (as
- * the tests and the CLI's default paths assume); any other unset variable is an error. */
+/* Expand ~ at the start and $NAME / ${NAME} anywhere. An unset $QLM_SHARED means the shared folder
+ * qlm finds by itself (core/shared_dir.h), as the CLI's default paths do; any other unset
+ * variable is an error. */
 static int expand_path(pctx *c, const char *where, const char *in, char **out) {
   size_t cap = strlen(in) + 1, n = 0;
   char *s = malloc(cap);
@@ -146,7 +148,7 @@ static int expand_path(pctx *c, const char *where, const char *in, char **out) {
       name[e - b] = 0;
       skip = (size_t)(e - p) + brace;
       val = getenv(name);
-      if ((!val || !*val) && !strcmp(name, "QLM_SHARED")) val = "../shared";
+      if ((!val || !*val) && !strcmp(name, "QLM_SHARED")) val = qlm_shared_dir();
       if (!val) {
         free(s);
         return perr(c, where, "'%s' uses $%s, which is not set", in, name);
