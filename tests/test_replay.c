@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -499,12 +500,30 @@ static void test_cli_usage(void **st) {
   free(r.err);
 }
 
-/* A 2-second run through the program: JSON record, compression stated. */
+/* One metric of the only result in a results database (NaN when absent). */
+static double db_metric(const char *db_path, const char *name) {
+  sqlite3 *h = NULL;
+  assert_int_equal(sqlite3_open_v2(db_path, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *q = NULL;
+  assert_int_equal(sqlite3_prepare_v2(h, "SELECT value FROM metrics_flat WHERE task = 'replay' AND name = ?1", -1, &q, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+  double v = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_double(q, 0) : NAN;
+  assert_int_equal(sqlite3_step(q), SQLITE_DONE); /* one row only */
+  sqlite3_finalize(q);
+  sqlite3_close(h);
+  return v;
+}
+
+/* A 2-second run through the program: JSON record, compression stated; with --db the same record
+ * is a result row of the run (not only its phases). */
 static void test_cli_json(void **st) {
   (void)st;
   char *model = tu_shared("models/stories260K/stories260K.gguf"), *data = tu_shared("data/dailydialog/dialogues_test.txt");
-  char args[2048];
-  snprintf(args, sizeof args, "replay -m '%s' --data '%s' --duration 12s --speedup 6 --seed 3 -t 1 --json -q", model, data);
+  char *dir = tu_tmpdir(), db[600], args[2048];
+  snprintf(db, sizeof db, "%s/r.db", dir);
+  snprintf(args, sizeof args, "replay -m '%s' --data '%s' --duration 12s --speedup 6 --seed 3 -t 1 --json -q --db '%s'",
+           model, data, db);
   run_result r = run_qlm(args);
   if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
   cJSON *j = cJSON_Parse(r.out);
@@ -525,11 +544,24 @@ static void test_cli_json(void **st) {
   assert_non_null(strstr(cJSON_GetObjectItem(s, "note")->valuestring, "compressed"));
   const char *kinds = cJSON_GetObjectItem(s, "energy")->valuestring; /* "cpu estimated, ram ..." here (no RAPL) */
   assert_true(!strncmp(kinds, "cpu measured", 12) || !strncmp(kinds, "cpu estimated", 13));
+  const char *same[] = {"prompts", "latency_p50_s", "latency_p99_s", "energy_per_prompt_j", "tokens_per_s"};
+  for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+    assert_float_equal(db_metric(db, same[i]), cJSON_GetObjectItem(m, same[i])->valuedouble,
+                       1e-9 * fabs(cJSON_GetObjectItem(m, same[i])->valuedouble));
   cJSON_Delete(j);
   free(r.out);
   free(r.err);
   free(model);
   free(data);
+  remove(db);
+  char side[640];
+  const char *suffix[] = {"-wal", "-shm"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(side, sizeof side, "%s%s", db, suffix[i]);
+    remove(side);
+  }
+  rmdir(dir);
+  free(dir);
 }
 
 /* The meter in the evaluation commands (issue #6): `qlm mmlu` and `qlm classify zeroshot` record

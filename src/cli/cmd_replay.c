@@ -200,8 +200,9 @@ static const char *energy_kinds(const qlm_meter *m, char *buf, size_t cap) {
 
 static double share(double part, double whole) { return whole > 0 ? part / whole : NAN; }
 
-static int report_json(const replay_opts *o, const replay_session *s, const qlm_replay_report *r, int n_sched,
-                       double co2_g, const char *kinds, qlm_error *err) {
+/* The replay as one results record: printed by --json, stored by --db. */
+static int fill_result(const replay_opts *o, const replay_session *s, const qlm_replay_report *r, int n_sched,
+                       double co2_g, const char *kinds, qlm_result *out, qlm_error *err) {
   qlm_result res;
   qlm_result_init(&res, "replay", s->src);
   snprintf(res.protocol, sizeof res.protocol, "dailydialog-poisson");
@@ -241,7 +242,8 @@ static int report_json(const replay_opts *o, const replay_session *s, const qlm_
        qlm_result_set(&res, "energy", kinds, err);
   if (!rc && o->speedup != 1)
     rc = qlm_result_set(&res, "note", "schedule compressed by speedup: idle share and per-hour figures are the compressed run's", err);
-  return rc ? rc : qlm_result_print_json(&res, stdout, err);
+  *out = res;
+  return rc;
 }
 
 static void report_text(const replay_opts *o, const replay_session *s, const qlm_replay_report *r, int n_sched,
@@ -313,12 +315,15 @@ int cmd_replay(int argc, char **argv) {
     char kinds[96];
     energy_kinds(meter, kinds, sizeof kinds);
     double co2 = ph && meter->energy ? qlm_phase_co2_g(meter, ph) : NAN;
-    if (o.json) rc = report_json(&o, &s, &r, n_sched, co2, kinds, &err);
-    else report_text(&o, &s, &r, n_sched, co2, kinds);
-  }
-  if (!rc && o.cm.db) { /* --db: the run with its phases */
-    cli_db_set_model(s.src);
-    cli_db_success();
+    static qlm_result res; /* static: a record is about 12 KiB */
+    rc = fill_result(&o, &s, &r, n_sched, co2, kinds, &res, &err);
+    if (!rc && o.json) rc = qlm_result_print_json(&res, stdout, &err);
+    else if (!rc) report_text(&o, &s, &r, n_sched, co2, kinds);
+    if (!rc && o.cm.db) { /* --db: the result row with the run and its phases */
+      cli_db_set_model(s.src);
+      rc = cli_db_add_result(&res, &err);
+      if (!rc) cli_db_success();
+    }
   }
   qlm_replay_report_free(&r);
   session_free(&s);
