@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "kernels/matmul.h"
+#include "kernels/threadpool.h"
 #include "kernels/types.h"
 #include "model/model.h"
 #include "quant/bitalloc.h"
@@ -146,6 +147,179 @@ static void test_layer0_statistics(void **st) {
   assert_true(hdiff <= 1e-5 * hmax);
   free(H), free(sq), free(am);
   free(c.copy0.absmax[0]), free(c.copy0.sqsum[0]), free(c.copy0.hessian[0]);
+}
+
+/* The Hessian accumulation (qlm_calib_hessian_add: f32 BLAS per call, double across calls) against
+ * a double reference over a 2048-token call with correlated, offset inputs, within the bound
+ * argued in calib.c: |dH_ij| <= T * 2^-24 * sqrt(H_ii H_jj) per call; bit-identical for any
+ * thread count; only the upper triangle is written. */
+static void test_hessian_f32_vs_double(void **st) {
+  (void)st;
+  enum { T = 2048, C = 200, CALLS = 2 }; /* 200 columns: three whole 64-row tiles and a partial one */
+  float *X = malloc((size_t)T * C * sizeof *X), *tmp = malloc((size_t)C * C * sizeof *tmp);
+  double *ref = calloc((size_t)C * C, sizeof *ref);
+  double *H[3];
+  uint64_t r = 5;
+  qlm_pool *pools[3] = {NULL, qlm_pool_new(2), qlm_pool_new(3)};
+  for (int k = 0; k < 3; k++) H[k] = calloc((size_t)C * C, sizeof(double));
+  for (int call = 0; call < CALLS; call++) {
+    for (int t = 0; t < T; t++) {
+      float common = tu_rand_normal(&r); /* shared factor: large off-diagonal sums */
+      for (int j = 0; j < C; j++)
+        X[(size_t)t * C + j] = (1.0f + 0.01f * (float)j) * (0.5f + common + 0.3f * tu_rand_normal(&r));
+    }
+    for (int i = 0; i < C; i++)
+      for (int j = i; j < C; j++) {
+        double acc = 0.0;
+        for (int t = 0; t < T; t++) acc += (double)X[(size_t)t * C + i] * X[(size_t)t * C + j];
+        ref[(size_t)i * C + j] += acc;
+      }
+    for (int k = 0; k < 3; k++) qlm_calib_hessian_add(H[k], tmp, X, T, C, pools[k]);
+  }
+  double worst = 0.0, u = 0x1p-24;
+  for (int i = 0; i < C; i++)
+    for (int j = 0; j < C; j++) {
+      size_t e = (size_t)i * C + j;
+      if (j < i) {
+        assert_true(H[0][e] == 0.0); /* lower triangle untouched */
+        continue;
+      }
+      double bound = (double)T * u * sqrt(ref[(size_t)i * C + i] * ref[(size_t)j * C + j]);
+      double d = fabs(H[0][e] - ref[e]);
+      worst = fmax(worst, d / bound);
+      assert_true(d <= bound);
+      assert_true(H[1][e] == H[0][e] && H[2][e] == H[0][e]); /* thread-count invariant */
+    }
+  print_message("f32-per-call Hessian: worst |dH| / bound %.3g (bound T 2^-24 sqrt(Hii Hjj), T = %d)\n", worst, T);
+  assert_true(worst > 0.0); /* the f32 path really rounds: the check can fail */
+  for (int k = 0; k < 3; k++) free(H[k]), qlm_pool_free(pools[k]);
+  free(X), free(tmp), free(ref);
+}
+
+/* The statistics pass sees the same linear inputs as the full layer (qlm_forward_layer_inputs
+ * leaves x alone and skips only the last product); qlm_calib_run's statistics of the layer-0 q/k/v
+ * input (the embeddings' norm: no matmul before it) do not depend on the thread count, and every
+ * Hessian comes out symmetric. */
+typedef struct grab {
+  float *x[QLM_N_SLOTS];
+  int cols[QLM_N_SLOTS];
+} grab;
+
+static void grab_hook(void *ctx, int layer, qlm_linear_slot slot, const float *X, int T, int cols) {
+  (void)layer;
+  grab *g = ctx;
+  g->cols[slot] = cols;
+  g->x[slot] = realloc(g->x[slot], (size_t)T * cols * sizeof(float));
+  memcpy(g->x[slot], X, (size_t)T * cols * sizeof(float));
+}
+
+typedef struct all_stats {
+  double *h[64][QLM_N_SLOTS];
+  double *sq[64][QLM_N_SLOTS];
+} all_stats;
+
+static int keep_all(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err) {
+  (void)err;
+  all_stats *a = ctx;
+  if (il >= 64) return QLM_OK;
+  for (int k = 0; k < QLM_N_SLOTS; k++) {
+    size_t c = (size_t)st->cols[k];
+    a->h[il][k] = malloc(c * c * sizeof(double));
+    a->sq[il][k] = malloc(c * sizeof(double));
+    memcpy(a->h[il][k], st->hessian[k], c * c * sizeof(double));
+    memcpy(a->sq[il][k], st->sqsum[k], c * sizeof(double));
+  }
+  return QLM_OK;
+}
+
+static void test_inputs_pass(void **st) {
+  (void)st;
+  const qlm_hparams *hp = &g_m->hp;
+  enum { T = 30, NS = 2 };
+  int32_t tok[NS * T], pos[T], seq[T];
+  uint64_t r = 9;
+  for (int i = 0; i < NS * T; i++) tok[i] = (int32_t)(tu_rand_u64(&r) % (uint64_t)hp->n_vocab);
+  for (int i = 0; i < T; i++) pos[i] = i, seq[i] = 0;
+  qlm_error err = {0};
+  qlm_state *s;
+  assert_int_equal(qlm_state_new(g_m, 1, T, T, 2, &s, &err), 0);
+  qlm_batch b = {.n = T, .token = tok, .pos = pos, .seq = seq};
+  size_t n = (size_t)T * hp->n_embd;
+  float *x = malloc(n * sizeof *x), *x0 = malloc(n * sizeof *x0);
+  assert_int_equal(qlm_embed(g_m, &b, x, &err), 0);
+  for (int il = 0; il < 2 && il < hp->n_layer; il++) {
+    grab full = {0}, part = {0};
+    memcpy(x0, x, n * sizeof *x);
+    qlm_state_clear(s, 0);
+    assert_int_equal(qlm_forward_layer_inputs(g_m, s, &b, il, x, grab_hook, &part, &err), 0);
+    assert_memory_equal(x, x0, n * sizeof *x); /* only read */
+    qlm_state_clear(s, 0);
+    assert_int_equal(qlm_forward_layer(g_m, s, &b, il, x, grab_hook, &full, &err), 0);
+    for (int k = 0; k < QLM_N_SLOTS; k++) {
+      assert_true(full.cols[k] > 0 && full.cols[k] == part.cols[k]);
+      assert_memory_equal(full.x[k], part.x[k], (size_t)T * full.cols[k] * sizeof(float));
+      free(full.x[k]), free(part.x[k]);
+    }
+  }
+  qlm_state_free(s);
+  free(x), free(x0);
+  /* statistics with 1 and 3 threads */
+  all_stats a1 = {0}, a3 = {0};
+  qlm_calib_opts o = {.want_hessian = true};
+  assert_int_equal(qlm_calib_run(g_m, tok, NS, T, &o, 1, keep_all, &a1, &err), 0);
+  assert_int_equal(qlm_calib_run(g_m, tok, NS, T, &o, 3, keep_all, &a3, &err), 0);
+  int cols[QLM_N_SLOTS] = {hp->n_embd, hp->n_head * hp->head_dim, hp->n_embd, hp->n_ff};
+  for (int il = 0; il < hp->n_layer && il < 64; il++)
+    for (int k = 0; k < QLM_N_SLOTS; k++) {
+      size_t c = (size_t)cols[k];
+      if (il == 0 && k == QLM_SLOT_QKV) { /* later inputs come through qlm_matmul, whose BLAS calls differ by thread count */
+        assert_memory_equal(a1.h[il][k], a3.h[il][k], c * c * sizeof(double));
+        assert_memory_equal(a1.sq[il][k], a3.sq[il][k], c * sizeof(double));
+      }
+      for (size_t i = 0; i < c; i++)
+        for (size_t j = 0; j < i; j++) assert_true(a1.h[il][k][i * c + j] == a1.h[il][k][j * c + i]);
+      free(a1.h[il][k]), free(a3.h[il][k]), free(a1.sq[il][k]), free(a3.sq[il][k]);
+    }
+}
+
+/* The BLAS attention of the calibration passes (qlm_state_set_gemm_attention) against the
+ * default row-by-row kernels: every layer's output over a 200-token window (blocks of 64 rows and
+ * a partial one) within 2e-5 of the residual stream's scale (f32 sums in another order and the
+ * polynomial exp: ~1e-6 expected). */
+static void test_gemm_attention(void **st) {
+  (void)st;
+  const qlm_hparams *hp = &g_m->hp;
+  int T = 200 < hp->n_ctx ? 200 : hp->n_ctx;
+  int32_t *tok = malloc((size_t)T * sizeof *tok), *pos = malloc((size_t)T * sizeof *pos), *seq = calloc((size_t)T, sizeof *seq);
+  uint64_t r = 13;
+  for (int i = 0; i < T; i++) tok[i] = (int32_t)(tu_rand_u64(&r) % (uint64_t)hp->n_vocab), pos[i] = i;
+  qlm_error err = {0};
+  qlm_state *s;
+  assert_int_equal(qlm_state_new(g_m, 1, T, T, 2, &s, &err), 0);
+  qlm_batch b = {.n = T, .token = tok, .pos = pos, .seq = seq};
+  size_t n = (size_t)T * hp->n_embd;
+  float *xa = malloc(n * sizeof *xa), *xb = malloc(n * sizeof *xb), *xc = malloc(n * sizeof *xc);
+  assert_int_equal(qlm_embed(g_m, &b, xa, &err), 0);
+  memcpy(xb, xa, n * sizeof *xa);
+  memcpy(xc, xa, n * sizeof *xa);
+  double worst = 0.0;
+  for (int il = 0; il < hp->n_layer; il++) {
+    assert_int_equal(qlm_state_set_gemm_attention(s, false, &err), 0);
+    qlm_state_clear(s, 0);
+    assert_int_equal(qlm_forward_layer(g_m, s, &b, il, xa, NULL, NULL, &err), 0);
+    assert_int_equal(qlm_state_set_gemm_attention(s, true, &err), 0);
+    qlm_state_clear(s, 0);
+    assert_int_equal(qlm_forward_layer(g_m, s, &b, il, xb, NULL, NULL, &err), 0);
+    double scale = 0.0, d = 0.0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(xa[i])), d = fmax(d, fabs((double)xa[i] - xb[i]));
+    worst = fmax(worst, d / scale);
+    memcpy(xb, xa, n * sizeof *xa); /* each layer from the same input */
+  }
+  print_message("BLAS attention vs row kernels: worst layer output difference %.3g of max |x|\n", worst);
+  assert_true(worst < 2e-5);
+  assert_true(worst > 0.0); /* it really took the other path */
+  qlm_state_free(s);
+  free(xa), free(xb), free(xc), free(tok), free(pos), free(seq);
 }
 
 static void test_text_and_windows(void **st) {
@@ -376,6 +550,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_layer_equals_forward),
       cmocka_unit_test(test_layer0_statistics),
+      cmocka_unit_test(test_hessian_f32_vs_double),
+      cmocka_unit_test(test_inputs_pass),
+      cmocka_unit_test(test_gemm_attention),
       cmocka_unit_test(test_text_and_windows),
       cmocka_unit_test(test_driver_calibrated_pass),
       cmocka_unit_test(test_gptq_end_to_end),

@@ -172,6 +172,44 @@ static void test_beats_rtn(void **state) {
   free_layer(&L);
 }
 
+/* (3b) Threads: the rows are split among n_threads (quant/gptq.c), and the codes, grids, Ŵ and
+ * the companion are bit-identical to one thread's for every grid kind (the loss is summed per
+ * thread, so it may differ in the last bits).  100 rows: a share that is not a whole tile. */
+static void test_threads_identical(void **state) {
+  (void)state;
+  layer L;
+  make_layer(&L, 100, 256, 600, 44, NULL, 0);
+  qlm_calib cal = calib_of(&L);
+  struct { int group; bool act_order, static_groups; } cfg[] = {{128, false, false}, {64, true, false}, {64, true, true}, {0, false, false}};
+  for (int k = 0; k < 4; k++) {
+    qlm_quant_opts o1 = gopts(4, cfg[k].group, true);
+    o1.act_order = cfg[k].act_order, o1.static_groups = cfg[k].static_groups;
+    qlm_qtensor q1 = {0};
+    qlm_error err = {0};
+    float *w1 = malloc(sizeof(float) * L.rows * L.cols), *wn = malloc(sizeof(float) * L.rows * L.cols);
+    double l1 = 0, ln = 0;
+    o1.n_threads = 1;
+    assert_int_equal(qlm_gptq_quantize_ex(L.W, L.rows, L.cols, &cal, &o1, &q1, w1, &l1, &err), QLM_OK);
+    const int nts[] = {2, 3, 8};
+    for (int t = 0; t < 3; t++) {
+      qlm_quant_opts on = o1;
+      on.n_threads = nts[t];
+      qlm_qtensor qn = {0};
+      assert_int_equal(qlm_gptq_quantize_ex(L.W, L.rows, L.cols, &cal, &on, &qn, wn, &ln, &err), QLM_OK);
+      assert_int_equal(qn.type, q1.type);
+      assert_int_equal(qn.n_aux, q1.n_aux);
+      assert_memory_equal(qn.data, q1.data, (size_t)q1.rows * q1.row_bytes);
+      for (int a = 0; a < q1.n_aux; a++) assert_memory_equal(qn.aux[a].data, q1.aux[a].data, (size_t)q1.aux[a].n * 4);
+      assert_memory_equal(wn, w1, sizeof(float) * L.rows * L.cols);
+      assert_true(fabs(ln - l1) <= 1e-12 * l1);
+      qlm_qtensor_free(&qn);
+    }
+    free(w1), free(wn);
+    qlm_qtensor_free(&q1);
+  }
+  free_layer(&L);
+}
+
 /* (3) act-order with static groups: the stored tensor gives exactly the algorithm's Ŵ (the
  * permutation undone), each group's grid is that of the original group, and act-order changes
  * (and here improves) the result. */
@@ -470,7 +508,7 @@ static void test_stories_act_order(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_huge_damp_is_rounding), cmocka_unit_test(test_beats_rtn),
-      cmocka_unit_test(test_act_order_static),      cmocka_unit_test(test_dead_inputs),
+      cmocka_unit_test(test_act_order_static), cmocka_unit_test(test_threads_identical),      cmocka_unit_test(test_dead_inputs),
       cmocka_unit_test(test_act_order_dynamic),     cmocka_unit_test(test_stories_act_order),
       cmocka_unit_test(test_errors),                cmocka_unit_test(test_reference),
   };

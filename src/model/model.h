@@ -116,4 +116,15 @@ int qlm_embed(const qlm_model *m, const qlm_batch *b, float *x, qlm_error *err);
 int qlm_forward_layer(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, float *x, qlm_linear_hook hook,
                       void *ctx, qlm_error *err);
 
+/* The same pass for statistics only: hook sees the layer's linear inputs (and the layer's
+ * keys/values are written to s), but x is only read and the last linear (the down/output
+ * projection of the feed-forward, whose input the hook has already seen) is not computed. */
+int qlm_forward_layer_inputs(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+                             qlm_linear_hook hook, void *ctx, qlm_error *err);
+
+/* Attention of batches whose rows are all of one sequence by BLAS matrix products (f32, ~1e-6
+ * relative to the default kernels, whose order is fixed; see forward.c) instead of row by row:
+ * the calibration passes switch it on.  Off by default. */
+int qlm_state_set_gemm_attention(qlm_state *s, bool on, qlm_error *err);
+
 #endif

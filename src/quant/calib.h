@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "kernels/threadpool.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -65,5 +66,11 @@ int qlm_calib_sample_ids(const int32_t *ids, int n_ids, int bos, const qlm_calib
 /* The sequential pass over all layers (see the top). n_threads for the forward passes. */
 int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,
                   int n_threads, qlm_calib_layer_fn on_layer, void *ctx, qlm_error *err);
+
+/* The Hessian step of the statistics pass: the upper triangle (j >= i) of H [cols x cols] +=
+ * X^T X for X [T x cols], computed in f32 by BLAS (tmp: cols^2 floats of scratch) and added in
+ * double; the lower triangle is not touched.  The result does not depend on pool's size (pool
+ * may be NULL).  Error bound and why it suffices: calib.c, accumulate(). */
+void qlm_calib_hessian_add(double *H, float *tmp, const float *X, int T, int cols, qlm_pool *pool);
 
 #endif

@@ -16,6 +16,8 @@
  *   5. columns in lazy blocks of B (128): for column i of the block, q = quant(w_i),
  *      e = (w_i - q) / U_ii, the block's later columns -= e U_i,j; after the block, all later
  *      columns -= E_block U_block,later (one dgemm).  Loss = sum (w - q)^2 / U_ii^2 / 2.
+ *      Rows are independent here (they share only U), so opts.n_threads threads each take a
+ *      range of rows through all blocks; the result is bit-identical for any thread count.
  *   6. the permutation is undone when the codes are stored.
  *
  * Grid (GPTQ's min-max quantizer, per output row and group, maxq = 2^b - 1):
@@ -51,12 +53,14 @@
  * as in quant/rtn.c (and noted). */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/fp16.h"
 #include "kernels/rtn.h"
+#include "kernels/threadpool.h"
 #include "quant/gptq.h"
 
 /* LAPACK from OpenBLAS, Fortran convention: arguments by reference, column-major storage, and
@@ -319,8 +323,55 @@ static int quant_block_row(gptq_work *w, const qlm_quant_opts *o, int64_t r, int
   return 0;
 }
 
+/* Step 5 for rows [r0, r1): every block of those rows, then the deferred update of their later
+ * columns, W[r0:r1, i2:] -= E[r0:r1] U[i1:i2, i2:].  GPTQ treats the rows of W independently
+ * (U is shared and read-only), so row ranges run on different threads with no synchronisation,
+ * and each row sees exactly the arithmetic of the serial order (the dgemm's k-sum for one
+ * element does not depend on how many rows the call has).  Returns the first failing row, or -1. */
+static int64_t quant_rows(gptq_work *w, const qlm_quant_opts *o, int64_t r0, int64_t r1, int64_t n, int g, int64_t B,
+                          float *w_hat, double *loss) {
+  for (int64_t i1 = 0; i1 < n; i1 += B) {
+    int64_t i2 = i1 + B < n ? i1 + B : n;
+    for (int64_t r = r0; r < r1; r++)
+      if (quant_block_row(w, o, r, n, i1, i2, g, B, w_hat, loss)) return r;
+    if (i2 < n && r1 > r0)
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)(n - i2), (int)(i2 - i1), -1.0,
+                  w->E + r0 * B, (int)B, w->H + i1 * n + i2, (int)n, 1.0, w->W + r0 * n + i2, (int)n);
+  }
+  return -1;
+}
+
+#define GPTQ_MAX_THREADS 256
+#define GPTQ_ROW_GRAIN 16 /* rows per thread share: whole multiples, so the BLAS tiles line up the same */
+
+typedef struct rows_task {
+  gptq_work *w;
+  const qlm_quant_opts *o;
+  int64_t rows, n, B;
+  int g;
+  float *w_hat;
+  double loss[GPTQ_MAX_THREADS];    /* per thread, summed in thread order afterwards */
+  int64_t bad_row[GPTQ_MAX_THREADS];/* per thread: first row whose grid failed, or -1 */
+} rows_task;
+
+static void rows_worker(void *arg, int ith, int nth) {
+  rows_task *t = arg;
+  int64_t nb = (t->rows + GPTQ_ROW_GRAIN - 1) / GPTQ_ROW_GRAIN;
+  int64_t r0 = nb * ith / nth * GPTQ_ROW_GRAIN, r1 = nb * (ith + 1) / nth * GPTQ_ROW_GRAIN;
+  if (r1 > t->rows) r1 = t->rows;
+  if (r0 > r1) r0 = r1;
+  t->loss[ith] = 0.0;
+  t->bad_row[ith] = quant_rows(t->w, t->o, r0, r1, t->n, t->g, t->B, t->w_hat, &t->loss[ith]);
+}
+
+/* OpenBLAS's own threads stay off (as in kernels/matmul.c): our row ranges are the threads, and
+ * LAPACK's result must not depend on whether a matmul ran earlier in the process. */
+static pthread_once_t g_gptq_blas_once = PTHREAD_ONCE_INIT;
+static void gptq_blas_init(void) { openblas_set_num_threads(1); }
+
 static int gptq_run(const float *W, int64_t rows, int64_t n, const qlm_calib *calib, const qlm_quant_opts *o, int g,
                     qlm_qtensor *out, float *w_hat, double *loss_out, qlm_error *err) {
+  pthread_once(&g_gptq_blas_once, gptq_blas_init);
   int64_t B = o->block > 0 ? o->block : GPTQ_BLOCK_DEFAULT;
   if (B > n) B = n;
   int64_t ng = n / g;
@@ -328,16 +379,26 @@ static int gptq_run(const float *W, int64_t rows, int64_t n, const qlm_calib *ca
   int rc = work_alloc(&w, rows, n, B, ng, err);
   if (!rc) rc = prepare(&w, W, rows, n, calib->hessian, o, g, err);
   double loss = 0.0;
-  for (int64_t i1 = 0; !rc && i1 < n; i1 += B) {
-    int64_t i2 = i1 + B < n ? i1 + B : n;
-    for (int64_t r = 0; r < rows && !rc; r++)
-      if (quant_block_row(&w, o, r, n, i1, i2, g, B, w_hat, &loss))
+  /* threads: at most one per GPTQ_ROW_GRAIN rows (a pool costs ~0.1 ms to start, a matrix ms) */
+  int nt = o->n_threads > 0 ? o->n_threads : 1;
+  int64_t max_nt = (rows + GPTQ_ROW_GRAIN - 1) / GPTQ_ROW_GRAIN;
+  if (nt > max_nt) nt = (int)(max_nt > 0 ? max_nt : 1);
+  if (nt > GPTQ_MAX_THREADS) nt = GPTQ_MAX_THREADS;
+  rows_task *task = rc ? NULL : qlm_calloc(1, sizeof *task, "gptq threads", err);
+  if (!rc && !task) rc = QLM_ENOMEM;
+  qlm_pool *pool = !rc && nt > 1 ? qlm_pool_new(nt) : NULL; /* NULL (no threads to be had): one thread */
+  if (!rc) {
+    *task = (rows_task){.w = &w, .o = o, .rows = rows, .n = n, .B = B, .g = g, .w_hat = w_hat};
+    qlm_pool_run(pool, rows_worker, task);
+    int nth = pool ? qlm_pool_size(pool) : 1;
+    for (int i = 0; i < nth; i++) loss += task->loss[i];
+    for (int i = 0; i < nth && !rc; i++)
+      if (task->bad_row[i] >= 0)
         rc = qlm_fail(err, QLM_EUSAGE, "gptq: row %lld: updated weights too large for a half-precision group scale",
-                      (long long)r);
-    if (!rc && i2 < n && rows > 0) /* the deferred update: W[:, i2:] -= E U[i1:i2, i2:] */
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(n - i2), (int)(i2 - i1), -1.0, w.E,
-                  (int)B, w.H + i1 * n + i2, (int)n, 1.0, w.W + i2, (int)n);
+                      (long long)task->bad_row[i]);
   }
+  qlm_pool_free(pool);
+  free(task);
   if (!rc) {
     int type = qlm_rtn_type(true, o->bits, g);
     size_t bs = (size_t)qlm_rtn_header_bytes(type) + (size_t)qlm_rtn_code_bytes(type);
