@@ -294,6 +294,68 @@ static void test_vec_dot_levels_match_reference(void **st) {
   }
 }
 
+/* The packed Q4_0 activations (qdot.h): every field from the Q8_0 bytes as the layout says, the
+ * partial last quad zero-padded; the AVX-512 packer writes the same bytes; the GEMV equals the
+ * one-row vec_dot bit for bit for any row count (and so, through the tests above, the reference
+ * within the bound), also across vec_dot's 64-block stack chunks and with 1..3 trailing blocks. */
+static void test_q4_0_packed_gemv(void **st) {
+  (void)st;
+  uint64_t rng = 17;
+  static const int64_t NB[] = {1, 2, 3, 4, 5, 7, 8, 18, 41, 64, 65, 130};
+  for (int si = 0; si < (int)(sizeof NB / sizeof NB[0]); si++) {
+    int64_t nb = NB[si], n = 32 * nb;
+    float *x = random_x(n, &rng);
+    uint8_t *a = malloc((size_t)nb * 34);
+    qlm_quantize_q8_0(x, a, n);
+    size_t pb = qlm_q4_0_packed_act_bytes(n);
+    assert_int_equal(pb, (size_t)((nb + 3) / 4) * 256);
+    uint8_t *p = malloc(pb), *p2 = malloc(pb);
+    memset(p, 0xAB, pb);
+    qlm_q4_0_pack_act(a, p, nb);
+    for (int64_t q = 0; q < (nb + 3) / 4; q++) {
+      const uint8_t *o = p + 256 * q;
+      for (int i = 0; i < 16; i++) {
+        int64_t b = 4 * q + i / 4;
+        int s = 0;
+        for (int j = 0; j < 4; j++) {
+          int jj = 4 * (i % 4) + j; /* position in the block's half */
+          int8_t lo = b < nb ? (int8_t)a[34 * b + 2 + jj] : 0, hi = b < nb ? (int8_t)a[34 * b + 18 + jj] : 0;
+          assert_int_equal((int8_t)o[4 * i + j], lo);
+          assert_int_equal((int8_t)o[64 + 4 * i + j], hi);
+          s += lo + hi;
+        }
+        int32_t off;
+        float dx;
+        memcpy(&off, o + 128 + 4 * i, 4);
+        memcpy(&dx, o + 192 + 4 * i, 4);
+        assert_int_equal(off, -8 * s);
+        uint16_t h = b < nb ? (uint16_t)(a[34 * b] | a[34 * b + 1] << 8) : 0;
+        assert_true(dx == qlm_f16_to_f32(h));
+      }
+    }
+    if (qlm_cpu_detect() >= QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni()) {
+      memset(p2, 0xCD, pb);
+      qlm_q4_0_pack_act_avx512(a, p2, nb);
+      assert_memory_equal(p, p2, pb);
+      const int64_t rows = 37;
+      size_t rb = qlm_type_row_bytes(QLM_TYPE_Q4_0, n);
+      uint8_t *wb = random_blocks(QLM_TYPE_Q4_0, rows * n, &rng, 0);
+      float y[37];
+      for (int64_t r0 = 0; r0 < rows; r0 += 9) { /* calls of 9 rows and a last one of 1 */
+        int64_t cnt = rows - r0 < 9 ? rows - r0 : 9;
+        qlm_gemv_q4_0_avx512vnni(wb + rb * (size_t)r0, rb, cnt, p, n, y + r0);
+      }
+      for (int64_t r = 0; r < rows; r++) {
+        float want = qlm_vec_dot_q4_0_avx512vnni(wb + rb * (size_t)r, a, n);
+        if (memcmp(&want, &y[r], sizeof want) != 0)
+          fail_msg("q4_0 gemv nb=%lld row %lld: %.9g, vec_dot %.9g", (long long)nb, (long long)r, (double)y[r], (double)want);
+      }
+      free(wb);
+    }
+    free(x), free(a), free(p), free(p2);
+  }
+}
+
 /* The activation quantizers: |q| <= 127, d = amax / 127 as stored, sums as stored. */
 static void test_quantize_act_format(void **st) {
   (void)st;
@@ -521,6 +583,7 @@ int main(void) {
       cmocka_unit_test(test_vec_dot_levels_exact_on_integers),
       cmocka_unit_test(test_vec_dot_levels_match_reference),
       cmocka_unit_test(test_matmul_quant_equals_vec_dot),
+      cmocka_unit_test(test_q4_0_packed_gemv),
       cmocka_unit_test(test_matmul_quant_prefill_equals_dequantized),
       cmocka_unit_test(test_smollm2_quantized_close_to_f32),
   };

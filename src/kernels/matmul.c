@@ -123,6 +123,8 @@ typedef struct mm_task {
   qlm_vec_dot_t_fn vec_dot_t;/* quantized path (qlm types: the dot takes the type id) */
   const unsigned char *act;  /* quantized path: T rows of act_row_bytes, X in vec_dot_type */
   size_t act_row_bytes;
+  const unsigned char *q4p;  /* Q4_0 + AVX-512 VNNI: T packed activation rows of q4p_row_bytes */
+  size_t q4p_row_bytes;
   float *dq;                 /* prefill path: dq_rows x cols floats per thread */
   int64_t dq_rows;
 } mm_task;
@@ -172,11 +174,31 @@ static void task_generic(void *arg, int ith, int nth) {
   }
 }
 
+/* Q4_0 with AVX-512 VNNI: the GEMV on the packed activations (qdot.h), rows streamed in order.
+ * One activation row (decode): the thread's whole slice in one call.  Several: slices of
+ * Q4P_ROWS rows (4 x 4096 cols = 9 KiB of weights, still in L1) with every activation row. */
+#define Q4P_ROWS 4
+static void task_quant_q4p(const mm_task *t, int64_t r0, int64_t r1) {
+  const qlm_mat *W = t->W;
+  const unsigned char *w = (const unsigned char *)W->data;
+  int64_t step = t->T == 1 ? r1 - r0 : Q4P_ROWS;
+  for (int64_t r = r0; r < r1; r += step) {
+    int64_t n = r1 - r < step ? r1 - r : step;
+    for (int64_t i = 0; i < t->T; i++)
+      qlm_gemv_q4_0_avx512vnni(w + (size_t)r * W->row_bytes, W->row_bytes, n, t->q4p + (size_t)i * t->q4p_row_bytes,
+                               W->cols, t->Y + i * W->rows + r);
+  }
+}
+
 static void task_quant(void *arg, int ith, int nth) {
   const mm_task *t = arg;
   const qlm_mat *W = t->W;
   int64_t r0, r1;
   split_rows(W->rows, ith, nth, &r0, &r1);
+  if (t->q4p) {
+    if (r0 < r1) task_quant_q4p(t, r0, r1);
+    return;
+  }
   for (int64_t i0 = 0; i0 < t->T; i0 += ACT_TILE) {
     int64_t i1 = i0 + ACT_TILE < t->T ? i0 + ACT_TILE : t->T;
     for (int64_t r = r0; r < r1; r++) {
@@ -224,8 +246,17 @@ static int has_quant_path(const qlm_type_traits *tr, int64_t cols) {
  * generic path still gives the right answer. */
 static int setup_quant(mm_task *t, qlm_simd_level level) {
   const qlm_type_traits *tr = t->tr;
-  size_t row = qlm_type_row_bytes(tr->vec_dot_type, t->W->cols), total;
+  size_t row = qlm_type_row_bytes(tr->vec_dot_type, t->W->cols), total, q4p_row = 0, q4p_total = 0;
   if (row == 0 || qlm_mul_overflow(row, (size_t)t->T, &total)) return 0;
+  /* Q4_0 with VNNI: the Q8_0 rows are followed by their packed form (qdot.h) */
+  int q4p = t->W->type == QLM_TYPE_Q4_0 && clamp_level(level) == QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni();
+  size_t q4p_off = (total + 63) & ~(size_t)63;
+  if (q4p) {
+    q4p_row = qlm_q4_0_packed_act_bytes(t->W->cols);
+    if (q4p_off < total || qlm_mul_overflow(q4p_row, (size_t)t->T, &q4p_total) ||
+        qlm_add_overflow(q4p_off, q4p_total, &total))
+      return 0;
+  }
   unsigned char *buf = act_scratch(total);
   if (!buf) return 0;
   /* the AVX-512 quantizer writes the same bytes as the traits' scalar one, several times faster */
@@ -235,6 +266,12 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
     const float *x = t->X + i * t->W->cols;
     if (fast) qlm_gemm_q_quantize_avx512(x, buf + (size_t)i * row, t->W->cols, q8_1);
     else tr->quantize_act(x, buf + (size_t)i * row, t->W->cols);
+  }
+  if (q4p) {
+    for (int64_t i = 0; i < t->T; i++)
+      qlm_q4_0_pack_act_avx512(buf + (size_t)i * row, buf + q4p_off + (size_t)i * q4p_row, t->W->cols / 32);
+    t->q4p = buf + q4p_off;
+    t->q4p_row_bytes = q4p_row;
   }
   if (tr->vec_dot_t) t->vec_dot_t = qlm_vec_dot_t_for(t->W->type, level);
   else t->vec_dot = qlm_vec_dot_for(t->W->type, level);

@@ -91,6 +91,38 @@ void qlm_quantize_q8_k(const float *x, void *dst, int64_t n) {
   }
 }
 
+/* ---------------------------------------------------------------- Q4_0 packed activations */
+
+size_t qlm_q4_0_packed_act_bytes(int64_t n) { return (size_t)((n / QK + 3) / 4) * QLM_Q4_0_QUAD_BYTES; }
+
+/* The layout is in qdot.h.  Scalar: it runs once per matmul on one activation row (cols / 32
+ * blocks), next to rows x cols / 32 block dots. */
+void qlm_q4_0_pack_act(const void *a, void *dst, int64_t nb) {
+  const uint8_t *y = a;
+  uint8_t *o = dst;
+  for (int64_t q0 = 0; q0 < nb; q0 += 4, o += QLM_Q4_0_QUAD_BYTES) {
+    int8_t lo[64] = {0}, hi[64] = {0};
+    int32_t off[16] = {0};
+    float dx[16] = {0};
+    for (int k = 0; k < 4 && q0 + k < nb; k++) {
+      const uint8_t *b = y + (size_t)(q0 + k) * 34;
+      memcpy(lo + 16 * k, b + 2, 16);
+      memcpy(hi + 16 * k, b + 18, 16);
+      float d = qlm_rdhalf(b);
+      for (int g = 0; g < 4; g++) dx[4 * k + g] = d;
+    }
+    for (int i = 0; i < 16; i++) {
+      int s = 0;
+      for (int j = 0; j < 4; j++) s += lo[4 * i + j] + hi[4 * i + j];
+      off[i] = -8 * s;
+    }
+    memcpy(o, lo, 64);
+    memcpy(o + 64, hi, 64);
+    memcpy(o + 128, off, 64);
+    memcpy(o + 192, dx, 64);
+  }
+}
+
 /* ---------------------------------------------------------------- legacy types (32 weights) */
 
 static int idot32(const int8_t *v, const int8_t *q) {

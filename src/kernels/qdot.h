@@ -18,6 +18,7 @@
 #ifndef QLM_QDOT_H
 #define QLM_QDOT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/cpu.h"
@@ -70,5 +71,27 @@ float qlm_vec_dot_q6_k_avx512(const void *w, const void *a, int64_t n);
 qlm_vec_dot_fn qlm_vec_dot_for(int type, qlm_simd_level level);
 /* The same for qlm's own types (traits->vec_dot_t); NULL if the type has none. */
 qlm_vec_dot_t_fn qlm_vec_dot_t_for(int type, qlm_simd_level level);
+
+/* ---- Q4_0 decode GEMV with AVX-512 VNNI (q4_0_gemv_avx512.c).
+ * The activation row (Q8_0, the bytes qlm_quantize_q8_0 writes) is first repacked once per
+ * matmul into "quads" of 4 blocks (128 values), QLM_Q4_0_QUAD_BYTES each, laid out for the
+ * kernel so that nothing activation-only is recomputed per weight row:
+ *   int8  lo[64]   block k's q[0..15] at 16k        (pairs with the weights' low nibbles)
+ *   int8  hi[64]   block k's q[16..31] at 16k       (pairs with the high nibbles)
+ *   int32 off[16]  lane i: -8 * (sum of lo[4i..4i+3] and hi[4i..4i+3])  (Q4_0's -8, exact)
+ *   float dx[16]   lane i: d of block i / 4
+ * A last partial quad is zero-padded (zero quants, d = 0), so it adds exactly nothing.
+ * The GEMV's arithmetic per row does not depend on the number of rows per call, and
+ * qlm_vec_dot_q4_0_avx512vnni is the same kernel on one row, so they agree bit for bit (the
+ * matmul test relies on it). */
+#define QLM_Q4_0_QUAD_BYTES 256
+/* Bytes of the packed form of an n-value activation row (n a multiple of 32). */
+size_t qlm_q4_0_packed_act_bytes(int64_t n);
+/* Packs blocks [0, nb) of a Q8_0 row `a` into `dst` (qlm_q4_0_packed_act_bytes(32 nb) bytes). */
+void qlm_q4_0_pack_act(const void *a, void *dst, int64_t nb);
+/* The same bytes with AVX-512 VNNI (q4_0_gemv_avx512.c). */
+void qlm_q4_0_pack_act_avx512(const void *a, void *dst, int64_t nb);
+/* y[r] = dot(row r of w, activation) for r in [0, rows); rows are row_bytes apart, n values. */
+void qlm_gemv_q4_0_avx512vnni(const void *w, size_t row_bytes, int64_t rows, const void *packed, int64_t n, float *y);
 
 #endif

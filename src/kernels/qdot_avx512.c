@@ -150,35 +150,8 @@ float qlm_vec_dot_q4_1_avx512(const void *w, const void *a, int64_t n) { return 
 float qlm_vec_dot_q5_0_avx512(const void *w, const void *a, int64_t n) { return q5_0(w, a, n, 0); }
 float qlm_vec_dot_q5_1_avx512(const void *w, const void *a, int64_t n) { return q5_1(w, a, n, 0); }
 float qlm_vec_dot_q8_0_avx512vnni(const void *w, const void *a, int64_t n) { return q8_0(w, a, n, 1); }
-/* Q4_0 with VNNI: the nibbles are unsigned as vpdpbusd wants, so the -8 offset is a second
- * vpdpbusd of 8s with the activations (sum(nib q) - sum(8 q), exact) instead of the sign trick;
- * four blocks per iteration in two independent accumulators. */
-float qlm_vec_dot_q4_0_avx512vnni(const void *w, const void *a, int64_t n) {
-  const uint8_t *x = w, *y = a;
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  const __m512i eight = _mm512_set1_epi8(8), zero = _mm512_setzero_si512();
-  const __m512i idx0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m512i idx1 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
-  int64_t nb = n / 32, i = 0;
-  for (; i + 4 <= nb; i += 4, x += 72, y += 136) {
-    __m512i q0 = load2x32(y + 2, y + 36), q1 = load2x32(y + 70, y + 104);
-    __m512i p0 =
-        _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, nibbles2(x + 2, x + 20), q0), _mm512_dpbusd_epi32(zero, eight, q0));
-    __m512i p1 =
-        _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, nibbles2(x + 38, x + 56), q1), _mm512_dpbusd_epi32(zero, eight, q1));
-    /* the 4 blocks' d_w and d_x as 8 halves, converted at once: d_w d_x per block in lanes 0..3 */
-    __m128i h = _mm_set_epi16((short)qlm_rd16(y + 102), (short)qlm_rd16(y + 68), (short)qlm_rd16(y + 34),
-                              (short)qlm_rd16(y), (short)qlm_rd16(x + 54), (short)qlm_rd16(x + 36),
-                              (short)qlm_rd16(x + 18), (short)qlm_rd16(x));
-    __m256 f = _mm256_cvtph_ps(h);
-    __m512 d = _mm512_castps128_ps512(_mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1)));
-    acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx0, d), _mm512_cvtepi32_ps(p0), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx1, d), _mm512_cvtepi32_ps(p1), acc1);
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-  if (i < nb) s += q4_0(x, y, (nb - i) * 32, 1);
-  return s;
-}
+/* Q4_0 with VNNI: qlm_vec_dot_q4_0_avx512vnni is in q4_0_gemv_avx512.c (the decode GEMV's kernel on
+ * one row, so the matmul and the dot agree bit for bit). */
 float qlm_vec_dot_q4_1_avx512vnni(const void *w, const void *a, int64_t n) { return q4_1(w, a, n, 1); }
 float qlm_vec_dot_q5_0_avx512vnni(const void *w, const void *a, int64_t n) { return q5_0(w, a, n, 1); }
 float qlm_vec_dot_q5_1_avx512vnni(const void *w, const void *a, int64_t n) { return q5_1(w, a, n, 1); }
