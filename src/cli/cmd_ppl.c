@@ -10,6 +10,7 @@
 #include "core/shared_dir.h"
 #include "cli/cli.h"
 #include "core/mapfile.h"
+#include "core/memlimit.h"
 #include "eval/kl.h"
 #include "eval/ppl.h"
 #include "eval/results.h"
@@ -57,6 +58,8 @@ static void usage(FILE *f) {
           "      --kl-base FILE     compare with the distributions saved from a base model: mean/median/p99\n"
           "                         KL divergence, top-1 agreement, delta PPL (same text, protocol, window)\n"
           "      --json             print one JSON result record on stdout instead of text\n"
+          "      --no-mem-check     load even when the weights converted at load + KV cache seem not to fit the\n"
+          "                         memory available (MemAvailable, ulimit -v / -d); otherwise refused (exit 6)\n"
           "  -q, --quiet            no progress on stderr\n\n"
           "examples:\n"
           "  qlm ppl -m base.gguf --protocol llamacpp --save-logits base.kld\n"
@@ -72,7 +75,7 @@ static int parse_opts(int argc, char **argv, ppl_opts *o, qlm_error *err) {
       {"protocol", required_argument, 0, 'P'}, {"window", required_argument, 0, 'w'},   {"stride", required_argument, 0, 'S'},
       {"batch", required_argument, 0, 'b'},   {"ubatch", required_argument, 0, 'U'},    {"chunks", required_argument, 0, 'C'},
       {"threads", required_argument, 0, 't'}, {"save-logits", required_argument, 0, 'L'}, {"top-k", required_argument, 0, 'K'},
-      {"kl-base", required_argument, 0, 'B'}, {"json", no_argument, 0, 'J'},            {"quiet", no_argument, 0, 'q'},
+      {"kl-base", required_argument, 0, 'B'}, {"json", no_argument, 0, 'J'}, {"no-mem-check", no_argument, 0, 'N'},            {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},          CLI_DB_OPTION, CLI_MEASURE_OPTIONS, {0, 0, 0, 0}};
   *o = (ppl_opts){.threads = cli_default_threads(), .top_k = QLM_KL_DEFAULT_K, .ubatch = 512};
   cli_measure_init(&o->cm, "ppl");
@@ -101,6 +104,7 @@ static int parse_opts(int argc, char **argv, ppl_opts *o, qlm_error *err) {
     case 'K': rc = cli_parse_int("--top-k", optarg, 1, QLM_KL_MAX_K, &o->top_k, err); break;
     case 'B': o->kl_base = optarg; break;
     case 'J': o->json = 1; break;
+    case 'N': qlm_mem_check_set_enabled(false); break;
     case 'q': o->quiet = 1; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return qlm_fail(err, QLM_EUSAGE, "ppl: bad option (see qlm ppl --help)");
@@ -159,7 +163,20 @@ static int open_session(const ppl_opts *o, ppl_session *s, qlm_error *err) {
   if (rc) return rc;
   if (s->src->vocab.kind == QLM_TOK_NONE)
     return qlm_fail(err, QLM_EUSAGE, "%s: no tokenizer found; give one with --tokenizer", o->model);
-  if ((rc = qlm_tokenizer_new(&s->src->vocab, &s->tok, err)) || (rc = qlm_model_load(s->src, &s->model, err))) return rc;
+  /* the state qlm_ppl_run will create, bounded above: windows of at most `window` rows, batch as
+   * cmd_ppl chooses it below, and the logits buffer of one forward call */
+  qlm_ppl_params prm0 = {.window = (int)o->window, .stride = (int)o->stride};
+  int window = qlm_ppl_window_for(o->protocol, &prm0, s->src->hp.n_ctx);
+  long batch = o->batch ? o->batch : 4096 / (window > 0 ? window : 1);
+  if (batch < 1) batch = 1;
+  if (batch > 16 && !o->batch) batch = 16;
+  char desc[96];
+  snprintf(desc, sizeof desc, "at --window %d x %ld windows per batch", window, batch);
+  qlm_load_plan lp = {.n_seq = (int)batch, .n_ctx = window, .max_batch = (int)o->ubatch, .n_threads = (int)o->threads,
+                      .extra_bytes = (uint64_t)o->ubatch * (uint64_t)(s->src->hp.n_vocab > 0 ? s->src->hp.n_vocab : 0) * 4,
+                      .ctx_desc = desc, .hint = "use a smaller --window or --batch, or a quantized file"};
+  if ((rc = qlm_model_load_planned(s->src, &lp, &s->model, err)) || (rc = qlm_tokenizer_new(&s->src->vocab, &s->tok, err)))
+    return rc;
   char *text = NULL;
   size_t len = 0;
   if ((rc = qlm_read_file(o->data, 1u << 30, &text, &len, err))) return rc;

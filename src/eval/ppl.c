@@ -140,6 +140,76 @@ static int tokenize_into(const qlm_tokenizer *tok, const char *s, size_t len, in
   return rc;
 }
 
+/* ---- tokenizing a long text in pieces ----
+ *
+ * Where a piece may end (p: the first byte of the next piece), and why the ids do not change:
+ *   byte-level BPE (SmolLM2; GPT-2-style regexes, each regex of the pre-tokenizer splitting the
+ *     pieces of the previous one): at p with text[p-1] printable ASCII other than space and text[p]
+ *     ' ' or '\n'.  BPE merges never cross a pre-token, so it suffices that the pre-tokens are the
+ *     same.  No alternative of the regexes qlm uses (bpe.c) matches a non-space character followed
+ *     by whitespace (' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+' and the contractions contain no
+ *     \s after their first character; '\s+' only whitespace), so in the whole text a pre-token
+ *     ends at p and matching restarts there.  The regexes have no look-behind, and their only
+ *     look-ahead, (?!\S) after a whitespace run, never reaches p from the left piece (the run
+ *     ends before p-1), so the left piece alone yields the same pre-tokens, and the right piece,
+ *     matched from p, the same as the whole text from p.  Digits (\p{N}) has no look-around.
+ *   SentencePiece-style BPE (stories260K, llama): at p with text[p] == '\n', when no token of more
+ *     than one byte contains '\n' (checked: otherwise the text is not split).  Merges join
+ *     adjacent symbols into vocabulary tokens, so the "\n" symbol is a wall no merge crosses;
+ *     merges on either side are chosen by score, then position, among that side's pairs alone,
+ *     so the left piece ends as in the whole text, and so does the right one, which starts with
+ *     the wall.  The leading "▁" (add_space_prefix) belongs to the start of the text only: the
+ *     pieces after the first are encoded by a tokenizer without it (and without BOS).
+ * Pieces are cut at ASCII bytes, so each is valid UTF-8 exactly when the whole text is.  Texts of
+ * vocabularies that add EOS are not split (the EOS belongs to the last piece only). */
+
+static int is_graph(unsigned char c) { return c > 0x20 && c < 0x7f; }
+
+/* Whether a piece may end before text[p] (0 < p < len), by the rule above. */
+static int split_ok(int kind, const char *text, size_t p) {
+  if (kind == QLM_TOK_SPM) return text[p] == '\n';
+  return (text[p] == ' ' || text[p] == '\n') && is_graph((unsigned char)text[p - 1]);
+}
+
+/* Whether the vocabulary lets a text be split at single newlines (see above). */
+static int splittable(const qlm_vocab *v) {
+  if (v->add_eos) return 0;
+  if (v->kind == QLM_TOK_BPE) return 1;
+  if (v->kind != QLM_TOK_SPM) return 0;
+  for (int i = 0; i < v->n_tokens; i++)
+    if (v->token_len[i] > 1 && memchr(v->tokens[i], '\n', (size_t)v->token_len[i])) return 0;
+  return 1;
+}
+
+int qlm_ppl_tokenize_pieces(const qlm_tokenizer *tok, const char *text, size_t len, int add_special, size_t piece_bytes,
+                            qlm_ppl_ids_fn emit, void *ctx, qlm_error *err) {
+  const qlm_vocab *v = qlm_tokenizer_vocab(tok);
+  qlm_vocab rest_v = *v; /* shallow copy for the pieces after the first: no space prefix, no BOS */
+  rest_v.add_space_prefix = false;
+  rest_v.add_bos = false;
+  qlm_tokenizer *rest = NULL;
+  int split = piece_bytes > 0 && splittable(v);
+  int rc = split ? qlm_tokenizer_new(&rest_v, &rest, err) : QLM_OK;
+  for (size_t b = 0; !rc && (b < len || b == 0);) {
+    size_t e = len;
+    if (split && len - b > piece_bytes) { /* the first split point at or after b + piece_bytes */
+      e = 0;
+      for (size_t p = b + piece_bytes; !e && p < len; p++)
+        if (split_ok(v->kind, text, p)) e = p;
+      if (!e) e = len;
+    }
+    int32_t *ids = NULL;
+    int n = 0;
+    rc = qlm_tokenize(b == 0 ? tok : rest, text + b, e - b, b == 0 ? add_special : 0, 0, &ids, &n, err);
+    if (!rc) rc = emit(ctx, ids, n, err);
+    free(ids);
+    if (e == len) break;
+    b = e;
+  }
+  qlm_tokenizer_free(rest);
+  return rc;
+}
+
 /* A dataset row: one line with its "\n"; whitespace-only lines are "" (HF's wikitext loader). */
 typedef struct row { const char *s; size_t len; } row;
 
@@ -308,14 +378,19 @@ static int plan_lm_eval(const qlm_tokenizer *tok, const char *text, size_t len, 
   return rc;
 }
 
+int qlm_ppl_window_for(int protocol, const qlm_ppl_params *prm, int model_ctx) {
+  int ctx = model_ctx > 0 ? model_ctx : 1 << 20;
+  int def_window = protocol == QLM_PPL_LLAMACPP ? 512 : protocol == QLM_PPL_LM_EVAL ? ctx : 1024;
+  if (def_window > ctx) def_window = ctx;
+  return prm && prm->window ? prm->window : def_window;
+}
+
 int qlm_ppl_plan_text(const qlm_tokenizer *tok, const char *text, size_t len, int protocol,
                       const qlm_ppl_params *prm, int model_ctx, qlm_ppl_plan *p, qlm_error *err) {
   memset(p, 0, sizeof *p);
   p->protocol = protocol;
   int ctx = model_ctx > 0 ? model_ctx : 1 << 20;
-  int def_window = protocol == QLM_PPL_LLAMACPP ? 512 : protocol == QLM_PPL_LM_EVAL ? ctx : 1024;
-  if (def_window > ctx) def_window = ctx;
-  int window = prm && prm->window ? prm->window : def_window;
+  int window = qlm_ppl_window_for(protocol, prm, model_ctx);
   int stride = prm && prm->stride ? prm->stride : window / 2;
   if (window > ctx)
     return qlm_fail(err, QLM_EUSAGE, "perplexity: window %d is longer than the model's context (%d positions)", window, ctx);

@@ -82,6 +82,10 @@ typedef struct qlm_ppl_params {
 
 void qlm_ppl_plan_free(qlm_ppl_plan *p);
 
+/* The window a protocol uses: prm->window, else its default (llamacpp 512, lm-eval the model's
+ * context, others 1024) capped by the model's context.  Rows fed per window are at most this. */
+int qlm_ppl_window_for(int protocol, const qlm_ppl_params *prm, int model_ctx);
+
 /* Window builders over tokens[begin, end) of the plan (already in p->tokens). */
 int qlm_ppl_add_hf_windows(qlm_ppl_plan *p, int64_t begin, int64_t end, int max_len, int stride, qlm_error *err);
 int qlm_ppl_add_llamacpp_chunks(qlm_ppl_plan *p, int n_ctx, int32_t bos, qlm_error *err);
@@ -94,6 +98,15 @@ int64_t qlm_ppl_plan_scored(const qlm_ppl_plan *p);
  * (windows may not exceed it; lm-eval's default max_length). */
 int qlm_ppl_plan_text(const qlm_tokenizer *tok, const char *text, size_t len, int protocol,
                       const qlm_ppl_params *prm, int model_ctx, qlm_ppl_plan *p, qlm_error *err);
+
+/* Tokenize text[0, len) as qlm_tokenize(tok, text, len, add_special, 0) does, but in pieces of
+ * about piece_bytes (split only where the ids provably do not change: single newlines between
+ * non-space ASCII characters; see ppl.c for the argument per tokenizer kind), handing the ids of
+ * each piece to emit in order.  So a long text never needs all its ids, or more than one piece of
+ * token work, in memory at once.  piece_bytes 0: one piece. */
+typedef int (*qlm_ppl_ids_fn)(void *ctx, const int32_t *ids, int n, qlm_error *err);
+int qlm_ppl_tokenize_pieces(const qlm_tokenizer *tok, const char *text, size_t len, int add_special, size_t piece_bytes,
+                            qlm_ppl_ids_fn emit, void *ctx, qlm_error *err);
 
 /* lm-eval's wikitext_detokenizer applied to one article (malloc'd, NUL-terminated). */
 int qlm_wikitext_detokenize(const char *page, size_t len, char **out, qlm_error *err);

@@ -2,6 +2,9 @@
  * metadata lists, lookups. */
 #include "formats/source.h"
 
+#include "formats/llama2c.h"
+#include "tokenizer/tokenizer.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +122,46 @@ void qlm_source_close(qlm_source *src) {
   free(src);
 }
 
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+int qlm_source_set_tokenizer(qlm_source *src, const char *path, qlm_error *err) {
+  qlm_vocab v;
+  qlm_vocab_init(&v);
+  int rc = ends_with(path, ".json") ? qlm_vocab_from_tokenizer_json(path, &v, err)
+                                    : qlm_llama2c_read_tokenizer(path, 0, &v, err);
+  if (rc) return rc;
+  /* Token ids index the model's embedding: a tokenizer of another size gives meaningless ids.
+   * Refuse it when the model has a vocabulary of its own of another size, or an embedding with
+   * fewer rows than the tokenizer has tokens (a llama2.c header's vocab_size is the tokenizer's
+   * size, so there it must be equal, as its own tokenizer.bin must). */
+  int own = src->vocab.n_tokens, rows = src->hp.n_vocab;
+  bool exact = strcmp(src->format, "llama2c") == 0;
+  if ((own > 0 && v.n_tokens != own) || (own == 0 && rows > 0 && (exact ? v.n_tokens != rows : v.n_tokens > rows))) {
+    rc = qlm_fail(err, QLM_EUSAGE,
+                  "%s: the tokenizer has %d tokens but the model %s has %s %d: its ids would not be the model's "
+                  "(leave out --tokenizer to use the model's own)",
+                  path, v.n_tokens, src->path, own > 0 ? "a vocabulary of" : "an embedding of", own > 0 ? own : rows);
+    qlm_vocab_free(&v);
+    return rc;
+  }
+  qlm_vocab_free(&src->vocab);
+  src->vocab = v;
+  return QLM_OK;
+}
+
+/* A reader's source with the --tokenizer override applied (closed on failure). */
+static int with_tokenizer(int rc, const char *tokenizer_path, qlm_source **out, qlm_error *err) {
+  if (rc || !tokenizer_path) return rc;
+  if ((rc = qlm_source_set_tokenizer(*out, tokenizer_path, err))) {
+    qlm_source_close(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
 int qlm_source_open(const char *path, const char *tokenizer_path, qlm_source **out, qlm_error *err) {
   *out = NULL;
   struct stat st;
@@ -129,11 +172,12 @@ int qlm_source_open(const char *path, const char *tokenizer_path, qlm_source **o
   char magic[4] = {0};
   size_t got = fread(magic, 1, 4, f);
   fclose(f);
-  if (got == 4 && memcmp(magic, "GGUF", 4) == 0) return qlm_gguf_open(path, out, err);
+  if (got == 4 && memcmp(magic, "GGUF", 4) == 0) return with_tokenizer(qlm_gguf_open(path, out, err), tokenizer_path, out, err);
   const char *dot = strrchr(path, '.');
   if (dot && strcmp(dot, ".gguf") == 0)
     return qlm_fail(err, QLM_EFORMAT, "%s: bad magic: expected \"GGUF\" at offset 0", path);
   if (dot && (strcmp(dot, ".json") == 0 || strcmp(dot, ".safetensors") == 0))
     return qlm_fail(err, QLM_EUSAGE, "%s: give the Hugging Face model folder (with config.json), not one file", path);
+  /* the llama2.c reader reads tokenizer_path itself, requiring the header's vocab_size tokens */
   return qlm_llama2c_open(path, tokenizer_path, out, err);
 }

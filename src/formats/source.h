@@ -115,6 +115,14 @@ typedef struct qlm_source {
  * overrides where the tokenizer comes from (tokenizer.bin for llama2.c; tokenizer.json for
  * HF; by default llama2.c looks for tokenizer.bin / tok*.bin beside the checkpoint). */
 int qlm_source_open(const char *path, const char *tokenizer_path, qlm_source **out, qlm_error *err);
+/* (qlm_source_open applies `tokenizer_path` to every format: an HF folder reads it in place of its
+ * tokenizer.json, checked against config.json's vocab_size; a llama2.c checkpoint reads it in
+ * place of the tokenizer.bin beside it, which must hold the header's vocab_size tokens; a GGUF
+ * model is opened with its own vocabulary, replaced by qlm_source_set_tokenizer.) */
+/* Replace src's vocabulary by the tokenizer in `path` (tokenizer.json, else a llama2.c
+ * tokenizer.bin).  QLM_EUSAGE naming both sizes when it cannot be the model's: the model has a
+ * vocabulary of another size, or an embedding with fewer rows (llama2.c: not exactly as many). */
+int qlm_source_set_tokenizer(qlm_source *src, const char *path, qlm_error *err);
 void qlm_source_close(qlm_source *src);
 
 /* Lookups (NULL if absent). */

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "core/memlimit.h"
 #include "kernels/bnb4.h"
 #include "kernels/types.h"
 #include "model/numerics.h"
@@ -32,11 +34,16 @@ typedef struct owned_list {
   int n, cap;
 } owned_list;
 
+/* The loader runs twice: a dry pass that only adds up what the real pass will allocate (so a load
+ * that cannot fit is refused before anything is allocated, core/memlimit.h), then the real pass.
+ * Both go through the same code so the sum cannot drift from what is allocated. */
 typedef struct loader {
   const qlm_source *src;
   qlm_model *m;
   owned_list *owned;
   qlm_error *err;
+  bool dry;          /* count, do not allocate; views keep the source's pointers */
+  uint64_t need;     /* dry pass: bytes the real pass will malloc for converted weights */
 } loader;
 
 static int own(loader *L, void *p) {
@@ -107,6 +114,13 @@ static int expand_dq(loader *L, const qlm_tensor *t, const char *name, qlm_tenso
   if (!rc) rc = companion(L, name, ".absmax2", QLM_TYPE_F32, -1, &a2, &n_a2);
   if (!rc) rc = companion(L, name, ".absmax_offset", QLM_TYPE_F32, 1, &off, &n_off);
   if (rc) return rc;
+  if (L->dry) { /* the blocks it expands to: NF4/FP4 of the same shape */
+    *out = *t;
+    out->type = t->type == QLM_TYPE_NF4_DQ ? QLM_TYPE_NF4 : QLM_TYPE_FP4;
+    out->nbytes = qlm_type_row_bytes(out->type, t->ne[0]) * (size_t)t->ne[1];
+    L->need += out->nbytes;
+    return QLM_OK;
+  }
   float *absmax2 = qlm_malloc((size_t)n_a2 * sizeof(float) + 1, "double-quantization constants", L->err);
   if (!absmax2) return QLM_ENOMEM;
   memcpy(absmax2, a2, (size_t)n_a2 * sizeof(float)); /* GGUF data is 32-byte aligned, but be safe */
@@ -176,6 +190,11 @@ static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool
   size_t nf, nb;
   if (qlm_mul_overflow((size_t)ne0, (size_t)ne1, &nf) || qlm_mul_overflow(nf, sizeof(float), &nb))
     return qlm_fail(L->err, QLM_ELIMIT, "%s: tensor '%s' is too large", path, name);
+  if (L->dry) {
+    L->need += nb;
+    out->data = t->data; /* a non-NULL stand-in, never read as floats */
+    return QLM_OK;
+  }
   float *buf = malloc(nb ? nb : 1);
   if (!buf)
     return qlm_fail(L->err, QLM_ENOMEM, "%s: out of memory converting tensor '%s' (%zu bytes) to f32", path, name, nb);
@@ -281,6 +300,10 @@ static int load_lin_in(loader *L, const char *name, int64_t cols, qlm_lin_in *in
   if (qlm_source_tensor(L->src, cname)) {
     int rc = companion(L, name, ".perm", QLM_TYPE_F32, cols, &data, &n);
     if (rc) return rc;
+    if (L->dry) {
+      L->need += (uint64_t)cols * sizeof(int32_t);
+      return QLM_OK;
+    }
     int32_t *perm = malloc((size_t)cols * sizeof *perm + 1);
     unsigned char *seen = calloc((size_t)cols + 1, 1);
     if (!perm || !seen) {
@@ -380,7 +403,93 @@ static int load_layer(loader *L, int il, qlm_layer *ly) {
   return QLM_OK;
 }
 
-int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err) {
+/* Embeddings, output and layers into L->m (whose hp is checked and whose layers are allocated). */
+static int load_weights(loader *L) {
+  qlm_model *m = L->m;
+  const qlm_source *src = L->src;
+  const qlm_hparams *hp = &m->hp;
+  int64_t E = hp->n_embd;
+  int rc;
+  if ((rc = get_mat_f32(L, "token_embd.weight", E, hp->n_vocab, true, &m->tok_embd)) ||
+      (rc = get_vec(L, "output_norm.weight", E, true, &m->out_norm)) ||
+      (rc = get_vec(L, "output_norm.bias", E, hp->arch == QLM_ARCH_GPT2, &m->out_norm_b)) ||
+      (rc = get_mat(L, "output.weight", E, hp->n_vocab, false, &m->output)))
+    return rc;
+  if (!m->output.data) { /* tied embeddings: the output matmul may still use the quantized rows */
+    const qlm_tensor *te = qlm_source_tensor(src, "token_embd.weight");
+    if (te && keep_quantized(te->type)) {
+      if ((rc = get_mat(L, "token_embd.weight", E, hp->n_vocab, true, &m->output))) return rc;
+    } else {
+      m->output = m->tok_embd;
+    }
+  }
+  if (hp->arch == QLM_ARCH_GPT2) {
+    qlm_mat pe;
+    if ((rc = get_mat_f32(L, "position_embd.weight", E, hp->n_ctx, true, &pe))) return rc;
+    m->pos_embd = pe.data;
+  }
+  for (int il = 0; il < hp->n_layer; il++)
+    if ((rc = load_layer(L, il, &m->layers[il])) || (rc = load_lin_ins(L, il, &m->layers[il]))) return rc;
+  return QLM_OK;
+}
+
+/* a * b * ... saturating at UINT64_MAX (absurd contexts must give a huge need, not a wrapped one) */
+static uint64_t sat_mul(uint64_t a, uint64_t b) {
+  uint64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+/* Defaults qlm_state_new applies to its arguments (model/forward.c). */
+static void state_defaults(const qlm_hparams *hp, int *n_ctx, int *max_batch, int *n_threads) {
+  if (*n_ctx <= 0) *n_ctx = hp->n_ctx;
+  if (*max_batch <= 0) *max_batch = 512;
+  if (*n_threads <= 0) {
+    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    *n_threads = nproc > 0 ? (int)(nproc < 256 ? nproc : 256) : 1;
+  }
+}
+
+uint64_t qlm_state_kv_bytes(const qlm_hparams *hp, int n_seq, int n_ctx) {
+  int b = 0, t = 1;
+  state_defaults(hp, &n_ctx, &b, &t);
+  /* keys + values, f32: [n_seq][n_layer][n_ctx][n_head_kv * head_dim] each */
+  uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+  return sat_mul(sat_mul(sat_mul(2u * sizeof(float), (uint64_t)(n_seq > 0 ? n_seq : 1)),
+                         sat_mul((uint64_t)hp->n_layer, (uint64_t)(n_ctx > 0 ? n_ctx : 0))),
+                 kv_dim);
+}
+
+uint64_t qlm_state_scratch_bytes(const qlm_hparams *hp, int n_ctx, int max_batch, int n_threads) {
+  state_defaults(hp, &n_ctx, &max_batch, &n_threads);
+  /* per batch row, as qlm_state_new allocates them: x, xn, tmp [n_embd]; q, att [n_head*hd]; k, v
+   * [kv_dim]; hb, hb2 [n_ff]; xin [n_ff + n_embd + n_head*hd]; rope cos/sin [n_rot/2] */
+  uint64_t E = (uint64_t)hp->n_embd, F = (uint64_t)hp->n_ff, QD = (uint64_t)hp->n_head * (uint64_t)hp->head_dim,
+           KV = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim, R = (uint64_t)(hp->n_rot / 2);
+  uint64_t row = 3 * E + 2 * QD + 2 * KV + 2 * F + (F + E + QD) + 2 * R;
+  uint64_t rows = sat_mul(sat_mul(row, (uint64_t)max_batch), sizeof(float));
+  /* attention scores: [n_threads][n_head / n_head_kv][n_ctx] */
+  uint64_t groups = hp->n_head_kv > 0 ? (uint64_t)(hp->n_head / hp->n_head_kv) : 1;
+  uint64_t scores = sat_mul(sat_mul((uint64_t)n_threads, groups), sat_mul((uint64_t)(n_ctx > 0 ? n_ctx : 0), sizeof(float)));
+  return rows + scores < rows ? UINT64_MAX : rows + scores;
+}
+
+/* Refuse (QLM_ELIMIT) a load whose converted weights plus the planned state do not fit. */
+static int check_memory(const qlm_source *src, const qlm_hparams *hp, uint64_t weights, const qlm_load_plan *plan,
+                        qlm_error *err) {
+  const char *env = getenv("QLM_DEQUANT_ALL");
+  bool all = env && *env && strcmp(env, "0") != 0;
+  qlm_mem_part parts[3] = {
+      {all ? "weights dequantized to f32 (QLM_DEQUANT_ALL)" : "weights converted at load", weights, NULL}};
+  int n = 1;
+  if (plan) {
+    parts[n++] = (qlm_mem_part){"KV cache", qlm_state_kv_bytes(hp, plan->n_seq, plan->n_ctx), plan->ctx_desc};
+    uint64_t sc = qlm_state_scratch_bytes(hp, plan->n_ctx, plan->max_batch, plan->n_threads);
+    parts[n++] = (qlm_mem_part){"scratch", sc + plan->extra_bytes < sc ? UINT64_MAX : sc + plan->extra_bytes, NULL};
+  }
+  return qlm_mem_check(src->path, parts, n, plan && plan->hint ? plan->hint : "use a quantized file", err);
+}
+
+int qlm_model_load_planned(const qlm_source *src, const qlm_load_plan *plan, qlm_model **out, qlm_error *err) {
   *out = NULL;
   qlm_model *m = qlm_calloc(1, sizeof *m, "model", err);
   if (!m) return QLM_ENOMEM;
@@ -392,42 +501,33 @@ int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err) {
   m->owned = owned;
   m->src = src;
   m->hp = src->hp;
-  loader L = {.src = src, .m = m, .owned = owned, .err = err};
+  loader L = {.src = src, .m = m, .owned = owned, .err = err, .dry = true};
   int rc = check_hparams(src->path, &m->hp, err);
   if (!rc) rc = qlm_check_weights_on_load(src, err); /* NaN/Inf weights or scales (model/numerics.h) */
   if (rc) goto fail;
-  const qlm_hparams *hp = &m->hp;
-  int64_t E = hp->n_embd;
-  if ((rc = get_mat_f32(&L, "token_embd.weight", E, hp->n_vocab, true, &m->tok_embd)) ||
-      (rc = get_vec(&L, "output_norm.weight", E, true, &m->out_norm)) ||
-      (rc = get_vec(&L, "output_norm.bias", E, hp->arch == QLM_ARCH_GPT2, &m->out_norm_b)) ||
-      (rc = get_mat(&L, "output.weight", E, hp->n_vocab, false, &m->output)))
-    goto fail;
-  if (!m->output.data) { /* tied embeddings: the output matmul may still use the quantized rows */
-    const qlm_tensor *te = qlm_source_tensor(src, "token_embd.weight");
-    if (te && keep_quantized(te->type)) {
-      if ((rc = get_mat(&L, "token_embd.weight", E, hp->n_vocab, true, &m->output))) goto fail;
-    } else {
-      m->output = m->tok_embd;
-    }
-  }
-  if (hp->arch == QLM_ARCH_GPT2) {
-    qlm_mat pe;
-    if ((rc = get_mat_f32(&L, "position_embd.weight", E, hp->n_ctx, true, &pe))) goto fail;
-    m->pos_embd = pe.data;
-  }
-  m->layers = qlm_calloc((size_t)hp->n_layer, sizeof *m->layers, "model layers", err);
+  m->layers = qlm_calloc((size_t)m->hp.n_layer, sizeof *m->layers, "model layers", err);
   if (!m->layers) {
     rc = QLM_ENOMEM;
     goto fail;
   }
-  for (int il = 0; il < hp->n_layer; il++)
-    if ((rc = load_layer(&L, il, &m->layers[il])) || (rc = load_lin_ins(&L, il, &m->layers[il]))) goto fail;
+  /* dry pass: shapes are checked and the conversions counted, nothing allocated */
+  if ((rc = load_weights(&L)) || (rc = check_memory(src, &m->hp, L.need, plan, err))) goto fail;
+  qlm_layer *layers = m->layers;
+  memset(layers, 0, (size_t)m->hp.n_layer * sizeof *layers);
+  qlm_hparams hp = m->hp;
+  memset(m, 0, sizeof *m);
+  *m = (qlm_model){.hp = hp, .src = src, .layers = layers, .owned = owned};
+  L.dry = false;
+  if ((rc = load_weights(&L))) goto fail;
   *out = m;
   return QLM_OK;
 fail:
   qlm_model_free(m);
   return rc;
+}
+
+int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err) {
+  return qlm_model_load_planned(src, NULL, out, err);
 }
 
 void qlm_model_free(qlm_model *m) {
@@ -440,4 +540,11 @@ void qlm_model_free(qlm_model *m) {
   }
   free(m->layers);
   free(m);
+}
+
+int qlm_state_check_mem(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, const char *ctx_desc,
+                        const char *hint, qlm_error *err) {
+  qlm_mem_part parts[2] = {{"KV cache", qlm_state_kv_bytes(&m->hp, n_seq, n_ctx), ctx_desc},
+                           {"scratch", qlm_state_scratch_bytes(&m->hp, n_ctx, max_batch, n_threads), NULL}};
+  return qlm_mem_check(m->src->path, parts, 2, hint ? hint : "use a smaller --ctx", err);
 }

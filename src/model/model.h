@@ -56,6 +56,27 @@ typedef struct qlm_model {
 /* Build the model from a source (dequantizing tensors qlm cannot yet run quantized to f32).
  * Checks that every tensor the architecture needs is present with the right shape. */
 int qlm_model_load(const qlm_source *src, qlm_model **out, qlm_error *err);
+
+/* The state a command will create after loading (qlm_state_new's arguments, 0 = its defaults),
+ * so the load can refuse up front when weights converted at load + KV cache + scratch exceed the
+ * memory available (core/memlimit.h).  qlm_model_load checks the converted weights alone. */
+typedef struct qlm_load_plan {
+  int n_seq, n_ctx, max_batch, n_threads;
+  uint64_t extra_bytes;   /* the command's own buffers (e.g. logits), counted with the scratch */
+  const char *ctx_desc;   /* how the context was chosen, for the message, e.g. "at --window 512 x 4 windows" */
+  const char *hint;       /* what to suggest, e.g. "use a smaller --window or a quantized file" */
+} qlm_load_plan;
+/* qlm_model_load with the memory check of the planned state; plan may be NULL.  Fails with
+ * QLM_ELIMIT naming the model file and the need, having allocated nothing of the weights. */
+int qlm_model_load_planned(const qlm_source *src, const qlm_load_plan *plan, qlm_model **out, qlm_error *err);
+/* Bytes qlm_state_new allocates for the KV cache (keys + values), and for its per-row scratch and
+ * attention scores, for hyper-parameters as qlm_model_load checked them (m->hp). */
+uint64_t qlm_state_kv_bytes(const qlm_hparams *hp, int n_seq, int n_ctx);
+uint64_t qlm_state_scratch_bytes(const qlm_hparams *hp, int n_ctx, int max_batch, int n_threads);
+/* QLM_ELIMIT naming m's file when the state (qlm_state_new's arguments) does not fit the memory
+ * available now (the weights are already loaded); ctx_desc/hint as in qlm_load_plan. */
+int qlm_state_check_mem(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, const char *ctx_desc,
+                        const char *hint, qlm_error *err);
 void qlm_model_free(qlm_model *m);
 
 /* KV cache and scratch for up to n_seq sequences of n_ctx positions each. */

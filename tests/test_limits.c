@@ -1,0 +1,281 @@
+/* test_limits.c — resource limits (core/memlimit.h, model/model.h qlm_model_load_planned):
+ *   - a load whose KV cache cannot fit is refused up front (exit 6, QLM_ELIMIT) with one message
+ *     naming the model file, the need by part and the bound, under a real limit set in the child
+ *     (`ulimit -v` = RLIMIT_AS, `ulimit -d` = RLIMIT_DATA) — Release builds only: AddressSanitizer
+ *     reserves terabytes of address space (and counts its shadow in VmData), so under ASan the
+ *     same refusal is tested through the documented override QLM_MEM_AVAILABLE (bytes);
+ *   - a normal load under the same limit still runs, and --no-mem-check / QLM_NO_MEM_CHECK=1 skip
+ *     the check;
+ *   - the weights converted at load (QLM_DEQUANT_ALL on the Q4_1 SmolLM2) are counted as the
+ *     closed-form sum of their f32 sizes, and the KV cache as 2 x 4 bytes x layers x ctx x kv_dim;
+ *   - `qlm ppl --tokenizer` is honoured for GGUF models: the model's own tokenizer gives the same
+ *     perplexity, another vocabulary size is refused (exit 2) naming both sizes.
+ * OPENBLAS_NUM_THREADS=1 under the limits: OpenBLAS's worker threads retry their 128 MiB buffer
+ * forever when a limit refuses it (seen with ulimit -d 30000), which is not what is tested here. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/mapfile.h"
+#include "core/memlimit.h"
+#include "formats/source.h"
+#include "model/model.h"
+#include "eval/ppl.h"
+#include "tokenizer/tokenizer.h"
+
+#define STORIES "models/stories260K/stories260K.gguf"
+
+/* stories260K with llama.context_length 2^24 instead of 2048 (so --window may be huge). */
+static char *write_bigctx(char *dir) {
+  char *model = tu_shared(STORIES), *big = malloc(700);
+  qlm_mapfile m;
+  qlm_error e = {0};
+  assert_int_equal(qlm_map_file(model, &m, &e), 0);
+  uint8_t *copy = malloc(m.size);
+  memcpy(copy, m.data, m.size);
+  const char *key = "llama.context_length";
+  uint8_t *p = memmem(copy, m.size, key, strlen(key));
+  assert_non_null(p);
+  uint32_t ctx;
+  memcpy(&ctx, p + strlen(key) + 4, 4);
+  assert_int_equal(ctx, 2048);
+  ctx = 1u << 24;
+  memcpy(p + strlen(key) + 4, &ctx, 4);
+  snprintf(big, 700, "%s/bigctx.gguf", dir);
+  tu_write_file(big, copy, m.size);
+  free(copy);
+  qlm_unmap_file(&m);
+  free(model);
+  return big;
+}
+
+/* 1048576 positions x 5 layers x 32 kv dims x (K + V) x 4 bytes = 1.25 GiB of KV cache. */
+#define HUGE_ARGS "--window 1048576 -b 1 --chunks 1 -t 1"
+
+static void expect_refusal(tu_run *r, const char *file, const char *bound) {
+  if (r->status != 6) fail_msg("exit %d, expected 6: %s", r->status, r->err);
+  assert_non_null(strstr(r->err, file));
+  assert_non_null(strstr(r->err, "KV cache 1.2 GiB at --window 1048576 x 1 windows per batch"));
+  assert_non_null(strstr(r->err, bound));
+  assert_null(strstr(r->err, "\n" "qlm:")); /* one message */
+  assert_string_equal(r->out, "");
+}
+
+static void test_rlimit_refusal(void **st) {
+  (void)st;
+#if defined(__SANITIZE_ADDRESS__)
+  skip(); /* see the top of the file: test_override_refusal covers ASan builds */
+#else
+  char *dir = tu_tmpdir(), *big = write_bigctx(dir), *small = tu_shared(STORIES), args[2048];
+  snprintf(args, sizeof args, "ppl -m '%s' " HUGE_ARGS, big);
+  tu_run r = tu_run_qlm("export OPENBLAS_NUM_THREADS=1; ulimit -v 1000000;", args);
+  expect_refusal(&r, big, "available (RLIMIT_AS)");
+  tu_run_free(&r);
+  r = tu_run_qlm("export OPENBLAS_NUM_THREADS=1; ulimit -d 800000;", args);
+  expect_refusal(&r, big, "available (RLIMIT_DATA)");
+  tu_run_free(&r);
+  /* under the same limits a normal load runs */
+  snprintf(args, sizeof args, "ppl -m '%s' --window 256 --chunks 1 -t 1 -q", small);
+  r = tu_run_qlm("export OPENBLAS_NUM_THREADS=1; ulimit -v 1000000; ulimit -d 800000;", args);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  assert_non_null(strstr(r.out, "PPL = "));
+  tu_run_free(&r);
+  remove(big);
+  remove(dir);
+  free(big), free(dir), free(small);
+#endif
+}
+
+/* The same refusal through QLM_MEM_AVAILABLE (all builds), and the two opt-outs. */
+static void test_override_refusal(void **st) {
+  (void)st;
+  char *dir = tu_tmpdir(), *big = write_bigctx(dir), args[2048];
+  snprintf(args, sizeof args, "ppl -m '%s' " HUGE_ARGS, big);
+  tu_run r = tu_run_qlm("QLM_MEM_AVAILABLE=1000000000", args);
+  expect_refusal(&r, big, "but 953.7 MiB is available (QLM_MEM_AVAILABLE)");
+  tu_run_free(&r);
+  /* stories260K itself: 16 windows of 1024 positions need 20 MiB of KV cache, 1 MB is allowed */
+  char *small = tu_shared(STORIES);
+  snprintf(args, sizeof args, "ppl -m '%s' --window 1024 -b 16 --chunks 1 -t 1 -q", small);
+  r = tu_run_qlm("QLM_MEM_AVAILABLE=1000000", args);
+  assert_int_equal(r.status, 6);
+  assert_non_null(strstr(r.err, "KV cache 20.0 MiB at --window 1024 x 16 windows per batch"));
+  tu_run_free(&r);
+  r = tu_run_qlm("QLM_NO_MEM_CHECK=1 QLM_MEM_AVAILABLE=1000000", args);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  tu_run_free(&r);
+  char args2[2100];
+  snprintf(args2, sizeof args2, "%s --no-mem-check", args);
+  r = tu_run_qlm("QLM_MEM_AVAILABLE=1000000", args2);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  assert_non_null(strstr(r.out, "PPL = "));
+  tu_run_free(&r);
+  remove(big);
+  remove(dir);
+  free(big), free(dir), free(small);
+}
+
+/* Closed forms: KV bytes of the state, and the f32 size of every weight QLM_DEQUANT_ALL converts. */
+static void test_need_closed_form(void **st) {
+  (void)st;
+  char *path = tu_shared(STORIES);
+  qlm_source *src = NULL;
+  qlm_model *m = NULL;
+  qlm_error e = {0};
+  assert_int_equal(qlm_source_open(path, NULL, &src, &e), 0);
+  assert_int_equal(qlm_model_load(src, &m, &e), 0);
+  /* 2 (K, V) x 4 bytes x n_seq 3 x 5 layers x 100 positions x (4 kv heads x 8 dims) */
+  assert_int_equal(qlm_state_kv_bytes(&m->hp, 3, 100), 2 * 4 * 3 * 5 * 100 * 32);
+  /* an absurd context saturates instead of wrapping */
+  assert_true(qlm_state_kv_bytes(&m->hp, 65536, 1 << 24) > (1ull << 40));
+  /* the state check on a loaded model: refused with QLM_ELIMIT naming the file */
+  setenv("QLM_MEM_AVAILABLE", "1000", 1);
+  assert_int_equal(qlm_state_check_mem(m, 1, 2048, 64, 1, "at --ctx 2048", NULL, &e), QLM_ELIMIT);
+  assert_non_null(strstr(e.msg, path));
+  assert_non_null(strstr(e.msg, "KV cache 2.5 MiB at --ctx 2048"));
+  unsetenv("QLM_MEM_AVAILABLE");
+  qlm_model_free(m);
+  qlm_source_close(src);
+  free(path);
+
+  char *smol = tu_smollm2_path();
+  if (access(smol, R_OK) != 0) { /* scripts/get-models not run: say so, do not pass silently */
+    free(smol);
+    fail_msg("SmolLM2 GGUF missing (run scripts/get-models)");
+  }
+  assert_int_equal(qlm_source_open(smol, NULL, &src, &e), 0);
+  int rc;
+  uint64_t f32 = 0; /* every tensor not already f32 becomes ne x 4 bytes (tied output: no second copy) */
+  for (int i = 0; i < src->n_tensors; i++) {
+    const qlm_tensor *t = &src->tensors[i];
+    if (t->type != QLM_TYPE_F32) f32 += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]) * 4;
+  }
+  char want[96], h[32];
+  snprintf(want, sizeof want, "weights dequantized to f32 (QLM_DEQUANT_ALL) %s", qlm_mem_human(f32, h, sizeof h));
+  setenv("QLM_DEQUANT_ALL", "1", 1);
+  setenv("QLM_MEM_AVAILABLE", "100000000", 1);
+  rc = qlm_model_load(src, &m, &e);
+  assert_int_equal(rc, QLM_ELIMIT);
+  assert_null(m);
+  assert_non_null(strstr(e.msg, smol));
+  if (!strstr(e.msg, want)) fail_msg("'%s' lacks '%s'", e.msg, want);
+  unsetenv("QLM_DEQUANT_ALL");
+  /* run from the Q4_1 blocks, only the token embedding (rows read as floats) is converted */
+  rc = qlm_model_load(src, &m, &e);
+  unsetenv("QLM_MEM_AVAILABLE");
+  assert_int_equal(rc, QLM_ELIMIT);
+  snprintf(want, sizeof want, "weights converted at load %s",
+           qlm_mem_human((uint64_t)src->hp.n_vocab * (uint64_t)src->hp.n_embd * 4, h, sizeof h));
+  if (!strstr(e.msg, want)) fail_msg("'%s' lacks '%s'", e.msg, want);
+  setenv("QLM_MEM_AVAILABLE", "200000000", 1);
+  rc = qlm_model_load(src, &m, &e);
+  unsetenv("QLM_MEM_AVAILABLE");
+  if (rc) fail_msg("%s", e.msg);
+  qlm_model_free(m);
+  qlm_source_close(src);
+  free(smol);
+}
+
+/* --tokenizer for a GGUF model in `qlm ppl` (qlm_source_open applies it for every format). */
+static void test_ppl_tokenizer(void **st) {
+  (void)st;
+  char *gguf = tu_shared(STORIES), *tok512 = tu_shared("models/stories260K/tok512.bin");
+  char *smol = tu_shared("tokenizers/smollm2-135m/tokenizer.json"), args[2048];
+  snprintf(args, sizeof args, "ppl -m '%s' --tokenizer '%s' --chunks 1 -q -t 1", gguf, smol);
+  tu_run r = tu_run_qlm("", args);
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, smol));
+  assert_non_null(strstr(r.err, "49152 tokens"));
+  assert_non_null(strstr(r.err, "vocabulary of 512"));
+  tu_run_free(&r);
+  snprintf(args, sizeof args, "ppl -m '%s' --tokenizer '%s' --chunks 2 -q -t 1 --json", gguf, tok512);
+  tu_run a = tu_run_qlm("", args);
+  snprintf(args, sizeof args, "ppl -m '%s' --chunks 2 -q -t 1 --json", gguf);
+  tu_run b = tu_run_qlm("", args);
+  assert_int_equal(a.status, 0);
+  assert_int_equal(b.status, 0);
+  const char *pa = strstr(a.out, "\"ppl\""), *pb = strstr(b.out, "\"ppl\"");
+  assert_non_null(pa);
+  assert_non_null(pb);
+  assert_memory_equal(pa, pb, 40);
+  tu_run_free(&a);
+  tu_run_free(&b);
+  free(gguf), free(tok512), free(smol);
+}
+
+/* ---- tokenizing in pieces equals tokenizing the whole text ---------------------------- */
+
+typedef struct ids_buf { int32_t *p; size_t n, cap; int pieces; } ids_buf;
+
+static int collect(void *ctx, const int32_t *ids, int n, qlm_error *err) {
+  (void)err;
+  ids_buf *b = ctx;
+  if (b->n + (size_t)n > b->cap) {
+    b->cap = (b->n + (size_t)n) * 2;
+    b->p = realloc(b->p, b->cap * sizeof *b->p);
+    assert_non_null(b->p);
+  }
+  memcpy(b->p + b->n, ids, (size_t)n * sizeof *ids);
+  b->n += (size_t)n;
+  b->pieces++;
+  return QLM_OK;
+}
+
+/* The whole WikiText-2 test file, whole and in pieces of ~4 KB: the same ids, and many pieces. */
+static void check_pieces(const char *model, const char *tokenizer) {
+  char *wiki = tu_shared("data/wikitext-2-raw/wiki.test.raw");
+  qlm_source *src = NULL;
+  qlm_tokenizer *tok = NULL;
+  qlm_error e = {0};
+  char *text = NULL;
+  size_t len = 0;
+  if (qlm_source_open(model, tokenizer, &src, &e) || qlm_tokenizer_new(&src->vocab, &tok, &e) ||
+      qlm_read_file(wiki, 64u << 20, &text, &len, &e))
+    fail_msg("%s", e.msg);
+  ids_buf whole = {0}, pieces = {0};
+  assert_int_equal(qlm_ppl_tokenize_pieces(tok, text, len, 1, 0, collect, &whole, &e), 0);
+  assert_int_equal(whole.pieces, 1);
+  if (qlm_ppl_tokenize_pieces(tok, text, len, 1, 4096, collect, &pieces, &e)) fail_msg("%s", e.msg);
+  assert_true(pieces.pieces > 100); /* 1.3 MB: the text was really split */
+  assert_true(whole.n > 250000);
+  assert_int_equal(pieces.n, whole.n);
+  size_t i = 0;
+  while (i < whole.n && whole.p[i] == pieces.p[i]) i++;
+  if (i < whole.n) fail_msg("%s: ids differ first at %zu of %zu", model, i, whole.n);
+  free(whole.p), free(pieces.p), free(text), free(wiki);
+  qlm_tokenizer_free(tok);
+  qlm_source_close(src);
+}
+
+static void test_pieces_smollm2(void **st) {
+  (void)st;
+  /* SmolLM2's tokenizer.json on the stories260K GGUF would be refused (49152 vs 512 tokens), so
+   * the vocabulary-only GGUF of GPT-2 size is not used either: open the tokenizer.json through
+   * a model without a vocabulary of its own, the SmolLM2 Q4_1 GGUF (same 49152 tokens). */
+  char *smol = tu_smollm2_path(), *json = tu_shared("tokenizers/smollm2-135m/tokenizer.json");
+  if (access(smol, R_OK) != 0) fail_msg("SmolLM2 GGUF missing (run scripts/get-models)");
+  check_pieces(smol, json);
+  free(smol), free(json);
+}
+
+static void test_pieces_stories(void **st) {
+  (void)st;
+  char *m = tu_shared(STORIES);
+  check_pieces(m, NULL);
+  free(m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_rlimit_refusal),
+      cmocka_unit_test(test_override_refusal),
+      cmocka_unit_test(test_need_closed_form),
+      cmocka_unit_test(test_ppl_tokenizer),
+      cmocka_unit_test(test_pieces_smollm2),
+      cmocka_unit_test(test_pieces_stories),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
