@@ -168,8 +168,8 @@ static void test_writer_killed(void **st) {
 
 /* ---- memory the limit refuses ---------------------------------------------------------- */
 
-/* A KV cache larger than the address-space limit: a clean exit 7 that says what it needed,
- * never a crash.  (ASan reserves terabytes of shadow memory, so this runs in the other builds.) */
+/* A KV cache larger than the address-space limit: refused up front (exit 6) or, with the check
+ * off, a clean exit 7 that says what it needed; never a crash.  (ASan reserves terabytes of shadow memory, so this runs in the other builds.) */
 static void test_memory_limit(void **st) {
   (void)st;
 #if defined(__SANITIZE_ADDRESS__)
@@ -196,9 +196,17 @@ static void test_memory_limit(void **st) {
   tu_write_file(big, copy, m.size);
   free(copy);
   qlm_unmap_file(&m);
-  /* 1048576 positions x 5 layers x 32 kv x 2 x 4 bytes = 1.3 GB of KV cache, 600 MB allowed */
+  /* 1048576 positions x 5 layers x 32 kv x 2 x 4 bytes = 1.3 GB of KV cache, 600 MB allowed: refused
+   * before allocating (exit 6, the need and the file named); with the check off, the allocation
+   * itself fails cleanly (exit 7). */
   snprintf(args, sizeof args, "run -m '%s' --ctx 1048576 -n 4 -p Once -t 1", big);
   run_result r = run_qlm("ulimit -v 600000;", args);
+  if (r.status != 6) fail_msg("exit %d: %s", r.status, r.err);
+  assert_non_null(strstr(r.err, big));
+  assert_non_null(strstr(r.err, "KV cache 1.2 GiB at --ctx 1048576"));
+  assert_string_equal(r.out, "");
+  run_free(&r);
+  r = run_qlm("ulimit -v 600000; QLM_NO_MEM_CHECK=1", args);
   if (r.status != 7) fail_msg("exit %d: %s", r.status, r.err);
   assert_non_null(strstr(r.err, "out of memory allocating 167772160 x 4 bytes for KV cache"));
   assert_string_equal(r.out, "");

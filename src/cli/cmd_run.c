@@ -166,6 +166,10 @@ static int session_open(const run_opts *o, run_session *s, qlm_error *err) {
   if (s->n_ids > ctx)
     return qlm_fail(err, QLM_EUSAGE, "prompt has %d tokens, more than the %ld context positions", s->n_ids, ctx);
   int max_batch = s->n_ids < 512 ? s->n_ids : 512;
+  char desc[48];
+  snprintf(desc, sizeof desc, "at %s %ld", o->n_ctx ? "--ctx" : "context", ctx);
+  if ((rc = qlm_state_check_mem(s->model, 1, (int)ctx, max_batch, (int)o->threads, desc, "use a smaller --ctx", err)))
+    return rc;
   if ((rc = qlm_state_new(s->model, 1, (int)ctx, max_batch, (int)o->threads, &s->state, err))) return rc;
   qlm_sampler_params sp = {.temperature = (float)o->temp, .top_k = (int)o->top_k, .top_p = (float)o->top_p,
                            .seed = (uint64_t)o->seed};
