@@ -3,11 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "core/mapfile.h"
-#include "formats/llama2c.h"
 #include "tokenizer/tokenizer.h"
 
 static void usage(FILE *f) {
@@ -23,33 +21,6 @@ static void usage(FILE *f) {
           cli_default_model());
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-/* Replace the model's vocabulary by the one in `path` (tokenizer.json or tokenizer.bin).  Token
- * ids index the model's embedding, so a tokenizer of another size gives meaningless ids: refuse
- * it when the model has a vocabulary of its own of a different size, or an embedding with fewer
- * rows than the tokenizer has tokens.  A model without either accepts any tokenizer. */
-static int override_vocab(qlm_source *src, const char *path, qlm_error *err) {
-  qlm_vocab v = {0};
-  int rc = ends_with(path, ".json") ? qlm_vocab_from_tokenizer_json(path, &v, err)
-                                    : qlm_llama2c_read_tokenizer(path, 0, &v, err);
-  if (rc) return rc;
-  int own = src->vocab.n_tokens, rows = src->hp.n_vocab;
-  if ((own > 0 && v.n_tokens != own) || (own == 0 && rows > 0 && v.n_tokens > rows)) {
-    rc = qlm_fail(err, QLM_EUSAGE,
-                  "%s: the tokenizer has %d tokens but the model %s has %s %d: its ids would not be the model's "
-                  "(leave out --tokenizer to use the model's own)",
-                  path, v.n_tokens, src->path, own > 0 ? "a vocabulary of" : "an embedding of", own > 0 ? own : rows);
-    qlm_vocab_free(&v);
-    return rc;
-  }
-  qlm_vocab_free(&src->vocab);
-  src->vocab = v;
-  return QLM_OK;
-}
 
 int cmd_tokenize(int argc, char **argv) {
   static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 'T'},
@@ -80,13 +51,10 @@ int cmd_tokenize(int argc, char **argv) {
   qlm_tokenizer *tok = NULL;
   char *text = NULL;
   int32_t *ids = NULL;
-  /* An HF folder checks --tokenizer against config.json itself (formats/hf.c); elsewhere the
-   * model is opened with its own tokenizer and the override is checked against it. */
+  /* --tokenizer replaces the model's vocabulary; qlm_source_open refuses one whose size does not
+   * match the model's (formats/source.c, hf.c). */
   const char *path = model ? model : cli_default_model();
-  struct stat st;
-  bool dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-  int n = 0, rc = qlm_source_open(path, dir ? tokenizer : NULL, &src, &err);
-  if (!rc && tokenizer && !dir) rc = override_vocab(src, tokenizer, &err);
+  int n = 0, rc = qlm_source_open(path, tokenizer, &src, &err);
   if (!rc) rc = qlm_tokenizer_new(&src->vocab, &tok, &err);
   if (!rc && file) rc = qlm_read_file(file, 256u << 20, &text, NULL, &err);
   if (!rc && !file && !(text = strdup(prompt))) rc = qlm_fail(&err, QLM_ENOMEM, "out of memory");
