@@ -14,45 +14,17 @@
 
 /* ---- a minimal GGUF writer ---- */
 
-typedef struct buf {
-  uint8_t *p;
-  size_t n, cap;
-} buf;
+typedef tu_bytes buf;
 
-static void put(buf *b, const void *d, size_t n) {
-  if (b->n + n > b->cap) {
-    b->cap = (b->n + n) * 2 + 64;
-    b->p = realloc(b->p, b->cap);
-    assert_non_null(b->p);
-  }
-  memcpy(b->p + b->n, d, n);
-  b->n += n;
-}
-static void put_u8(buf *b, uint8_t v) { put(b, &v, 1); }
-static void put_u32(buf *b, uint32_t v) {
-  uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-  put(b, x, 4);
-}
-static void put_u64(buf *b, uint64_t v) {
-  put_u32(b, (uint32_t)v);
-  put_u32(b, (uint32_t)(v >> 32));
-}
-static void put_str(buf *b, const char *s) {
-  put_u64(b, strlen(s));
-  put(b, s, strlen(s));
-}
-static void put_f32(buf *b, float f) { put_u32(b, qlm_f32_to_bits(f)); }
-static void pad_to(buf *b, size_t align) {
-  while (b->n % align) put_u8(b, 0);
-}
+static void put_f32(buf *b, float f) { tu_put_u32(b, qlm_f32_to_bits(f)); }
 
 /* value-type ids from the GGUF spec */
 enum { T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 };
 
-static void kv_u32(buf *b, const char *k, uint32_t v) { put_str(b, k), put_u32(b, T_U32), put_u32(b, v); }
-static void kv_f32(buf *b, const char *k, float v) { put_str(b, k), put_u32(b, T_F32), put_f32(b, v); }
-static void kv_str(buf *b, const char *k, const char *v) { put_str(b, k), put_u32(b, T_STR), put_str(b, v); }
-static void kv_bool(buf *b, const char *k, int v) { put_str(b, k), put_u32(b, T_BOOL), put_u8(b, (uint8_t)v); }
+static void kv_u32(buf *b, const char *k, uint32_t v) { tu_put_str(b, k), tu_put_u32(b, T_U32), tu_put_u32(b, v); }
+static void kv_f32(buf *b, const char *k, float v) { tu_put_str(b, k), tu_put_u32(b, T_F32), put_f32(b, v); }
+static void kv_str(buf *b, const char *k, const char *v) { tu_put_str(b, k), tu_put_u32(b, T_STR), tu_put_str(b, v); }
+static void kv_bool(buf *b, const char *k, int v) { tu_put_str(b, k), tu_put_u32(b, T_BOOL), tu_put_u8(b, (uint8_t)v); }
 
 /* What the generic valid file contains; tests change fields to make it malformed. */
 typedef struct spec {
@@ -77,10 +49,10 @@ static spec default_spec(void) {
 static void build(buf *b, const spec *s) {
   memset(b, 0, sizeof *b);
   uint32_t align = s->alignment && !(s->alignment & (s->alignment - 1)) ? s->alignment : 32; /* layout */
-  put(b, s->magic, 4);
-  put_u32(b, s->version);
-  put_u64(b, 2);                      /* tensors */
-  put_u64(b, 20 + !!s->alignment_kv); /* kv count */
+  tu_put(b, s->magic, 4);
+  tu_put_u32(b, s->version);
+  tu_put_u64(b, 2);                      /* tensors */
+  tu_put_u64(b, 20 + !!s->alignment_kv); /* kv count */
   kv_str(b, "general.architecture", "llama");
   kv_u32(b, "llama.context_length", 128);
   kv_u32(b, "llama.embedding_length", 32);
@@ -91,36 +63,36 @@ static void build(buf *b, const spec *s) {
   kv_f32(b, "llama.rope.freq_base", 500000.0f);
   if (s->alignment_kv) kv_u32(b, "general.alignment", s->alignment);
   kv_str(b, "tokenizer.ggml.model", "llama");
-  put_str(b, "tokenizer.ggml.tokens"), put_u32(b, T_ARR), put_u32(b, T_STR), put_u64(b, 4);
-  put_str(b, "<unk>"), put_str(b, "<s>"), put_str(b, "</s>"), put_str(b, "\xe2\x96\x81hi");
-  put_str(b, "tokenizer.ggml.scores"), put_u32(b, T_ARR), put_u32(b, T_F32), put_u64(b, (uint64_t)s->n_scores);
+  tu_put_str(b, "tokenizer.ggml.tokens"), tu_put_u32(b, T_ARR), tu_put_u32(b, T_STR), tu_put_u64(b, 4);
+  tu_put_str(b, "<unk>"), tu_put_str(b, "<s>"), tu_put_str(b, "</s>"), tu_put_str(b, "\xe2\x96\x81hi");
+  tu_put_str(b, "tokenizer.ggml.scores"), tu_put_u32(b, T_ARR), tu_put_u32(b, T_F32), tu_put_u64(b, (uint64_t)s->n_scores);
   for (int i = 0; i < s->n_scores; i++) put_f32(b, -1.5f * (float)i);
-  put_str(b, "tokenizer.ggml.token_type"), put_u32(b, T_ARR), put_u32(b, T_I32), put_u64(b, 4);
-  put_u32(b, 2), put_u32(b, 3), put_u32(b, 3), put_u32(b, 1);
+  tu_put_str(b, "tokenizer.ggml.token_type"), tu_put_u32(b, T_ARR), tu_put_u32(b, T_I32), tu_put_u64(b, 4);
+  tu_put_u32(b, 2), tu_put_u32(b, 3), tu_put_u32(b, 3), tu_put_u32(b, 1);
   kv_u32(b, "tokenizer.ggml.bos_token_id", s->bos);
   kv_u32(b, "tokenizer.ggml.eos_token_id", 2);
   kv_bool(b, "tokenizer.ggml.add_space_prefix", 0);
   /* every other scalar type, to check decoding */
-  put_str(b, "t.i8"), put_u32(b, T_I8), put_u8(b, 0xfe);
-  put_str(b, "t.i16"), put_u32(b, T_I16), put_u8(b, 0x00), put_u8(b, 0x80);
-  put_str(b, "t.i64"), put_u32(b, T_I64), put_u64(b, (uint64_t)-5);
-  put_str(b, "t.f64"), put_u32(b, T_F64), put_u64(b, 0x3ff8000000000000ull); /* 1.5 */
-  put_str(b, "t.u16arr"), put_u32(b, T_ARR), put_u32(b, T_U16), put_u64(b, 3);
-  put_u8(b, 1), put_u8(b, 0), put_u8(b, 2), put_u8(b, 0), put_u8(b, 0xff), put_u8(b, 0xff);
+  tu_put_str(b, "t.i8"), tu_put_u32(b, T_I8), tu_put_u8(b, 0xfe);
+  tu_put_str(b, "t.i16"), tu_put_u32(b, T_I16), tu_put_u8(b, 0x00), tu_put_u8(b, 0x80);
+  tu_put_str(b, "t.i64"), tu_put_u32(b, T_I64), tu_put_u64(b, (uint64_t)-5);
+  tu_put_str(b, "t.f64"), tu_put_u32(b, T_F64), tu_put_u64(b, 0x3ff8000000000000ull); /* 1.5 */
+  tu_put_str(b, "t.u16arr"), tu_put_u32(b, T_ARR), tu_put_u32(b, T_U16), tu_put_u64(b, 3);
+  tu_put_u8(b, 1), tu_put_u8(b, 0), tu_put_u8(b, 2), tu_put_u8(b, 0), tu_put_u8(b, 0xff), tu_put_u8(b, 0xff);
   /* tensor infos */
-  put_str(b, "token_embd.weight"), put_u32(b, 2), put_u64(b, 32), put_u64(b, 4), put_u32(b, 0), put_u64(b, 0);
+  tu_put_str(b, "token_embd.weight"), tu_put_u32(b, 2), tu_put_u64(b, 32), tu_put_u64(b, 4), tu_put_u32(b, 0), tu_put_u64(b, 0);
   uint64_t off1 = 32 * 4 * 4; /* 512: already aligned */
   off1 = (off1 + align - 1) / align * align;
-  put_str(b, s->name1), put_u32(b, 2), put_u64(b, s->ne1[0]), put_u64(b, s->ne1[1]), put_u32(b, s->type1);
-  put_u64(b, off1 + (uint64_t)s->offset1_delta); /* wraps mod 2^64 on purpose */
-  pad_to(b, align);
+  tu_put_str(b, s->name1), tu_put_u32(b, 2), tu_put_u64(b, s->ne1[0]), tu_put_u64(b, s->ne1[1]), tu_put_u32(b, s->type1);
+  tu_put_u64(b, off1 + (uint64_t)s->offset1_delta); /* wraps mod 2^64 on purpose */
+  tu_pad_to(b, align);
   size_t data0 = b->n;
   for (int i = 0; i < 128; i++) put_f32(b, 0.5f * (float)i);
-  while (b->n < data0 + off1) put_u8(b, 0);
+  while (b->n < data0 + off1) tu_put_u8(b, 0);
   /* q4_0 blocks: d = 1.0 (0x3c00), qs byte j = j | (15-j)<<4 -> weights j-8 and 7-j */
   for (int blk = 0; blk < 4; blk++) {
-    put_u8(b, 0x00), put_u8(b, 0x3c);
-    for (int j = 0; j < 16; j++) put_u8(b, (uint8_t)(j | (15 - j) << 4));
+    tu_put_u8(b, 0x00), tu_put_u8(b, 0x3c);
+    for (int j = 0; j < 16; j++) tu_put_u8(b, (uint8_t)(j | (15 - j) << 4));
   }
 }
 
@@ -313,7 +285,7 @@ static void test_bad_magic_and_version(void **st) {
   expect_spec_fail(&s, QLM_EUNSUPPORTED, "version");
   /* empty file */
   uint8_t none[1] = {0};
-  buf b = {none, 0, 0}; /* a non-NULL pointer: fwrite's argument must not be NULL */
+  buf b = {.p = none}; /* a non-NULL pointer: fwrite's argument must not be NULL */
   char *p = write_tmp("empty.gguf", &b);
   expect_fail(p, QLM_EFORMAT, "magic");
   unlink(p);
@@ -332,7 +304,7 @@ static void test_truncated_everywhere(void **st) {
   spec s = default_spec();
   build(&b, &s);
   for (size_t cut = 0; cut < b.n; cut += (cut < 700 ? 1 : 7)) {
-    buf t = {b.p, cut, cut};
+    buf t = {.p = b.p, .n = cut, .cap = cut};
     char *p = write_tmp("trunc.gguf", &t);
     expect_fail(p, QLM_EFORMAT, NULL);
     unlink(p);
@@ -413,10 +385,10 @@ static void test_vocab_inconsistent(void **st) {
 /* Hand-made header followed by one key/value, to poke at value decoding. */
 static void header(buf *b, uint64_t n_tensors, uint64_t n_kv) {
   memset(b, 0, sizeof *b);
-  put(b, "GGUF", 4);
-  put_u32(b, 3);
-  put_u64(b, n_tensors);
-  put_u64(b, n_kv);
+  tu_put(b, "GGUF", 4);
+  tu_put_u32(b, 3);
+  tu_put_u64(b, n_tensors);
+  tu_put_u64(b, n_kv);
 }
 
 static void expect_buf_fail(buf *b, int code, const char *needle) {
@@ -432,43 +404,43 @@ static void test_bad_metadata(void **st) {
   buf b;
   /* string length past EOF */
   header(&b, 0, 1);
-  put_str(&b, "general.name"), put_u32(&b, T_STR), put_u64(&b, 100), put(&b, "abc", 3);
+  tu_put_str(&b, "general.name"), tu_put_u32(&b, T_STR), tu_put_u64(&b, 100), tu_put(&b, "abc", 3);
   expect_buf_fail(&b, QLM_EFORMAT, "truncated");
   /* absurd string length */
   header(&b, 0, 1);
-  put_str(&b, "general.name"), put_u32(&b, T_STR), put_u64(&b, 1ull << 60);
+  tu_put_str(&b, "general.name"), tu_put_u32(&b, T_STR), tu_put_u64(&b, 1ull << 60);
   expect_buf_fail(&b, QLM_ELIMIT, "limit");
   /* absurd key length */
   header(&b, 0, 1);
-  put_u64(&b, 1ull << 62);
+  tu_put_u64(&b, 1ull << 62);
   expect_buf_fail(&b, QLM_ELIMIT, "limit");
   /* unknown value type */
   header(&b, 0, 1);
-  put_str(&b, "x"), put_u32(&b, 13), put_u32(&b, 0);
+  tu_put_str(&b, "x"), tu_put_u32(&b, 13), tu_put_u32(&b, 0);
   expect_buf_fail(&b, QLM_EFORMAT, "unknown value type 13");
   /* array count larger than the file */
   header(&b, 0, 1);
-  put_str(&b, "x"), put_u32(&b, T_ARR), put_u32(&b, T_U32), put_u64(&b, 1000), put_u32(&b, 1);
+  tu_put_str(&b, "x"), tu_put_u32(&b, T_ARR), tu_put_u32(&b, T_U32), tu_put_u64(&b, 1000), tu_put_u32(&b, 1);
   expect_buf_fail(&b, QLM_EFORMAT, "truncated");
   /* string array whose count is huge but within the element limit: no giant allocation */
   header(&b, 0, 1);
-  put_str(&b, "tokenizer.ggml.tokens"), put_u32(&b, T_ARR), put_u32(&b, T_STR), put_u64(&b, 1u << 25);
+  tu_put_str(&b, "tokenizer.ggml.tokens"), tu_put_u32(&b, T_ARR), tu_put_u32(&b, T_STR), tu_put_u64(&b, 1u << 25);
   expect_buf_fail(&b, QLM_EFORMAT, "truncated");
   /* array beyond the limit */
   header(&b, 0, 1);
-  put_str(&b, "x"), put_u32(&b, T_ARR), put_u32(&b, T_U8), put_u64(&b, 1ull << 40);
+  tu_put_str(&b, "x"), tu_put_u32(&b, T_ARR), tu_put_u32(&b, T_U8), tu_put_u64(&b, 1ull << 40);
   expect_buf_fail(&b, QLM_ELIMIT, "limit");
   /* nested array */
   header(&b, 0, 1);
-  put_str(&b, "x"), put_u32(&b, T_ARR), put_u32(&b, T_ARR), put_u64(&b, 1), put_u32(&b, T_U8), put_u64(&b, 0);
+  tu_put_str(&b, "x"), tu_put_u32(&b, T_ARR), tu_put_u32(&b, T_ARR), tu_put_u64(&b, 1), tu_put_u32(&b, T_U8), tu_put_u64(&b, 0);
   expect_buf_fail(&b, QLM_EUNSUPPORTED, "nested");
   /* bool that is not 0/1 */
   header(&b, 0, 1);
-  put_str(&b, "x"), put_u32(&b, T_BOOL), put_u8(&b, 7);
+  tu_put_str(&b, "x"), tu_put_u32(&b, T_BOOL), tu_put_u8(&b, 7);
   expect_buf_fail(&b, QLM_EFORMAT, "bool");
   /* NUL inside a string */
   header(&b, 0, 1);
-  put_str(&b, "x"), put_u32(&b, T_STR), put_u64(&b, 3), put(&b, "a\0b", 3);
+  tu_put_str(&b, "x"), tu_put_u32(&b, T_STR), tu_put_u64(&b, 3), tu_put(&b, "a\0b", 3);
   expect_buf_fail(&b, QLM_EFORMAT, "NUL");
   /* duplicate key */
   header(&b, 0, 2);
@@ -484,7 +456,7 @@ static void test_bad_metadata(void **st) {
   /* a hyper-parameter that does not fit an int */
   header(&b, 0, 2);
   kv_str(&b, "general.architecture", "qwen2");
-  put_str(&b, "qwen2.embedding_length"), put_u32(&b, T_U64), put_u64(&b, 1ull << 40);
+  tu_put_str(&b, "qwen2.embedding_length"), tu_put_u32(&b, T_U64), tu_put_u64(&b, 1ull << 40);
   expect_buf_fail(&b, QLM_EFORMAT, "out of range");
   /* too many tensors / kvs */
   header(&b, 1u << 21, 0);
@@ -496,8 +468,8 @@ static void test_bad_metadata(void **st) {
   expect_buf_fail(&b, QLM_EFORMAT, "tensor infos");
   /* n_dims 5 */
   header(&b, 1, 0);
-  put_str(&b, "t"), put_u32(&b, 5);
-  for (int i = 0; i < 8; i++) put_u64(&b, 1);
+  tu_put_str(&b, "t"), tu_put_u32(&b, 5);
+  for (int i = 0; i < 8; i++) tu_put_u64(&b, 1);
   expect_buf_fail(&b, QLM_EFORMAT, "n_dims 5");
 }
 
@@ -595,7 +567,7 @@ static void test_random_corruption(void **st) {
       size_t at = tu_rand_u64(&rng) % 700; /* the header part, where the structure is */
       copy[at] = (uint8_t)tu_rand_u64(&rng);
     }
-    buf t = {copy, b.n, b.n};
+    buf t = {.p = copy, .n = b.n, .cap = b.n};
     char *p = write_tmp("fuzz.gguf", &t);
     qlm_source *src = NULL;
     qlm_error err = {0};

@@ -28,30 +28,6 @@
 
 #define STORIES "models/stories260K/stories260K.gguf"
 
-/* stories260K with llama.context_length 2^24 instead of 2048 (so --window may be huge). */
-static char *write_bigctx(char *dir) {
-  char *model = tu_shared(STORIES), *big = malloc(700);
-  qlm_mapfile m;
-  qlm_error e = {0};
-  assert_int_equal(qlm_map_file(model, &m, &e), 0);
-  uint8_t *copy = malloc(m.size);
-  memcpy(copy, m.data, m.size);
-  const char *key = "llama.context_length";
-  uint8_t *p = memmem(copy, m.size, key, strlen(key));
-  assert_non_null(p);
-  uint32_t ctx;
-  memcpy(&ctx, p + strlen(key) + 4, 4);
-  assert_int_equal(ctx, 2048);
-  ctx = 1u << 24;
-  memcpy(p + strlen(key) + 4, &ctx, 4);
-  snprintf(big, 700, "%s/bigctx.gguf", dir);
-  tu_write_file(big, copy, m.size);
-  free(copy);
-  qlm_unmap_file(&m);
-  free(model);
-  return big;
-}
-
 /* 1048576 positions x 5 layers x 32 kv dims x (K + V) x 4 bytes = 1.25 GiB of KV cache. */
 #define HUGE_ARGS "--window 1048576 -b 1 --chunks 1 -t 1"
 
@@ -69,7 +45,7 @@ static void test_rlimit_refusal(void **st) {
 #if defined(__SANITIZE_ADDRESS__)
   skip(); /* see the top of the file: test_override_refusal covers ASan builds */
 #else
-  char *dir = tu_tmpdir(), *big = write_bigctx(dir), *small = tu_shared(STORIES), args[2048];
+  char *dir = tu_tmpdir(), *big = tu_write_stories_bigctx(dir), *small = tu_shared(STORIES), args[2048];
   snprintf(args, sizeof args, "ppl -m '%s' " HUGE_ARGS, big);
   tu_run r = tu_run_qlm("export OPENBLAS_NUM_THREADS=1; ulimit -v 1000000;", args);
   expect_refusal(&r, big, "available (RLIMIT_AS)");
@@ -92,7 +68,7 @@ static void test_rlimit_refusal(void **st) {
 /* The same refusal through QLM_MEM_AVAILABLE (all builds), and the two opt-outs. */
 static void test_override_refusal(void **st) {
   (void)st;
-  char *dir = tu_tmpdir(), *big = write_bigctx(dir), args[2048];
+  char *dir = tu_tmpdir(), *big = tu_write_stories_bigctx(dir), args[2048];
   snprintf(args, sizeof args, "ppl -m '%s' " HUGE_ARGS, big);
   tu_run r = tu_run_qlm("QLM_MEM_AVAILABLE=1000000000", args);
   expect_refusal(&r, big, "but 953.7 MiB is available (QLM_MEM_AVAILABLE)");

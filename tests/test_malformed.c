@@ -79,40 +79,12 @@ static void end(void) {
 
 /* ---- a byte buffer that records section boundaries ------------------------------------ */
 
-typedef struct buf {
-  uint8_t *p;
-  size_t n, cap;
-  size_t cut[128]; /* offsets where a section or field ends */
-  int n_cut;
-} buf;
+typedef tu_bytes buf;
 
-static void put(buf *b, const void *d, size_t n) {
-  if (b->n + n > b->cap) {
-    b->cap = (b->n + n) * 2 + 64;
-    b->p = realloc(b->p, b->cap);
-    assert_non_null(b->p);
-  }
-  memcpy(b->p + b->n, d, n);
-  b->n += n;
-}
-static void put_u32(buf *b, uint32_t v) { put(b, &v, 4); } /* little-endian host (x86-64) */
-static void put_u64(buf *b, uint64_t v) { put(b, &v, 8); }
-static void put_strn(buf *b, const char *s, size_t n) {
-  put_u64(b, n);
-  put(b, s, n);
-}
 /* A string whose length field says `decl` (0: n) but with only its n real bytes. */
 static void put_lie(buf *b, const char *s, size_t n, uint64_t decl) {
-  put_u64(b, decl ? decl : n);
-  put(b, s, n);
-}
-static void put_str(buf *b, const char *s) { put_strn(b, s, strlen(s)); }
-static void mark(buf *b) {
-  if (b->n_cut < 128) b->cut[b->n_cut++] = b->n;
-}
-static void pad_to(buf *b, size_t align) {
-  static const uint8_t z[64];
-  while (b->n % align) put(b, z, 1);
+  tu_put_u64(b, decl ? decl : n);
+  tu_put(b, s, n);
 }
 
 static void path_in(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", g_dir, name); }
@@ -156,37 +128,37 @@ static gguf_spec gguf_default(void) {
 
 static void gguf_build(const gguf_spec *s, buf *b) {
   memset(b, 0, sizeof *b);
-  put(b, "GGUF", 4), mark(b);
-  put_u32(b, s->version), mark(b);
-  put_u64(b, s->n_tensors), mark(b);
-  put_u64(b, s->n_kv + (s->xkey ? 1 : 0)), mark(b);
-  put_lie(b, s->key0, s->key0_len, s->key0_decl), mark(b);
-  put_u32(b, GT_STRING), mark(b);
-  put_u64(b, s->arch_len), put(b, "llama", 5), mark(b);
-  put_str(b, "general.alignment"), put_u32(b, s->align_type), mark(b);
-  put_u32(b, s->align), mark(b);
+  tu_put(b, "GGUF", 4), tu_mark(b);
+  tu_put_u32(b, s->version), tu_mark(b);
+  tu_put_u64(b, s->n_tensors), tu_mark(b);
+  tu_put_u64(b, s->n_kv + (s->xkey ? 1 : 0)), tu_mark(b);
+  put_lie(b, s->key0, s->key0_len, s->key0_decl), tu_mark(b);
+  tu_put_u32(b, GT_STRING), tu_mark(b);
+  tu_put_u64(b, s->arch_len), tu_put(b, "llama", 5), tu_mark(b);
+  tu_put_str(b, "general.alignment"), tu_put_u32(b, s->align_type), tu_mark(b);
+  tu_put_u32(b, s->align), tu_mark(b);
   static const char *toks[] = {"<unk>", "<s>", "</s>", "a"};
-  put_str(b, "tokenizer.ggml.tokens"), put_u32(b, GT_ARRAY), put_u32(b, GT_STRING), put_u64(b, s->n_tokens), mark(b);
-  for (int i = 0; i < 4; i++) put_str(b, toks[i]), mark(b);
-  put_str(b, "tokenizer.ggml.add_bos_token"), put_u32(b, GT_BOOL);
+  tu_put_str(b, "tokenizer.ggml.tokens"), tu_put_u32(b, GT_ARRAY), tu_put_u32(b, GT_STRING), tu_put_u64(b, s->n_tokens), tu_mark(b);
+  for (int i = 0; i < 4; i++) tu_put_str(b, toks[i]), tu_mark(b);
+  tu_put_str(b, "tokenizer.ggml.add_bos_token"), tu_put_u32(b, GT_BOOL);
   uint8_t flag = (uint8_t)s->bos_flag;
-  put(b, &flag, 1), mark(b);
-  if (s->xkey) put_str(b, s->xkey), put_u32(b, s->xtype), put(b, s->xval, s->xval_len), mark(b);
-  put_str(b, "token_embd.weight"), mark(b);
-  put_u32(b, s->n_dims0);
-  for (uint32_t d = 0; d < s->n_dims0 && d < 4; d++) put_u64(b, s->ne0[d]);
-  mark(b);
-  put_u32(b, s->type0), put_u64(b, s->off0), mark(b);
-  put_lie(b, s->name1, s->name1_len, s->name1_decl), mark(b);
-  put_u32(b, 2), put_u64(b, s->ne1_0), put_u64(b, 2), mark(b);
-  put_u32(b, s->type1), put_u64(b, s->off1), mark(b);
-  pad_to(b, 32), mark(b);
+  tu_put(b, &flag, 1), tu_mark(b);
+  if (s->xkey) tu_put_str(b, s->xkey), tu_put_u32(b, s->xtype), tu_put(b, s->xval, s->xval_len), tu_mark(b);
+  tu_put_str(b, "token_embd.weight"), tu_mark(b);
+  tu_put_u32(b, s->n_dims0);
+  for (uint32_t d = 0; d < s->n_dims0 && d < 4; d++) tu_put_u64(b, s->ne0[d]);
+  tu_mark(b);
+  tu_put_u32(b, s->type0), tu_put_u64(b, s->off0), tu_mark(b);
+  put_lie(b, s->name1, s->name1_len, s->name1_decl), tu_mark(b);
+  tu_put_u32(b, 2), tu_put_u64(b, s->ne1_0), tu_put_u64(b, 2), tu_mark(b);
+  tu_put_u32(b, s->type1), tu_put_u64(b, s->off1), tu_mark(b);
+  tu_pad_to(b, 32), tu_mark(b);
   float f[16];
   for (int i = 0; i < 16; i++) f[i] = 0.25f * (float)i;
-  put(b, f, sizeof f), mark(b);
+  tu_put(b, f, sizeof f), tu_mark(b);
   uint8_t q[68] = {0};
   q[1] = 0x3c, q[35] = 0x3c; /* fp16 1.0 scales; int8 codes 0 */
-  put(b, q, sizeof q);
+  tu_put(b, q, sizeof q);
 }
 
 /* Write spec (or the default) to NAME in the test folder; its path goes to path[]. */
@@ -217,16 +189,16 @@ static void test_gguf(void **st) {
   gguf_build(&s, &b);
   char path[700], args[2000], what[128];
   path_in(path, sizeof path, "cut.gguf");
-  for (int i = 0; i < b.n_cut; i++)
+  for (int i = 0; i < b.n_mark; i++)
     for (int k = 0; k < 2; k++) {
-      size_t at = b.cut[i] + (size_t)k;
+      size_t at = b.mark[i] + (size_t)k;
       if (at >= b.n) continue;
       tu_write_file(path, b.p, at);
       snprintf(what, sizeof what, "truncated at byte %zu of %zu", at, b.n);
       snprintf(args, sizeof args, "info '%s'", path);
       /* before the magic is complete the file is just not GGUF; afterwards "truncated" or a
        * tensor "past end of file" */
-      row(what, args, 4, path, at < 4 ? "bad magic" : at < b.cut[b.n_cut - 3] ? "truncated" : "past end of file");
+      row(what, args, 4, path, at < 4 ? "bad magic" : at < b.mark[b.n_mark - 3] ? "truncated" : "past end of file");
     }
   free(b.p);
 
@@ -817,20 +789,20 @@ static void test_llama2c(void **st) {
   snprintf(args, sizeof args, "info '%s' --tokenizer '%s'", path, tok);
   buf b = {0};
   int32_t maxlen = 8;
-  put(&b, &maxlen, 4);
+  tu_put(&b, &maxlen, 4);
   for (int i = 0; i < 8; i++) {
     float sc = -(float)i;
     int32_t len = 1;
     char c = (char)('a' + i);
-    put(&b, &sc, 4), put(&b, &len, 4), put(&b, &c, 1), mark(&b);
+    tu_put(&b, &sc, 4), tu_put(&b, &len, 4), tu_put(&b, &c, 1), tu_mark(&b);
   }
   tu_write_file(tok, b.p, b.n);
   row("valid tokenizer.bin (baseline)", args, 0, NULL, NULL);
   tu_write_file(tok, b.p, b.n - 1);
   row("tokenizer.bin truncated inside the last token", args, 4, tok, "token 7 needs 1 bytes");
-  tu_write_file(tok, b.p, b.cut[3]);
+  tu_write_file(tok, b.p, b.mark[3]);
   row("tokenizer.bin with 4 tokens for vocab_size 8", args, 4, tok, "holds 4 tokens but the model's vocab_size is 8");
-  uint8_t *lenp = b.p + b.cut[2] + 4;
+  uint8_t *lenp = b.p + b.mark[2] + 4;
   int32_t len = -1;
   memcpy(lenp, &len, 4);
   tu_write_file(tok, b.p, b.n);

@@ -172,33 +172,14 @@ static void test_writer_killed(void **st) {
 /* ---- memory the limit refuses ---------------------------------------------------------- */
 
 /* A KV cache larger than the address-space limit: refused up front (exit 6) or, with the check
- * off, a clean exit 7 that says what it needed; never a crash.  (ASan reserves terabytes of shadow memory, so this runs in the other builds.) */
+ * off, a clean exit 7 that says what it needed; never a crash.  (ASan reserves terabytes of
+ * shadow memory, so this runs in the other builds.) */
 static void test_memory_limit(void **st) {
   (void)st;
 #if defined(__SANITIZE_ADDRESS__)
   skip();
 #else
-  /* stories260K with llama.context_length 2^24 (the largest qlm accepts) instead of 2048 */
-  char *model = tu_shared(STORIES), *dir = tu_tmpdir(), big[600], args[1024];
-  qlm_mapfile m;
-  qlm_error e = {0};
-  assert_int_equal(qlm_map_file(model, &m, &e), 0);
-  uint8_t *copy = malloc(m.size);
-  memcpy(copy, m.data, m.size);
-  const char *key = "llama.context_length";
-  uint8_t *p = memmem(copy, m.size, key, strlen(key));
-  assert_non_null(p);
-  uint32_t type, ctx;
-  memcpy(&type, p + strlen(key), 4);
-  memcpy(&ctx, p + strlen(key) + 4, 4);
-  assert_int_equal(type, 4); /* uint32 */
-  assert_int_equal(ctx, 2048);
-  ctx = 1u << 24;
-  memcpy(p + strlen(key) + 4, &ctx, 4);
-  snprintf(big, sizeof big, "%s/bigctx.gguf", dir);
-  tu_write_file(big, copy, m.size);
-  free(copy);
-  qlm_unmap_file(&m);
+  char *dir = tu_tmpdir(), *big = tu_write_stories_bigctx(dir), args[1024];
   /* 1048576 positions x 5 layers x 32 kv x 2 x 4 bytes = 1.3 GB of KV cache, 600 MB allowed: refused
    * before allocating (exit 6, the need and the file named); with the check off, the allocation
    * itself fails cleanly (exit 7). */
@@ -221,8 +202,8 @@ static void test_memory_limit(void **st) {
   run_free(&r);
   remove(big);
   remove(dir);
+  free(big);
   free(dir);
-  free(model);
 #endif
 }
 

@@ -295,3 +295,58 @@ uint32_t tu_take_u32(tu_rd *r) {
   memcpy(&v, tu_take(r, 4), 4);
   return v;
 }
+
+char *tu_write_stories_bigctx(const char *dir) {
+  char *model = tu_shared("models/stories260K/stories260K.gguf"), *big = malloc(strlen(dir) + 16);
+  qlm_mapfile m;
+  qlm_error e = {0};
+  assert_int_equal(qlm_map_file(model, &m, &e), 0);
+  uint8_t *copy = malloc(m.size);
+  memcpy(copy, m.data, m.size);
+  const char *key = "llama.context_length";
+  uint8_t *p = memmem(copy, m.size, key, strlen(key));
+  assert_non_null(p);
+  uint32_t type, ctx;
+  memcpy(&type, p + strlen(key), 4);
+  memcpy(&ctx, p + strlen(key) + 4, 4);
+  assert_int_equal(type, 4); /* GGUF uint32 */
+  assert_int_equal(ctx, 2048);
+  ctx = 1u << 24;
+  memcpy(p + strlen(key) + 4, &ctx, 4);
+  sprintf(big, "%s/bigctx.gguf", dir);
+  tu_write_file(big, copy, m.size);
+  free(copy);
+  qlm_unmap_file(&m);
+  free(model);
+  return big;
+}
+
+void tu_put(tu_bytes *b, const void *d, size_t n) {
+  if (b->n + n > b->cap) {
+    b->cap = (b->n + n) * 2 + 64;
+    b->p = realloc(b->p, b->cap);
+    assert_non_null(b->p);
+  }
+  memcpy(b->p + b->n, d, n);
+  b->n += n;
+}
+void tu_put_u8(tu_bytes *b, uint8_t v) { tu_put(b, &v, 1); }
+void tu_put_u32(tu_bytes *b, uint32_t v) {
+  uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+  tu_put(b, x, 4);
+}
+void tu_put_u64(tu_bytes *b, uint64_t v) {
+  tu_put_u32(b, (uint32_t)v);
+  tu_put_u32(b, (uint32_t)(v >> 32));
+}
+void tu_put_strn(tu_bytes *b, const char *s, size_t n) {
+  tu_put_u64(b, n);
+  tu_put(b, s, n);
+}
+void tu_put_str(tu_bytes *b, const char *s) { tu_put_strn(b, s, strlen(s)); }
+void tu_pad_to(tu_bytes *b, size_t align) {
+  while (b->n % align) tu_put_u8(b, 0);
+}
+void tu_mark(tu_bytes *b) {
+  if (b->n_mark < 128) b->mark[b->n_mark++] = b->n;
+}

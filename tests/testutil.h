@@ -28,6 +28,25 @@ const void *tu_take(tu_rd *r, size_t n);
 uint32_t tu_take_u32(tu_rd *r);
 /* Write bytes to a file; fails the test on error. */
 void tu_write_file(const char *path, const void *data, size_t n);
+/* A growing byte buffer for hand-built files (little-endian fields, as GGUF and safetensors use),
+ * with marks: offsets where a section or field ends (tu_mark), for truncation tests. */
+typedef struct tu_bytes {
+  uint8_t *p;
+  size_t n, cap;
+  size_t mark[128];
+  int n_mark;
+} tu_bytes;
+void tu_put(tu_bytes *b, const void *d, size_t n);
+void tu_put_u8(tu_bytes *b, uint8_t v);
+void tu_put_u32(tu_bytes *b, uint32_t v);
+void tu_put_u64(tu_bytes *b, uint64_t v);
+void tu_put_strn(tu_bytes *b, const char *s, size_t n); /* u64 length, then the bytes */
+void tu_put_str(tu_bytes *b, const char *s);
+void tu_pad_to(tu_bytes *b, size_t align);              /* zero bytes up to a multiple of align */
+void tu_mark(tu_bytes *b);
+/* stories260K.gguf with llama.context_length patched from 2048 to 2^24 (the largest qlm accepts),
+ * written to DIR/bigctx.gguf so a command may ask for a huge context; returns the path (malloc'd). */
+char *tu_write_stories_bigctx(const char *dir);
 /* Deterministic pseudo-random numbers (xorshift64*), for reproducible synthetic data. */
 uint64_t tu_rand_u64(uint64_t *state);
 float tu_rand_uniform(uint64_t *state);  /* [0,1) */

@@ -120,6 +120,15 @@ static void t_row_end(emit *e, int head) {
 }
 static void t_end(emit *e) { rb_printf(e->b, e->html ? "</table>\n" : "\n"); }
 
+/* A body row's first cells, the same in every table: model, method label, bits. */
+static void row_lead(emit *e, const qlm_rep_row *r, char *buf, size_t n) {
+  t_row(e);
+  t_cell(e, r->model, 0);
+  t_cell(e, r->label, 0);
+  fmt_bits(buf, n, r);
+  t_cell(e, buf, 0);
+}
+
 static void inference_table(emit *e, const qlm_rep_row *s, int n) {
   t_begin(e, "Inference (seed 000 Tables 3 and 5): mean ± sd over repetitions, (relative change vs base)");
   t_row(e);
@@ -131,11 +140,7 @@ static void inference_table(emit *e, const qlm_rep_row *s, int n) {
   for (int i = 0; i < n; i++) {
     const qlm_rep_row *r = &s[i];
     char buf[160];
-    t_row(e);
-    t_cell(e, r->model, 0);
-    t_cell(e, r->label, 0);
-    fmt_bits(buf, sizeof buf, r);
-    t_cell(e, buf, 0);
+    row_lead(e, r, buf, sizeof buf);
     t_cell(e, r->batch[0] ? r->batch : "–", 0);
     snprintf(buf, sizeof buf, "%d", r->n_runs);
     t_cell(e, buf, 0);
@@ -160,11 +165,7 @@ static void quant_table(emit *e, const qlm_rep_row *s, int n) {
     const qlm_rep_row *r = &s[i];
     if (r->is_base) continue;
     char buf[160];
-    t_row(e);
-    t_cell(e, r->model, 0);
-    t_cell(e, r->label, 0);
-    fmt_bits(buf, sizeof buf, r);
-    t_cell(e, buf, 0);
+    row_lead(e, r, buf, sizeof buf);
     snprintf(buf, sizeof buf, "%d", r->n_qruns);
     t_cell(e, buf, 0);
     for (int c = 0; c < NCOLS(quant_cols); c++) {
