@@ -17,6 +17,7 @@
 #include "kernels/cpu.h"
 #include "kernels/fp8.h"
 #include "kernels/gemv.h"
+#include "kernels/half_round.h"
 #include "kernels/hqq.h"
 #include "kernels/matmul.h"
 #include "kernels/rtn.h"
@@ -51,6 +52,21 @@ static int quantize(const float *W, int64_t rows, int64_t cols, qlm_quant_opts o
 }
 
 /* ---- e4m3fn: the code values from the format's definition, and torch's cast */
+/* An independent formulation of the cast (frexpf / ldexpf / nearbyintf on the value, as
+ * kernels/fp8.c did before it worked on the bit pattern), for the dense sweep below. */
+static uint8_t e4m3fn_by_value(float x) {
+  uint8_t sign = signbit(x) ? 0x80 : 0;
+  float a = fabsf(x);
+  if (isnan(a)) return (uint8_t)(sign | 0x7F);
+  if (a >= 464.0f) return (uint8_t)(sign | 0x7E);
+  if (a < 0x1p-6f) return (uint8_t)(sign | (uint8_t)nearbyintf(ldexpf(a, 9)));
+  int e;
+  frexpf(a, &e);
+  int m = (int)nearbyintf(ldexpf(a, 4 - e));
+  if (m == 16) m = 8, e++;
+  return (uint8_t)(sign | (uint8_t)((e - 1 + 7) << 3) | (uint8_t)(m - 8));
+}
+
 static void test_fp8_format(void **state) {
   (void)state;
   assert_true(qlm_e4m3fn_to_f32(0x00) == 0.0f && signbit(qlm_e4m3fn_to_f32(0x80)));
@@ -92,6 +108,22 @@ static void test_fp8_format(void **state) {
   assert_int_equal(bad, 0);
   assert_true(r.p == r.end);
   free(buf);
+  /* dense: every 257th float bit pattern (all exponents, both signs, NaNs and infinities) and every
+   * code's value, the midpoints between adjacent codes and one ulp either side */
+  for (uint64_t b = 0; b < 0x100000000ull; b += 257) {
+    float x = qlm_bits_to_f32((uint32_t)b);
+    if (qlm_f32_to_e4m3fn(x) != e4m3fn_by_value(x) && bad++ < 5)
+      print_message("cast %08x: qlm 0x%02x by value 0x%02x\n", (unsigned)b, qlm_f32_to_e4m3fn(x), e4m3fn_by_value(x));
+  }
+  for (int c = 0; c < 0x7E; c++) {
+    float lo = qlm_e4m3fn_to_f32((uint8_t)c), hi = qlm_e4m3fn_to_f32((uint8_t)(c + 1)), mid = (lo + hi) / 2;
+    float xs3[] = {mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY), -mid, nextafterf(lo, INFINITY)};
+    for (int k = 0; k < 5; k++)
+      if (qlm_f32_to_e4m3fn(xs3[k]) != e4m3fn_by_value(xs3[k]) && bad++ < 5)
+        print_message("cast %.9g: qlm 0x%02x by value 0x%02x\n", (double)xs3[k], qlm_f32_to_e4m3fn(xs3[k]),
+                      e4m3fn_by_value(xs3[k]));
+  }
+  assert_int_equal(bad, 0);
 }
 
 /* ---- against optimum-quanto: the same codes and scales (exact), dequantization within bounds */
@@ -582,9 +614,59 @@ static void test_stories_activations(void **state) {
   qlm_source_close(src);
 }
 
+/* The row rounding to half / bfloat16 (kernels/half_round.h) at every SIMD level equals the scalar
+ * conversions of core/fp16.h bit for bit: every half value, its float neighbours, every midpoint
+ * between adjacent halves (the ties) and the floats one ulp either side of it, the subnormal and
+ * overflow boundaries, and a million random bit patterns; row lengths that leave a tail. */
+static void check_round_rows(const float *x, int64_t n) {
+  float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+  for (size_t li = 0; li < sizeof LEVELS / sizeof LEVELS[0]; li++) {
+    for (int kind = 0; kind < 2; kind++) {
+      memcpy(a, x, (size_t)n * sizeof *a);
+      memcpy(b, x, (size_t)n * sizeof *b);
+      (kind ? qlm_round_bf16_row_for : qlm_round_f16_row_for)(LEVELS[li])(a, n);
+      for (int64_t i = 0; i < n; i++)
+        b[i] = kind ? qlm_bf16_to_f32(qlm_f32_to_bf16(b[i])) : qlm_f16_to_f32(qlm_f32_to_f16(b[i]));
+      for (int64_t i = 0; i < n; i++) {
+        if (isnan(b[i])) {
+          if (!isnan(a[i])) fail_msg("%s level %d: NaN input %08x gave %g", kind ? "bf16" : "f16", (int)LEVELS[li], qlm_f32_to_bits(x[i]), (double)a[i]);
+          continue;
+        }
+        if (qlm_f32_to_bits(a[i]) != qlm_f32_to_bits(b[i]))
+          fail_msg("%s level %d: %08x (%.9g) -> %08x, scalar %08x", kind ? "bf16" : "f16", (int)LEVELS[li],
+                   qlm_f32_to_bits(x[i]), (double)x[i], qlm_f32_to_bits(a[i]), qlm_f32_to_bits(b[i]));
+      }
+    }
+  }
+  free(a), free(b);
+}
+
+static void test_round_rows(void **state) {
+  (void)state;
+  int64_t n = 0, cap = 65536 * 6 + 1000003;
+  float *x = malloc((size_t)cap * sizeof *x);
+  for (uint32_t h = 0; h < 65536; h++) {
+    float f = qlm_f16_to_f32((uint16_t)h);
+    x[n++] = f;
+    x[n++] = nextafterf(f, INFINITY);
+    x[n++] = nextafterf(f, -INFINITY);
+    float next = qlm_f16_to_f32((uint16_t)(h + 1)); /* the next half up in magnitude (same sign) */
+    if (isfinite(f) && isfinite(next)) {
+      float mid = (float)(((double)f + (double)next) / 2); /* exact in float: a tie */
+      x[n++] = mid, x[n++] = nextafterf(mid, INFINITY), x[n++] = nextafterf(mid, -INFINITY);
+    }
+  }
+  uint64_t seed = 0x5eed;
+  while (n < cap - 3) x[n++] = qlm_bits_to_f32((uint32_t)(tu_rand_u64(&seed) >> 32));
+  x[n++] = 65520.0f, x[n++] = 65519.996f, x[n++] = -65520.0f; /* the overflow boundary of a half */
+  check_round_rows(x, n);
+  check_round_rows(x + 1, 13); /* short rows: only the scalar tail */
+  free(x);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fp8_format),  cmocka_unit_test(test_against_quanto),     cmocka_unit_test(test_round_trip),
+      cmocka_unit_test(test_round_rows), cmocka_unit_test(test_fp8_format),  cmocka_unit_test(test_against_quanto),     cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_fp8_matmul), cmocka_unit_test(test_options_and_errors), cmocka_unit_test(test_stories_end_to_end),
       cmocka_unit_test(test_activations_against_quanto), cmocka_unit_test(test_stories_activations),
   };

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/bytes.h"
+#include "core/fp16.h"
 #include "kernels/cpu.h"
 
 int qlm_fp8_type(int64_t cols) { return cols >= 1 && cols <= 0xFFFF ? qlm_type_make(QLM_FAMILY_FP8, 8, (int)cols) : -1; }
@@ -35,21 +36,25 @@ const float *qlm_e4m3fn_table(void) {
 
 float qlm_e4m3fn_to_f32(uint8_t c) { return qlm_e4m3fn_table()[c]; }
 
+/* On the bit pattern (quanto's qfloat8 quantization calls this per weight, so it must be cheap):
+ * in the normal range adding 2^19 - 1 + (bit 20) and shifting out 20 bits rounds the 23-bit
+ * significand to 3 bits, ties to even, with the carry moving into the exponent as it should; the
+ * float exponent bias 127 becomes e4m3's 7 by subtracting 120 << 3.  The subnormal range is the
+ * nearest multiple of 2^-9: a * 2^9 < 8 is exact, and adding and subtracting 1.5 * 2^23 rounds it
+ * to an integer, ties to even; 8 * 2^-9 = 2^-6 is code 0x08, the smallest normal, so the carry is
+ * right there too. */
 uint8_t qlm_f32_to_e4m3fn(float x) {
-  uint8_t sign = signbit(x) ? 0x80 : 0;
-  float a = fabsf(x);
-  if (isnan(a)) return (uint8_t)(sign | 0x7F);
-  if (a >= 464.0f) return (uint8_t)(sign | 0x7E); /* 464 = midway 448..480 rounds to even (448); saturate */
-  if (a < 0x1p-6f) {
-    /* subnormal range: the nearest multiple of 2^-9 (ldexpf is exact, nearbyintf ties to even);
-     * 8 * 2^-9 = 2^-6 is code 0x08, the smallest normal, so the carry is right */
-    return (uint8_t)(sign | (uint8_t)nearbyintf(ldexpf(a, 9)));
+  uint32_t bits = qlm_f32_to_bits(x);
+  uint8_t sign = (uint8_t)((bits >> 24) & 0x80);
+  uint32_t abits = bits & 0x7fffffffu;
+  if (abits > 0x7f800000u) return (uint8_t)(sign | 0x7F);   /* NaN */
+  if (abits >= 0x43e80000u) return (uint8_t)(sign | 0x7E);  /* >= 464, midway 448..480 rounds to even (448); saturate */
+  if (abits < 0x3c800000u) {                               /* < 2^-6 */
+    float m = (qlm_bits_to_f32(abits) * 512.0f + 12582912.0f) - 12582912.0f;
+    return (uint8_t)(sign | (uint8_t)m);
   }
-  int e;
-  frexpf(a, &e); /* a = f * 2^e, f in [0.5, 1): the leading bit is 2^(e-1) */
-  int m = (int)nearbyintf(ldexpf(a, 4 - e)); /* 8..16: the significand with 3 fraction bits */
-  if (m == 16) m = 8, e++;
-  return (uint8_t)(sign | (uint8_t)((e - 1 + 7) << 3) | (uint8_t)(m - 8));
+  uint32_t r = (abits + 0x7ffffu + ((abits >> 20) & 1u)) >> 20;
+  return (uint8_t)(sign | (uint8_t)(r - (120u << 3)));
 }
 
 static void fp8_to_float(int type, const void *src, float *dst, int64_t n) {

@@ -65,6 +65,7 @@
 #include "core/bytes.h"
 #include "core/fp16.h"
 #include "kernels/fp8.h"
+#include "kernels/half_round.h"
 #include "kernels/hqq.h"
 #include "kernels/rtn.h"
 #include "quant/quanto.h"
@@ -84,12 +85,21 @@ static const char *qtype_name(const qlm_quant_opts *o) {
   return o->float8 ? "qfloat8" : o->bits == 8 ? "qint8" : o->bits == 4 ? "qint4" : "qint2";
 }
 
-/* round(v) clamped to [lo, hi] as an int; NaN (0/0 of a zero scale) gives lo. */
-static int round_clamp(float v, int lo, int hi) {
-  float r = nearbyintf(v);
-  r = fmaxf(r, (float)lo); /* fmaxf(NaN, lo) = lo */
-  r = fminf(r, (float)hi);
-  return (int)r;
+/* A row of values rounded to the dtype: rd on every element (kernels/half_round.h). */
+static void rd_row(float *x, int64_t n, int dtype) {
+  if (dtype == QLM_DTYPE_F16) qlm_round_f16_row(x, n);
+  else if (dtype == QLM_DTYPE_BF16) qlm_round_bf16_row(x, n);
+}
+
+/* round(v) (ties to even, torch.round) clamped to [lo, hi], integer bounds with |lo|, |hi| < 2^22;
+ * NaN (0/0 of a zero scale) gives lo.  Clamping first gives the same result (rounding is monotonic
+ * and the bounds are integers) and brings v into the range where adding and subtracting 1.5 * 2^23
+ * rounds to an integer in the default rounding mode: plain float operations, so the row loops
+ * vectorize (nearbyintf and fmaxf are library calls in a baseline x86-64 build). */
+static inline float round_clamp(float v, float lo, float hi) {
+  v = v > lo ? v : lo; /* NaN > lo is false: lo */
+  v = v < hi ? v : hi;
+  return (v + 12582912.0f) - 12582912.0f;
 }
 
 /* quanto's group size for rows of `cols` weights (0 = per row), for int4/int2. */
@@ -129,50 +139,84 @@ static int quanto_check(const qlm_quant_opts *o, int64_t rows, int64_t cols, qlm
   return QLM_OK;
 }
 
+/* Index of the first non-finite value of x[0..n), or -1: one flag over the row (vectorizes), the
+ * position looked up only for the error message. */
+static int64_t first_nonfinite(const float *x, int64_t n) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) bad |= !isfinite(x[i]);
+  if (!bad) return -1;
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
+
 /* The row's weights in the dtype (w), checked: finite and within the dtype's range. */
 static int load_row(const float *W, int64_t r, int64_t cols, int dtype, float *w, qlm_error *err) {
-  for (int64_t c = 0; c < cols; c++) {
-    float x = W[r * cols + c];
-    if (!isfinite(x)) return qlm_fail(err, QLM_EFORMAT, "quanto: weight [%lld][%lld] is not finite", (long long)r, (long long)c);
-    w[c] = rd(x, dtype);
-    if (!isfinite(w[c]))
-      return qlm_fail(err, QLM_EUNSUPPORTED, "quanto: weight [%lld][%lld] = %g is beyond the range of %s", (long long)r,
-                      (long long)c, (double)x, dtype_name(dtype));
-  }
+  const float *row = W + r * cols;
+  int64_t c = first_nonfinite(row, cols);
+  if (c >= 0) return qlm_fail(err, QLM_EFORMAT, "quanto: weight [%lld][%lld] is not finite", (long long)r, (long long)c);
+  memcpy(w, row, (size_t)cols * sizeof *w);
+  rd_row(w, cols, dtype);
+  if ((c = first_nonfinite(w, cols)) >= 0)
+    return qlm_fail(err, QLM_EUNSUPPORTED, "quanto: weight [%lld][%lld] = %g is beyond the range of %s", (long long)r,
+                    (long long)c, (double)row[c], dtype_name(dtype));
   return QLM_OK;
 }
 
+/* max |w_i| of finite w (the comparison form vectorizes; fmaxf is a library call) */
 static float absmax(const float *w, int64_t n) {
   float m = 0.0f;
-  for (int64_t i = 0; i < n; i++) m = fmaxf(m, fabsf(w[i]));
+  for (int64_t i = 0; i < n; i++) {
+    float a = fabsf(w[i]);
+    m = a > m ? a : m;
+  }
   return m;
 }
 
-/* qint8: RTN absmax 8-bit blocks of one row.  Returns whether the scale was exact in a half. */
-static bool int8_row(const float *w, int cols, int dtype, int type, uint8_t *u, void *blk) {
+/* t[i] = rd(w[i] / s): the quotient rounded to the dtype, a row at a time. */
+static void div_row(const float *w, int n, float s, int dtype, float *t) {
+  for (int i = 0; i < n; i++) t[i] = w[i] / s;
+  rd_row(t, n, dtype);
+}
+
+/* qint8: RTN absmax 8-bit blocks of one row (t: n floats of scratch).  Returns whether the scale
+ * was exact in a half. */
+static bool int8_row(const float *w, int cols, int dtype, int type, float *t, uint8_t *u, void *blk) {
   float s = rd(absmax(w, cols) / 127.0f, dtype);
-  for (int i = 0; i < cols; i++) u[i] = (uint8_t)(128 + (s > 0.0f ? round_clamp(rd(w[i] / s, dtype), -128, 127) : 0));
+  if (s > 0.0f) {
+    div_row(w, cols, s, dtype, t);
+    for (int i = 0; i < cols; i++) u[i] = (uint8_t)(128 + (int)round_clamp(t[i], -128.0f, 127.0f));
+  } else {
+    memset(u, 128, (size_t)cols);
+  }
   qlm_rtn_pack(type, s, 128, u, blk);
   return qlm_f16_to_f32(qlm_f32_to_f16(s)) == s;
 }
 
-static void fp8_row(const float *w, int cols, int dtype, uint8_t *blk) {
+static void fp8_row(const float *w, int cols, int dtype, float *t, uint8_t *blk) {
   float s = rd(absmax(w, cols) / QLM_FP8_MAX, dtype);
   uint32_t bits;
   memcpy(&bits, &s, sizeof bits);
   qlm_wr32(blk, bits);
+  if (!(s > 0.0f)) {
+    memset(blk + QLM_FP8_HEADER, 0, (size_t)cols); /* e4m3fn +0 */
+    return;
+  }
+  div_row(w, cols, s, dtype, t);
   for (int i = 0; i < cols; i++) {
-    float v = s > 0.0f ? fminf(fmaxf(rd(w[i] / s, dtype), -QLM_FP8_MAX), QLM_FP8_MAX) : 0.0f;
+    float v = t[i] > -QLM_FP8_MAX ? t[i] : -QLM_FP8_MAX;
+    v = v < QLM_FP8_MAX ? v : QLM_FP8_MAX;
     blk[QLM_FP8_HEADER + i] = qlm_f32_to_e4m3fn(v);
   }
 }
 
-/* One affine group of g weights: codes u, scale s and float shift (or integer zero z). */
-static void affine_group(const float *w, int g, int bits, bool int_zero, int dtype, uint8_t *u, float *s, float *shift,
-                         int *z) {
+/* One affine group of g weights: codes u, scale s and float shift (or integer zero z); t: g floats
+ * of scratch. */
+static void affine_group(const float *w, int g, int bits, bool int_zero, int dtype, float *t, uint8_t *u, float *s,
+                         float *shift, int *z) {
   const int qmax = (1 << bits) - 1;
   float lo = w[0], hi = w[0];
-  for (int i = 1; i < g; i++) lo = fminf(lo, w[i]), hi = fmaxf(hi, w[i]);
+  for (int i = 1; i < g; i++) lo = w[i] < lo ? w[i] : lo, hi = w[i] > hi ? w[i] : hi;
   if (hi == lo) lo = fminf(lo, 0.0f), hi = fmaxf(hi, 0.0f); /* quanto: scale 0 and NaN codes */
   *s = rd(rd(hi - lo, dtype) / (float)qmax, dtype);
   *shift = -lo;
@@ -182,11 +226,18 @@ static void affine_group(const float *w, int g, int bits, bool int_zero, int dty
     memset(u, 0, (size_t)g);
     return;
   }
+  const float fq = (float)qmax;
   if (int_zero) {
-    *z = round_clamp(rd(*shift / *s, dtype), 0, qmax);
-    for (int i = 0; i < g; i++) u[i] = (uint8_t)round_clamp(nearbyintf(rd(w[i] / *s, dtype)) + (float)*z, 0, qmax);
+    *z = (int)round_clamp(rd(*shift / *s, dtype), 0.0f, fq);
+    /* clamp(round(t) + z, 0, qmax) = round(clamp(t, -z, qmax - z)) + z: z is an integer in [0, qmax] */
+    const float zf = (float)*z;
+    div_row(w, g, *s, dtype, t);
+    for (int i = 0; i < g; i++) u[i] = (uint8_t)((int)round_clamp(t[i], -zf, fq - zf) + *z);
   } else {
-    for (int i = 0; i < g; i++) u[i] = (uint8_t)round_clamp(rd(rd(w[i] + *shift, dtype) / *s, dtype), 0, qmax);
+    for (int i = 0; i < g; i++) t[i] = w[i] + *shift;
+    rd_row(t, g, dtype);
+    div_row(t, g, *s, dtype, t);
+    for (int i = 0; i < g; i++) u[i] = (uint8_t)round_clamp(t[i], 0.0f, fq);
   }
 }
 
@@ -230,9 +281,10 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
   else type = qlm_hqq_type(o->bits, g);
   if ((rc = qlm_qtensor_alloc(out, type, rows, cols, err))) return rc;
   float *w = qlm_calloc((size_t)n, sizeof *w, "quanto row", err);
+  float *t = qlm_calloc((size_t)n, sizeof *t, "quanto row scratch", err);
   uint8_t *u = qlm_calloc((size_t)n, 1, "quanto codes", err);
   bool inexact = false;
-  if (!w || !u) {
+  if (!w || !t || !u) {
     rc = QLM_ENOMEM;
     goto fail;
   }
@@ -241,17 +293,17 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
     uint8_t *blk = (uint8_t *)out->data + (size_t)r * out->row_bytes;
     if ((rc = load_row(W, r, cols, dtype, w, err))) goto fail;
     if (o->float8) {
-      fp8_row(w, n, dtype, blk);
+      fp8_row(w, n, dtype, t, blk);
       continue;
     }
     if (o->bits == 8) {
-      if (!int8_row(w, n, dtype, type, u, blk)) inexact = true;
+      if (!int8_row(w, n, dtype, type, t, u, blk)) inexact = true;
       continue;
     }
     for (int c = 0; c < n; c += g, blk += bs) {
       float s, shift;
       int z;
-      affine_group(w + c, g, o->bits, o->int_zero, dtype, u, &s, &shift, &z);
+      affine_group(w + c, g, o->bits, o->int_zero, dtype, t, u, &s, &shift, &z);
       if (qlm_f16_to_f32(qlm_f32_to_f16(s)) != s) inexact = true;
       if (o->int_zero) {
         qlm_rtn_pack(type, s, z, u, blk);
@@ -281,10 +333,10 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
   if (inexact)
     snprintf(out->note, sizeof out->note, "some %s scales are below the half range and were rounded to halves",
              dtype_name(dtype));
-  free(w), free(u);
+  free(w), free(t), free(u);
   return QLM_OK;
 fail:
-  free(w), free(u);
+  free(w), free(t), free(u);
   qlm_qtensor_free(out);
   return rc;
 }
