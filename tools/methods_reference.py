@@ -20,9 +20,10 @@ Originals (CPU, float32 unless the method's dtype says otherwise):
   nf4 fp4  bitsandbytes 0.50 functional.quantize_4bit(blocksize=64) on the CPU tensor, and with
   nf4dq fp4dq  compress_statistics=True (double quantization)  vs  qlm --method nf4|fp4 [--dq]
   gptq4    AutoGPTQ 0.7.1's GPTQ class (auto_gptq/quantization/{gptq,quantizer}.py from the wheel,
-           pure torch) run the way AutoGPTQ's quantize() runs it with true_sequential=False: layer by
-           layer on the HF transformers model (loaded from the same f32 GGUF), the Hessians from
-           hooks on the layer's linears, fasterquant(blocksize 128, damp 0.01, group 128, sym,
+           pure torch) run the way AutoGPTQ's quantize() runs it (true_sequential=True, its default:
+           per layer [k,v,q] -> [o] -> [up,gate] -> [down], each group's Hessian taken after the
+           groups before it were quantized): layer by layer on the HF transformers model (loaded
+           from the same f32 GGUF), the Hessians from hooks on the layer's linears, fasterquant(blocksize 128, damp 0.01, group 128, sym,
            no act-order), the layer's weights replaced by the quantized ones before its outputs feed
            the next layer.  The calibration windows are qlm's: the same C4 text, tokenized by
            `qlm tokenize`, cut at the same splitmix64 offsets (src/quant/calib.c), default 16 x 512.
@@ -314,9 +315,18 @@ def qlm_group(group, cols):
     return next(d for d in range(group, cols + 1) if cols % d == 0)
 
 
-def gptq_run(model, tokens, GPTQ, bits=4, group=128, collect=None):
-    """AutoGPTQ's sequential quantization (true_sequential=False) of every decoder layer, in place
-    (the model's weights are left quantized); collect, if given, gets {"il.hf_name": (Q, scale, zero)}."""
+# AutoGPTQ's true-sequential order for LLaMA-like layers (its modeling/llama.py inside_layer_modules):
+# each group is quantized before the next group's inputs are collected, so o_proj's Hessian sees
+# the quantized q/k/v, gate/up's the quantized o_proj, down's the quantized gate/up.
+TRUE_SEQUENTIAL = [["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"], ["self_attn.o_proj"],
+                   ["mlp.up_proj", "mlp.gate_proj"], ["mlp.down_proj"]]
+
+
+def gptq_run(model, tokens, GPTQ, bits=4, group=128, collect=None, true_sequential=True):
+    """AutoGPTQ's sequential quantization of every decoder layer, in place (the model's weights are
+    left quantized): with true_sequential (AutoGPTQ's default) one forward over the windows per
+    group of TRUE_SEQUENTIAL, else one forward for all the layer's linears from the float layer;
+    collect, if given, gets {"il.hf_name": (Q, scale, zero)}."""
     inner = model.model
     with torch.no_grad():
         hs = inner.embed_tokens(tokens)  # [n x T x d]
@@ -324,22 +334,25 @@ def gptq_run(model, tokens, GPTQ, bits=4, group=128, collect=None):
         pe = inner.rotary_emb(hs[:1], pos)
         for il, layer in enumerate(inner.layers):
             lins = {k: mod for k, mod in layer.named_modules() if isinstance(mod, torch.nn.Linear)}
-            gq = {k: GPTQ(mod) for k, mod in lins.items()}
-            for g in gq.values():
-                g.quantizer.configure(bits, perchannel=True, sym=True, mse=False)
-            hooks = [mod.register_forward_hook(lambda m, i, o, k=k: gq[k].add_batch(i[0].data, o.data))
-                     for k, mod in lins.items()]
-            for s in range(hs.shape[0]):  # one window per call, as AutoGPTQ feeds its examples
-                layer(hs[s:s + 1], position_embeddings=pe, position_ids=pos)
-            for h in hooks:
-                h.remove()
-            for k, g in gq.items():
-                gs = qlm_group(group, lins[k].in_features)
-                scale, zero, _ = g.fasterquant(blocksize=128, percdamp=0.01, group_size=gs, actorder=False,
-                                               static_groups=False)
-                if collect is not None:
-                    collect[f"{il}.{k}"] = (lins[k].weight.data.numpy().copy(), scale.numpy().copy(), zero.numpy().copy())
-                g.free()
+            groups = TRUE_SEQUENTIAL if true_sequential else [list(lins)]
+            for names in groups:
+                gq = {k: GPTQ(lins[k]) for k in names}
+                for g in gq.values():
+                    g.quantizer.configure(bits, perchannel=True, sym=True, mse=False)
+                hooks = [lins[k].register_forward_hook(lambda m, i, o, k=k: gq[k].add_batch(i[0].data, o.data))
+                         for k in names]
+                for s in range(hs.shape[0]):  # one window per call, as AutoGPTQ feeds its examples
+                    layer(hs[s:s + 1], position_embeddings=pe, position_ids=pos)
+                for h in hooks:
+                    h.remove()
+                for k, g in gq.items():
+                    gs = qlm_group(group, lins[k].in_features)
+                    scale, zero, _ = g.fasterquant(blocksize=128, percdamp=0.01, group_size=gs, actorder=False,
+                                                   static_groups=False)
+                    if collect is not None:
+                        collect[f"{il}.{k}"] = (lins[k].weight.data.numpy().copy(), scale.numpy().copy(),
+                                                zero.numpy().copy())
+                    g.free()
             hs = _run_layer(layer, hs, pe, pos)  # the next layer's inputs, from the quantized layer
 
 

@@ -458,19 +458,16 @@ static void linear(qlm_state *s, const qlm_mat *W, const qlm_lin_in *in, const f
   qlm_matmul(W, X, T, Y, s->pool);
 }
 
-/* inputs_only: stop after the hook has seen the last linear's input (x is left half-updated: the
- * attention residual is added, the feed-forward's is not). */
-static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const hook_fn *hook,
-                          bool inputs_only) {
+/* q, k, v of the normalized input xn [T x n_embd] (biases, rope at the positions of rope_table),
+ * their keys/values stored in s's cache at b's positions, and attention over the cache:
+ * s->att [T x n_head*head_dim] (the input of wo). */
+static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *xn) {
   const qlm_hparams *hp = &m->hp;
   const qlm_layer *L = &m->layers[il];
-  int T = b->n, E = hp->n_embd, F = hp->n_ff, QD = hp->n_head * hp->head_dim, half = hp->n_rot / 2;
-
-  norm_rows(m, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
-  call_hook(hook, il, QLM_SLOT_QKV, s->xn, T, E);
-  linear(s, &L->wq, &L->in_q, s->xn, T, s->q);
-  linear(s, &L->wk, &L->in_k, s->xn, T, s->k);
-  linear(s, &L->wv, &L->in_v, s->xn, T, s->v);
+  int T = b->n, QD = hp->n_head * hp->head_dim, half = hp->n_rot / 2;
+  linear(s, &L->wq, &L->in_q, xn, T, s->q);
+  linear(s, &L->wk, &L->in_k, xn, T, s->k);
+  linear(s, &L->wv, &L->in_v, xn, T, s->v);
   add_bias(s->q, L->bq, T, QD);
   add_bias(s->k, L->bk, T, s->kv_dim);
   add_bias(s->v, L->bv, T, s->kv_dim);
@@ -489,28 +486,61 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
     att_task at = {.s = s, .b = b, .layer = il};
     qlm_pool_run(T * hp->n_head > 1 ? s->pool : NULL, att_worker, &at);
   }
-  call_hook(hook, il, QLM_SLOT_O, s->att, T, QD);
-  linear(s, &L->wo, &L->in_o, s->att, T, s->tmp);
-  add_bias(s->tmp, L->bo, T, E);
-  add_rows(s->x, s->tmp, T, E);
+}
 
-  norm_rows(m, s->xn, s->x, T, L->ffn_norm, L->ffn_norm_b);
-  call_hook(hook, il, QLM_SLOT_UP, s->xn, T, E);
+/* x [T x n_embd] += wo · att + bo, att [T x n_head*head_dim] (s->tmp holds the product). */
+static void attn_residual(const qlm_model *m, qlm_state *s, int il, const float *att, int T, float *x) {
+  const qlm_layer *L = &m->layers[il];
+  linear(s, &L->wo, &L->in_o, att, T, s->tmp);
+  add_bias(s->tmp, L->bo, T, m->hp.n_embd);
+  add_rows(x, s->tmp, T, m->hp.n_embd);
+}
+
+/* The feed-forward's hidden activation of the normalized input xn [T x n_embd]: s->hb [T x n_ff]
+ * = silu(w_gate · xn) * (w_up · xn), or gelu(w_up · xn + b_up) for gpt2 (s->hb2: scratch). */
+static void ffn_activation(const qlm_model *m, qlm_state *s, int il, const float *xn, int T) {
+  const qlm_layer *L = &m->layers[il];
+  int F = m->hp.n_ff;
   size_t n = (size_t)T * F;
-  if (hp->arch == QLM_ARCH_GPT2) {
-    linear(s, &L->w_up, &L->in_up, s->xn, T, s->hb);
+  if (m->hp.arch == QLM_ARCH_GPT2) {
+    linear(s, &L->w_up, &L->in_up, xn, T, s->hb);
     add_bias(s->hb, L->b_up, T, F);
     for (size_t i = 0; i < n; i++) s->hb[i] = gelu(s->hb[i]);
   } else {
-    linear(s, &L->w_gate, &L->in_gate, s->xn, T, s->hb);
-    linear(s, &L->w_up, &L->in_up, s->xn, T, s->hb2);
+    linear(s, &L->w_gate, &L->in_gate, xn, T, s->hb);
+    linear(s, &L->w_up, &L->in_up, xn, T, s->hb2);
     for (size_t i = 0; i < n; i++) s->hb[i] = silu(s->hb[i]) * s->hb2[i];
   }
+}
+
+/* x [T x n_embd] += w_down · h + b_down, h [T x n_ff] (s->tmp holds the product). */
+static void ffn_residual(const qlm_model *m, qlm_state *s, int il, const float *h, int T, float *x) {
+  const qlm_layer *L = &m->layers[il];
+  linear(s, &L->w_down, &L->in_down, h, T, s->tmp);
+  add_bias(s->tmp, L->b_down, T, m->hp.n_embd);
+  add_rows(x, s->tmp, T, m->hp.n_embd);
+}
+
+/* inputs_only: stop after the hook has seen the last linear's input (x is left half-updated: the
+ * attention residual is added, the feed-forward's is not). */
+static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const hook_fn *hook,
+                          bool inputs_only) {
+  const qlm_hparams *hp = &m->hp;
+  const qlm_layer *L = &m->layers[il];
+  int T = b->n, E = hp->n_embd, F = hp->n_ff, QD = hp->n_head * hp->head_dim;
+
+  norm_rows(m, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
+  call_hook(hook, il, QLM_SLOT_QKV, s->xn, T, E);
+  attention_block(m, s, b, il, s->xn);
+  call_hook(hook, il, QLM_SLOT_O, s->att, T, QD);
+  attn_residual(m, s, il, s->att, T, s->x);
+
+  norm_rows(m, s->xn, s->x, T, L->ffn_norm, L->ffn_norm_b);
+  call_hook(hook, il, QLM_SLOT_UP, s->xn, T, E);
+  ffn_activation(m, s, il, s->xn, T);
   call_hook(hook, il, QLM_SLOT_DOWN, s->hb, T, F);
   if (inputs_only) return;
-  linear(s, &L->w_down, &L->in_down, s->hb, T, s->tmp);
-  add_bias(s->tmp, L->b_down, T, E);
-  add_rows(s->x, s->tmp, T, E);
+  ffn_residual(m, s, il, s->hb, T, s->x);
 }
 
 static void embed_rows(const qlm_model *m, const qlm_batch *b, float *xs) {
@@ -590,6 +620,78 @@ int qlm_forward_layer(const qlm_model *m, qlm_state *s, const qlm_batch *b, int 
 int qlm_forward_layer_inputs(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
                              qlm_linear_hook hook, void *ctx, qlm_error *err) {
   return forward_layer(m, s, b, il, x, NULL, hook, ctx, err);
+}
+
+/* ---- one layer in stages (model.h; the calibration's true-sequential pass) ----
+ * The pieces of layer_forward, each on the caller's x: composed in order per sample they compute
+ * exactly what qlm_forward_layer does (the same functions on the same values). */
+
+/* The checks of a stage that does not touch the cache: the layer exists and b fits the state. */
+static int check_stage(const qlm_model *m, const qlm_state *s, const qlm_batch *b, int il, qlm_error *err) {
+  if (il < 0 || il >= m->hp.n_layer) return qlm_fail(err, QLM_EUSAGE, "forward: layer %d is out of range", il);
+  if (b->n < 1 || b->n > s->max_batch)
+    return qlm_fail(err, QLM_EUSAGE, "batch of %d rows: must be 1..%d (the state's max_batch)", b->n, s->max_batch);
+  return QLM_OK;
+}
+
+int qlm_stage_qkv_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+                        const float **X, qlm_error *err) {
+  int rc = check_stage(m, s, b, il, err);
+  if (rc) return rc;
+  const qlm_layer *L = &m->layers[il];
+  norm_rows(m, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
+  *X = s->xn;
+  return QLM_OK;
+}
+
+int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+                        const float **X, qlm_error *err) {
+  int rc = check_stage(m, s, b, il, err);
+  if (!rc) rc = check_batch(m, s, b, err);
+  if (rc) return rc;
+  if (m->hp.rope_style != QLM_ROPE_NONE) rope_table(s, b);
+  const qlm_layer *L = &m->layers[il];
+  norm_rows(m, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
+  attention_block(m, s, b, il, s->xn);
+  *X = s->att;
+  return QLM_OK;
+}
+
+int qlm_stage_attn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *att, float *x,
+                            qlm_error *err) {
+  int rc = check_stage(m, s, b, il, err);
+  if (rc) return rc;
+  attn_residual(m, s, il, att, b->n, x);
+  return QLM_OK;
+}
+
+int qlm_stage_ffn_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+                        const float **X, qlm_error *err) {
+  int rc = check_stage(m, s, b, il, err);
+  if (rc) return rc;
+  const qlm_layer *L = &m->layers[il];
+  norm_rows(m, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
+  *X = s->xn;
+  return QLM_OK;
+}
+
+int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, const float **X,
+                      qlm_error *err) {
+  int rc = check_stage(m, s, b, il, err);
+  if (rc) return rc;
+  const qlm_layer *L = &m->layers[il];
+  norm_rows(m, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
+  ffn_activation(m, s, il, s->xn, b->n);
+  *X = s->hb;
+  return QLM_OK;
+}
+
+int qlm_stage_ffn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *h, float *x,
+                           qlm_error *err) {
+  int rc = check_stage(m, s, b, il, err);
+  if (rc) return rc;
+  ffn_residual(m, s, il, h, b->n, x);
+  return QLM_OK;
 }
 
 int qlm_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *logits, qlm_error *err) {

@@ -143,6 +143,35 @@ int qlm_forward_layer(const qlm_model *m, qlm_state *s, const qlm_batch *b, int 
 int qlm_forward_layer_inputs(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
                              qlm_linear_hook hook, void *ctx, qlm_error *err);
 
+/* ---- one layer in stages (the calibration's true-sequential pass, quant/calib.c) ----
+ * qlm_forward_layer cut at each linear input, so that a caller can gather one slot's statistics
+ * over all its samples, replace that slot's matrices, and run the next stage with them.  For one
+ * sample (batch b, residual x [b->n x n_embd], owned by the caller) the stages in this order
+ *   qlm_stage_qkv_input      X = attn_norm(x)                              [T x n_embd]
+ *   qlm_stage_attention      X = attention(q, k, v of attn_norm(x))         [T x n_head*head_dim]
+ *                            (writes the layer's keys/values to s as qlm_forward_layer does;
+ *                            positions must follow what s holds: qlm_state_clear first)
+ *   qlm_stage_attn_residual  x += wo · att + bo                             (att: that X)
+ *   qlm_stage_ffn_input      X = ffn_norm(x)                               [T x n_embd]
+ *   qlm_stage_ffn_act        X = silu(w_gate · n) * (w_up · n), n = ffn_norm(x)  [T x n_ff]
+ *                            (gpt2: gelu(w_up · n + b_up))
+ *   qlm_stage_ffn_residual   x += w_down · h + b_down                      (h: that X)
+ * compute bit for bit what qlm_forward_layer computes (with the matrices the model holds at each
+ * call).  *X points into s and stays valid until the next call on s; att and h may be those
+ * pointers or the caller's copies. */
+int qlm_stage_qkv_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+                        const float **X, qlm_error *err);
+int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+                        const float **X, qlm_error *err);
+int qlm_stage_attn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *att, float *x,
+                            qlm_error *err);
+int qlm_stage_ffn_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+                        const float **X, qlm_error *err);
+int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, const float **X,
+                      qlm_error *err);
+int qlm_stage_ffn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *h, float *x,
+                           qlm_error *err);
+
 /* Attention of batches whose rows are all of one sequence by BLAS matrix products (f32, ~1e-6
  * relative to the default kernels, whose order is fixed; see forward.c) instead of row by row:
  * the calibration passes switch it on.  Off by default. */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/mapfile.h"
+#include "core/memlimit.h"
 #include "kernels/threadpool.h"
 
 #define MAX_TEXT_BYTES ((size_t)1 << 30)
@@ -133,6 +134,7 @@ typedef struct acc_ctx {
   qlm_layer_stats *st;
   float *tmp;            /* [max cols^2] f32 products of one call (upper triangle) */
   int max_calls;         /* capacity of st->call_absmax */
+  int calls[QLM_N_SLOTS];/* calls seen per slot in this layer (index into call_absmax) */
   bool want_hessian;
   qlm_pool *pool;        /* the accumulation's threads (the forward's pool is idle meanwhile) */
   double stats_s;        /* wall seconds in accumulate (the phase report, QLM_CALIB_TIMES) */
@@ -241,19 +243,23 @@ static void accumulate(void *ctx, int layer, qlm_linear_slot slot, const float *
   float call_max = 0.0f;
   for (int i = 0; i < (a->pool ? qlm_pool_size(a->pool) : 1); i++) call_max = fmaxf(call_max, ct.call_max[i]);
   if (slot == QLM_SLOT_QKV) st->n_tokens += T, st->n_calls++; /* q/k/v's input comes first in every call */
-  if (st->n_calls > 0 && st->n_calls <= a->max_calls) st->call_absmax[slot][st->n_calls - 1] = call_max;
+  /* the k-th call of this slot is sample k's (the staged pass sees all samples of one slot in a row) */
+  int k = a->calls[slot]++;
+  if (k < a->max_calls) st->call_absmax[slot][k] = call_max;
   if (a->want_hessian) qlm_calib_hessian_add(st->hessian[slot], a->tmp, X, T, cols, a->pool);
   a->stats_s += wall_s() - t0;
 }
 
-/* Copy the accumulated upper triangles of every Hessian into the lower ones (symmetric H). */
+/* Copy the accumulated upper triangle of slot k's Hessian into the lower one (symmetric H). */
+static void mirror_hessian(qlm_layer_stats *st, int k) {
+  double *H = st->hessian[k];
+  size_t c = (size_t)st->cols[k];
+  for (size_t i = 0; H && i < c; i++)
+    for (size_t j = 0; j < i; j++) H[i * c + j] = H[j * c + i];
+}
+
 static void mirror_hessians(qlm_layer_stats *st) {
-  for (int k = 0; k < QLM_N_SLOTS; k++) {
-    double *H = st->hessian[k];
-    size_t c = (size_t)st->cols[k];
-    for (size_t i = 0; H && i < c; i++)
-      for (size_t j = 0; j < i; j++) H[i * c + j] = H[j * c + i];
-  }
+  for (int k = 0; k < QLM_N_SLOTS; k++) mirror_hessian(st, k);
 }
 
 static void stats_free(qlm_layer_stats *st) {
@@ -317,63 +323,266 @@ static int run_layer(qlm_model *m, qlm_state *s, const qlm_batch *b, float *xs, 
   return QLM_OK;
 }
 
-int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,
-                  int n_threads, qlm_calib_layer_fn on_layer, void *ctx, qlm_error *err) {
+/* What both passes hold: the residual streams of all samples, the state, the statistics and the
+ * accumulation's threads. */
+typedef struct calib_pass {
+  qlm_model *m;
+  int n_samples, seq_len;
+  size_t stride;         /* floats per sample's stream: seq_len * n_embd */
+  float *xs;             /* [n_samples x seq_len x n_embd] residual streams */
+  int32_t *pos;          /* [2 x seq_len] positions, then sequence ids (all 0) */
+  float *tmp;            /* [max cols^2] the Hessian scratch (NULL without Hessians) */
+  qlm_state *s;
+  qlm_layer_stats st;
+  qlm_pool *pool;
+  acc_ctx a;
+  qlm_batch b;           /* sample 0's batch (sample_batch moves it) */
+} calib_pass;
+
+static void pass_close(calib_pass *p) {
+  qlm_pool_free(p->pool);
+  stats_free(&p->st);
+  qlm_state_free(p->s);
+  free(p->tmp);
+  free(p->pos);
+  free(p->xs);
+  memset(p, 0, sizeof *p);
+}
+
+/* Allocate everything and embed every sample into xs. */
+static int pass_open(calib_pass *p, qlm_model *m, const int32_t *tokens, int n_samples, int seq_len,
+                     const qlm_calib_opts *o, int n_threads, qlm_error *err) {
+  memset(p, 0, sizeof *p);
   const qlm_hparams *hp = &m->hp;
-  size_t stride = (size_t)seq_len * (size_t)hp->n_embd, total;
-  if (qlm_mul_overflow(stride, (size_t)n_samples, &total) || qlm_mul_overflow(total, sizeof(float), &total))
+  p->m = m, p->n_samples = n_samples, p->seq_len = seq_len;
+  p->stride = (size_t)seq_len * (size_t)hp->n_embd;
+  size_t total;
+  if (qlm_mul_overflow(p->stride, (size_t)n_samples, &total) || qlm_mul_overflow(total, sizeof(float), &total))
     return qlm_fail(err, QLM_ELIMIT, "calibration: %d x %d tokens are too many", n_samples, seq_len);
   int max_cols = hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd;
   if (hp->n_head * hp->head_dim > max_cols) max_cols = hp->n_head * hp->head_dim;
-  float *xs = qlm_malloc(total, "calibration activations", err);
-  int32_t *pos = qlm_malloc((size_t)seq_len * 2 * sizeof(int32_t), "calibration positions", err);
-  float *tmp = o->want_hessian ? qlm_malloc((size_t)max_cols * max_cols * sizeof(float), "a Hessian scratch", err) : NULL;
-  qlm_state *s = NULL;
-  qlm_layer_stats st = {0};
-  int rc = (!xs || !pos || (o->want_hessian && !tmp)) ? QLM_ENOMEM : QLM_OK;
-  if (!rc) rc = qlm_state_new(m, 1, seq_len, seq_len, n_threads, &s, err);
-  if (!rc) rc = qlm_state_set_gemm_attention(s, true, err); /* a window is one sequence: attention by BLAS */
-  if (!rc) rc = stats_new(hp, o->want_hessian, n_samples, &st, err);
-  int32_t *seq = pos + seq_len;
-  for (int i = 0; !rc && i < seq_len; i++) pos[i] = i, seq[i] = 0;
-  qlm_batch b = {.n = seq_len, .token = tokens, .pos = pos, .seq = seq};
+  p->xs = qlm_malloc(total, "calibration activations", err);
+  p->pos = qlm_malloc((size_t)seq_len * 2 * sizeof(int32_t), "calibration positions", err);
+  if (o->want_hessian) p->tmp = qlm_malloc((size_t)max_cols * max_cols * sizeof(float), "a Hessian scratch", err);
+  int rc = (!p->xs || !p->pos || (o->want_hessian && !p->tmp)) ? QLM_ENOMEM : QLM_OK;
+  if (!rc) rc = qlm_state_new(m, 1, seq_len, seq_len, n_threads, &p->s, err);
+  if (!rc) rc = qlm_state_set_gemm_attention(p->s, true, err); /* a window is one sequence: attention by BLAS */
+  if (!rc) rc = stats_new(hp, o->want_hessian, n_samples, &p->st, err);
+  int32_t *seq = p->pos + seq_len;
+  for (int i = 0; !rc && i < seq_len; i++) p->pos[i] = i, seq[i] = 0;
+  p->b = (qlm_batch){.n = seq_len, .token = tokens, .pos = p->pos, .seq = seq};
   for (int k = 0; !rc && k < n_samples; k++) {
-    qlm_batch bk = b;
+    qlm_batch bk = p->b;
     bk.token += (size_t)k * seq_len;
-    rc = qlm_embed(m, &bk, xs + (size_t)k * stride, err);
+    rc = qlm_embed(m, &bk, p->xs + (size_t)k * p->stride, err);
   }
   long nproc = sysconf(_SC_NPROCESSORS_ONLN); /* as qlm_state_new reads n_threads <= 0 */
   int nt = n_threads > 0 ? n_threads : nproc > 0 ? (int)(nproc < 256 ? nproc : 256) : 1;
   if (nt > CALIB_MAX_THREADS) nt = CALIB_MAX_THREADS;
-  qlm_pool *pool = !rc && nt > 1 ? qlm_pool_new(nt) : NULL;
-  if (!rc && nt > 1 && !pool) rc = qlm_fail(err, QLM_ENOMEM, "calibration: cannot create a pool of %d threads", nt);
-  acc_ctx a = {.st = &st, .tmp = tmp, .want_hessian = o->want_hessian, .max_calls = n_samples, .pool = pool};
+  p->pool = !rc && nt > 1 ? qlm_pool_new(nt) : NULL;
+  if (!rc && nt > 1 && !p->pool) rc = qlm_fail(err, QLM_ENOMEM, "calibration: cannot create a pool of %d threads", nt);
+  p->a = (acc_ctx){.st = &p->st, .tmp = p->tmp, .want_hessian = o->want_hessian, .max_calls = n_samples,
+                   .pool = p->pool};
+  if (rc) pass_close(p);
+  return rc;
+}
+
+/* A new layer: zero statistics and per-slot call counts. */
+static void pass_layer_start(calib_pass *p) {
+  stats_clear(&p->st);
+  memset(p->a.calls, 0, sizeof p->a.calls);
+}
+
+/* After the last layer: hand out the residual streams when asked (qlm_calib_opts.x_out). */
+static void pass_output(const calib_pass *p, const qlm_calib_opts *o) {
+  if (o->x_out) memcpy(o->x_out, p->xs, (size_t)p->n_samples * p->stride * sizeof(float));
+}
+
+/* Sample k's batch. */
+static qlm_batch sample_batch(const calib_pass *p, int k) {
+  qlm_batch bk = p->b;
+  bk.token += (size_t)k * p->seq_len;
+  return bk;
+}
+
+static bool phase_times_wanted(void) {
+  const char *tv = getenv("QLM_CALIB_TIMES");
+  return tv && *tv && strcmp(tv, "0");
+}
+
+int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,
+                  int n_threads, qlm_calib_layer_fn on_layer, void *ctx, qlm_error *err) {
+  calib_pass p;
+  int rc = pass_open(&p, m, tokens, n_samples, seq_len, o, n_threads, err);
+  if (rc) return rc;
   double w[3] = {0}, c[3] = {0}; /* wall and CPU seconds: statistics pass, on_layer, post pass */
-  for (int il = 0; !rc && il < hp->n_layer; il++) {
-    stats_clear(&st);
+  for (int il = 0; !rc && il < m->hp.n_layer; il++) {
+    pass_layer_start(&p);
     double w0 = wall_s(), c0 = cpu_s();
-    rc = run_layer(m, s, &b, xs, true, n_samples, il, accumulate, &a, err);
-    if (!rc) mirror_hessians(&st);
+    rc = run_layer(m, p.s, &p.b, p.xs, true, n_samples, il, accumulate, &p.a, err);
+    if (!rc) mirror_hessians(&p.st);
     double w1 = wall_s(), c1 = cpu_s();
-    if (!rc && on_layer) rc = on_layer(ctx, il, &st, err);
+    if (!rc && on_layer) rc = on_layer(ctx, il, &p.st, err);
     double w2 = wall_s(), c2 = cpu_s();
-    if (!rc) rc = run_layer(m, s, &b, xs, false, n_samples, il, NULL, NULL, err);
+    if (!rc) rc = run_layer(m, p.s, &p.b, p.xs, false, n_samples, il, NULL, NULL, err);
     w[0] += w1 - w0, w[1] += w2 - w1, w[2] += wall_s() - w2;
     c[0] += c1 - c0, c[1] += c2 - c1, c[2] += cpu_s() - c2;
   }
+  if (!rc) pass_output(&p, o);
   /* the phase split for bench/gptq-speed (stderr: the command's own output is unchanged) */
-  const char *tv = getenv("QLM_CALIB_TIMES");
-  if (!rc && tv && *tv && strcmp(tv, "0"))
+  if (!rc && phase_times_wanted())
     fprintf(stderr,
             "calib phases (wall / CPU s): statistics forward %.2f / %.2f (of which input statistics + Hessians "
             "%.2f wall), per-layer method %.2f / %.2f, forward through the quantized layer %.2f / %.2f; "
             "%d x %d tokens, %d layers\n",
-            w[0], c[0], a.stats_s, w[1], c[1], w[2], c[2], n_samples, seq_len, hp->n_layer);
-  qlm_pool_free(pool);
-  stats_free(&st);
-  qlm_state_free(s);
-  free(tmp);
-  free(pos);
-  free(xs);
+            w[0], c[0], p.a.stats_s, w[1], c[1], w[2], c[2], n_samples, seq_len, m->hp.n_layer);
+  pass_close(&p);
+  return rc;
+}
+
+/* ---- the true-sequential pass (one forward per layer) */
+
+/* Which intermediate results the staged pass keeps (QLM_CALIB_STORE_*; auto: what fits half of the
+ * memory available, the attention outputs first — per byte they save the most: recomputing them
+ * costs the q/k/v products and attention, ~3 n_embd + seq_len FMAs per stored float in SmolLM2,
+ * the activations ~2 n_embd per float). */
+static void store_choice(const calib_pass *p, int store, bool *keep_att, bool *keep_act) {
+  const qlm_hparams *hp = &p->m->hp;
+  double tokens = (double)p->n_samples * p->seq_len;
+  double att = tokens * hp->n_head * hp->head_dim * sizeof(float), act = tokens * hp->n_ff * sizeof(float);
+  if (store == QLM_CALIB_STORE_AUTO) {
+    qlm_mem_avail av = qlm_mem_available();
+    double budget = av.known ? 0.5 * (double)av.bytes : INFINITY;
+    *keep_att = att <= budget;
+    *keep_act = *keep_att && att + act <= budget;
+  } else {
+    *keep_att = store == QLM_CALIB_STORE_ATT || store == QLM_CALIB_STORE_ALL;
+    *keep_act = store == QLM_CALIB_STORE_ALL;
+  }
+}
+
+/* A slot's statistics are complete: mirror its Hessian and hand it to the caller. */
+static int slot_done(calib_pass *p, int il, qlm_linear_slot slot, qlm_calib_slot_fn on_slot, void *ctx,
+                     double *method_w, double *method_c, qlm_error *err) {
+  mirror_hessian(&p->st, slot);
+  double w0 = wall_s(), c0 = cpu_s();
+  int rc = on_slot ? on_slot(ctx, il, slot, &p->st, err) : QLM_OK;
+  *method_w += wall_s() - w0, *method_c += cpu_s() - c0;
+  return rc;
+}
+
+/* Stage qkv of layer il over all samples: statistics of attn_norm(x). */
+static int stage_qkv(calib_pass *p, int il, qlm_error *err) {
+  for (int k = 0; k < p->n_samples; k++) {
+    qlm_batch bk = sample_batch(p, k);
+    const float *X;
+    int rc = qlm_stage_qkv_input(p->m, p->s, &bk, il, p->xs + (size_t)k * p->stride, &X, err);
+    if (rc) return rc;
+    accumulate(&p->a, il, QLM_SLOT_QKV, X, bk.n, p->st.cols[QLM_SLOT_QKV]);
+  }
+  return QLM_OK;
+}
+
+/* Sample k's attention output [seq_len x n_head*head_dim] with the layer's current q/k/v. */
+static int sample_attention(calib_pass *p, int il, int k, const float **att, qlm_error *err) {
+  qlm_batch bk = sample_batch(p, k);
+  qlm_state_clear(p->s, 0);
+  return qlm_stage_attention(p->m, p->s, &bk, il, p->xs + (size_t)k * p->stride, att, err);
+}
+
+/* Stage o: statistics of the attention outputs; att_keep (may be NULL) receives them. */
+static int stage_o(calib_pass *p, int il, float *att_keep, qlm_error *err) {
+  size_t n = (size_t)p->seq_len * (size_t)p->st.cols[QLM_SLOT_O];
+  for (int k = 0; k < p->n_samples; k++) {
+    const float *X;
+    int rc = sample_attention(p, il, k, &X, err);
+    if (rc) return rc;
+    accumulate(&p->a, il, QLM_SLOT_O, X, p->seq_len, p->st.cols[QLM_SLOT_O]);
+    if (att_keep) memcpy(att_keep + (size_t)k * n, X, n * sizeof *X);
+  }
+  return QLM_OK;
+}
+
+/* Stage up: x += wo·att (the attention kept, or recomputed), statistics of ffn_norm(x). */
+static int stage_up(calib_pass *p, int il, const float *att_keep, qlm_error *err) {
+  size_t n = (size_t)p->seq_len * (size_t)p->st.cols[QLM_SLOT_O];
+  for (int k = 0; k < p->n_samples; k++) {
+    qlm_batch bk = sample_batch(p, k);
+    float *x = p->xs + (size_t)k * p->stride;
+    const float *att = att_keep ? att_keep + (size_t)k * n : NULL, *X;
+    int rc = att ? QLM_OK : sample_attention(p, il, k, &att, err);
+    if (!rc) rc = qlm_stage_attn_residual(p->m, p->s, &bk, il, att, x, err);
+    if (!rc) rc = qlm_stage_ffn_input(p->m, p->s, &bk, il, x, &X, err);
+    if (rc) return rc;
+    accumulate(&p->a, il, QLM_SLOT_UP, X, bk.n, p->st.cols[QLM_SLOT_UP]);
+  }
+  return QLM_OK;
+}
+
+/* Stage down: statistics of the feed-forward activations; act_keep (may be NULL) receives them. */
+static int stage_down(calib_pass *p, int il, float *act_keep, qlm_error *err) {
+  size_t n = (size_t)p->seq_len * (size_t)p->st.cols[QLM_SLOT_DOWN];
+  for (int k = 0; k < p->n_samples; k++) {
+    qlm_batch bk = sample_batch(p, k);
+    const float *X;
+    int rc = qlm_stage_ffn_act(p->m, p->s, &bk, il, p->xs + (size_t)k * p->stride, &X, err);
+    if (rc) return rc;
+    accumulate(&p->a, il, QLM_SLOT_DOWN, X, bk.n, p->st.cols[QLM_SLOT_DOWN]);
+    if (act_keep) memcpy(act_keep + (size_t)k * n, X, n * sizeof *X);
+  }
+  return QLM_OK;
+}
+
+/* The end of the layer: x += w_down·h (the activations kept, or recomputed). */
+static int stage_finish(calib_pass *p, int il, const float *act_keep, qlm_error *err) {
+  size_t n = (size_t)p->seq_len * (size_t)p->st.cols[QLM_SLOT_DOWN];
+  for (int k = 0; k < p->n_samples; k++) {
+    qlm_batch bk = sample_batch(p, k);
+    float *x = p->xs + (size_t)k * p->stride;
+    const float *h = act_keep ? act_keep + (size_t)k * n : NULL;
+    int rc = h ? QLM_OK : qlm_stage_ffn_act(p->m, p->s, &bk, il, x, &h, err);
+    if (!rc) rc = qlm_stage_ffn_residual(p->m, p->s, &bk, il, h, x, err);
+    if (rc) return rc;
+  }
+  return QLM_OK;
+}
+
+int qlm_calib_run_staged(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,
+                         int n_threads, qlm_calib_slot_fn on_slot, void *ctx, qlm_error *err) {
+  calib_pass p;
+  int rc = pass_open(&p, m, tokens, n_samples, seq_len, o, n_threads, err);
+  if (rc) return rc;
+  bool keep_att, keep_act;
+  store_choice(&p, o->store, &keep_att, &keep_act);
+  size_t tokens_n = (size_t)n_samples * (size_t)seq_len;
+  float *att = keep_att ? qlm_malloc(tokens_n * (size_t)p.st.cols[QLM_SLOT_O] * sizeof(float),
+                                     "calibration attention outputs", err) : NULL;
+  float *act = keep_act ? qlm_malloc(tokens_n * (size_t)p.st.cols[QLM_SLOT_DOWN] * sizeof(float),
+                                     "calibration feed-forward activations", err) : NULL;
+  if ((keep_att && !att) || (keep_act && !act)) rc = QLM_ENOMEM;
+  double w0 = wall_s(), c0 = cpu_s(), mw = 0.0, mc = 0.0; /* mw, mc: in on_slot */
+  for (int il = 0; !rc && il < m->hp.n_layer; il++) {
+    pass_layer_start(&p);
+    rc = stage_qkv(&p, il, err);
+    if (!rc) rc = slot_done(&p, il, QLM_SLOT_QKV, on_slot, ctx, &mw, &mc, err);
+    if (!rc) rc = stage_o(&p, il, att, err);
+    if (!rc) rc = slot_done(&p, il, QLM_SLOT_O, on_slot, ctx, &mw, &mc, err);
+    if (!rc) rc = stage_up(&p, il, att, err);
+    if (!rc) rc = slot_done(&p, il, QLM_SLOT_UP, on_slot, ctx, &mw, &mc, err);
+    if (!rc) rc = stage_down(&p, il, act, err);
+    if (!rc) rc = slot_done(&p, il, QLM_SLOT_DOWN, on_slot, ctx, &mw, &mc, err);
+    if (!rc) rc = stage_finish(&p, il, act, err);
+  }
+  if (!rc) pass_output(&p, o);
+  if (!rc && phase_times_wanted())
+    fprintf(stderr,
+            "calib phases (wall / CPU s): one staged forward per layer %.2f / %.2f (of which input statistics + "
+            "Hessians %.2f wall), per-slot method %.2f / %.2f; kept: attention outputs %s, activations %s; "
+            "%d x %d tokens, %d layers\n",
+            wall_s() - w0 - mw, cpu_s() - c0 - mc, p.a.stats_s, mw, mc, att ? "yes" : "no (recomputed)",
+            act ? "yes" : "no (recomputed)", n_samples, seq_len, m->hp.n_layer);
+  free(att);
+  free(act);
+  pass_close(&p);
   return rc;
 }

@@ -10,6 +10,20 @@
  * the caller quantizes the layer (and may swap the model's matrices for the quantized ones), and
  * the samples are run through layer il again to become layer il+1's inputs.
  *
+ * qlm_calib_run_staged is the "true sequential" pass (GPTQ's --true-sequential, AutoGPTQ's
+ * default true_sequential=True) in exactly one forward per layer: the layer runs in stages
+ * (model.h, qlm_stage_*), and after each slot's statistics are complete over all samples the
+ * caller quantizes that slot's matrices, which the later stages of the same layer then use:
+ *   qkv:  attn_norm(x) (no product)                      -> statistics of slot qkv -> on_slot
+ *   o:    q, k, v (quantized), attention                 -> statistics of slot o   -> on_slot
+ *   up:   x += wo·att (quantized), ffn_norm              -> statistics of slot up  -> on_slot
+ *   down: gate, up (quantized), SwiGLU                   -> statistics of slot down -> on_slot
+ *   then  x += w_down·h (quantized): layer il+1's input.
+ * The attention outputs [n_samples x seq_len x n_head*head_dim] and the feed-forward activations
+ * [n_samples x seq_len x n_ff] are kept between their stages when memory allows (core/memlimit.h;
+ * qlm_calib_opts.store), else recomputed from x in the next stage (attention: q/k/v products and
+ * attention again; activations: gate/up again) — the same values either way.
+ *
  * The default text is C4 (../shared/data/calibration/llama-factory/c4_demo.jsonl, 300 English web
  * documents, GPTQ's usual calibration source), never the WikiText-2 test split used for
  * perplexity. */
@@ -31,7 +45,18 @@ typedef struct qlm_calib_opts {
   int seq_len;            /* tokens per window (default 2048; capped by the model's context and the text) */
   uint64_t seed;          /* window offsets */
   bool want_hessian;      /* accumulate X^T X (cols^2 doubles per slot) */
+  int store;              /* qlm_calib_run_staged: QLM_CALIB_STORE_* (0 = auto) */
+  float *x_out;           /* not NULL: receives the residual streams after the last layer
+                             [n_samples x seq_len x n_embd] (seq_len as passed to the run) */
 } qlm_calib_opts;
+
+/* What qlm_calib_run_staged keeps between stages instead of recomputing it. */
+enum {
+  QLM_CALIB_STORE_AUTO = 0, /* as much as fits half of the memory available (attention outputs first) */
+  QLM_CALIB_STORE_NONE = 1, /* recompute both */
+  QLM_CALIB_STORE_ATT = 2,  /* keep the attention outputs, recompute the activations */
+  QLM_CALIB_STORE_ALL = 3,  /* keep both */
+};
 
 /* Statistics of one layer's linear inputs, per slot (model.h: qkv, o, up, down). */
 typedef struct qlm_layer_stats {
@@ -48,6 +73,12 @@ typedef struct qlm_layer_stats {
 /* Called once per layer after its statistics are complete; may replace m->layers[il]'s matrices
  * (the next pass through layer il uses them). */
 typedef int (*qlm_calib_layer_fn)(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err);
+
+/* Called by qlm_calib_run_staged once per slot of layer il, in slot order, when that slot's
+ * statistics are complete (mirrored Hessian); st's earlier slots hold this layer's complete
+ * statistics too, its later slots are still zero.  May replace the matrices of m->layers[il] that
+ * read `slot` (the layer's later stages use them). */
+typedef int (*qlm_calib_slot_fn)(void *ctx, int il, qlm_linear_slot slot, const qlm_layer_stats *st, qlm_error *err);
 
 /* Read calibration text: a .jsonl file (one {"text": ...} object per line; texts joined by blank
  * lines) or plain text.  *text is malloc'd and NUL-terminated. */
@@ -66,6 +97,10 @@ int qlm_calib_sample_ids(const int32_t *ids, int n_ids, int bos, const qlm_calib
 /* The sequential pass over all layers (see the top). n_threads for the forward passes. */
 int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,
                   int n_threads, qlm_calib_layer_fn on_layer, void *ctx, qlm_error *err);
+
+/* The true-sequential pass (see the top): one forward per layer, on_slot after each slot. */
+int qlm_calib_run_staged(qlm_model *m, const int32_t *tokens, int n_samples, int seq_len, const qlm_calib_opts *o,
+                         int n_threads, qlm_calib_slot_fn on_slot, void *ctx, qlm_error *err);
 
 /* The Hessian step of the statistics pass: the upper triangle (j >= i) of H [cols x cols] +=
  * X^T X for X [T x cols], computed in f32 by BLAS (tmp: cols^2 floats of scratch) and added in

@@ -506,7 +506,9 @@ const qlm_quant_method qlm_method_gptq = {
     .summary = "GPTQ (Frantar et al. 2023): error-compensating rounding from the layer's input Hessian",
     .options = "bits=2..8 (4) group=N|channel (channel) asym=0|1 (0: GPTQ's sym grid, zero 2^(b-1)) damp=F (0.01) "
                "act_order=0|1 (0; with dynamic groups the columns are stored permuted + a .perm companion) "
-               "static_groups=0|1 (0) block=N (128)",
+               "static_groups=0|1 (0) block=N (128) true_sequential=0|1 (1: within a layer q/k/v, o, gate/up, down "
+               "are quantized in turn, each on inputs from the earlier ones quantized, in one forward per layer; 0: "
+               "the whole layer on the float layer's inputs)",
     .defaults = gptq_defaults,
     .check = gptq_check,
     .quantize = gptq_quantize,

@@ -96,6 +96,10 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
   } else if (!strcmp(key, "static_groups")) {
     if (parse_bool(value, &o->static_groups))
       return qlm_fail(err, QLM_EUSAGE, "%s: static_groups=%s: expected 0 or 1", what, value);
+  } else if (!strcmp(key, "true_sequential")) {
+    bool on;
+    if (parse_bool(value, &on)) return qlm_fail(err, QLM_EUSAGE, "%s: true_sequential=%s: expected 0 or 1", what, value);
+    o->no_true_sequential = !on;
   } else if (!strcmp(key, "block")) {
     if (parse_int(value, 1, 65536, &x)) return qlm_fail(err, QLM_EUSAGE, "%s: block=%s: expected 1..65536", what, value);
     o->block = (int)x;
@@ -123,7 +127,7 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
   } else {
     return qlm_fail(err, QLM_EUSAGE,
                     "%s: unknown option '%s' (known: bits, group, asym, dq, threshold, type, damp, act_order, "
-                    "static_groups, block, alpha, weights, dtype, zeropoint, clip, activations, duo)",
+                    "static_groups, block, true_sequential, alpha, weights, dtype, zeropoint, clip, activations, duo)",
                     what, key);
   }
   return QLM_OK;

@@ -41,6 +41,8 @@ typedef struct qlm_quant_opts {
   bool act_order;        /* process columns in decreasing diag(H) (desc_act) */
   bool static_groups;    /* group grids from the original weights, before any update */
   int block;             /* lazy-batch block of columns (0 = 128) */
+  bool no_true_sequential; /* true_sequential=0: the whole layer on the float layer's inputs (default:
+                          q/k/v, o, gate/up, down in turn, each on the earlier ones quantized) */
   int n_threads;         /* threads a method may use (the driver sets it; 0 = its own default) */
   /* smoothquant / awq (quant/smoothquant.c, quant/awq.c): */
   float alpha;           /* migration strength (smoothquant default 0.5) */
@@ -135,7 +137,7 @@ const qlm_quant_method *qlm_quant_method_find(const char *name);
 const qlm_quant_method *const *qlm_quant_methods(void);
 
 /* Parse "key=value" words (bits=, group=, asym=, dq=, threshold=, type=, and gptq's damp=,
- * act_order= (or desc_act=), static_groups=, block=) into o.  group takes
+ * act_order= (or desc_act=), static_groups=, block=, true_sequential=) into o.  group takes
  * a number, "channel" or "tensor".  Unknown keys and bad values are usage errors naming `what`
  * (e.g. the rules file and line). */
 int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *value, const char *what, qlm_error *err);

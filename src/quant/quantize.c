@@ -885,42 +885,57 @@ static int swap_into_model(calib_ctx *c, int il, int k, const qlm_tensor *t, con
   return QLM_OK;
 }
 
+/* Quantize layer il's matrix of stem k (k_slot_of) on the statistics of its slot (of x / sv when
+ * the slot was smoothed by sv, else sv NULL) and put it into the model; a matrix without a
+ * calibrated method is left for the driver's later pass. */
+static int quantize_stem(calib_ctx *c, int il, int k, const qlm_layer_stats *st, const float *sv, qlm_error *err) {
+  driver *d = c->d;
+  char name[96];
+  snprintf(name, sizeof name, "blk.%d.%s.weight", il, k_slot_of[k].stem);
+  const qlm_tensor *t = qlm_source_tensor(d->src, name);
+  if (!t || !needs_calib(t, d->p)) return QLM_OK;
+  int slot = k_slot_of[k].slot, cols = st->cols[slot];
+  if (t->ne[0] != cols)
+    return qlm_fail(err, QLM_EINTERNAL, "%s: %lld columns, calibrated %d", name, (long long)t->ne[0], cols);
+  double *h = st->hessian[slot] ? qlm_malloc((size_t)cols * cols * sizeof(double), "a Hessian", err) : NULL;
+  float *sq = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+  float *am = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+  float *ab = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
+  int rc = QLM_OK;
+  if ((st->hessian[slot] && !h) || !sq || !am || !ab) {
+    rc = QLM_ENOMEM;
+  } else {
+    scaled_stats(st, slot, sv, h, am, sq, ab);
+    /* per-call maxima are of the unsmoothed input: not given for a smoothed slot */
+    qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_sqmean = sq, .act_absmean = ab,
+                     .hessian = h, .n_calls = sv ? 0 : st->n_calls, .call_absmax = sv ? NULL : st->call_absmax[slot]};
+    rc = do_tensor(d, (int)(t - d->src->tensors), &cal, err);
+  }
+  free(h), free(sq), free(am), free(ab);
+  if (!rc) rc = swap_into_model(c, il, k, t, &d->outs[t - d->src->tensors], err);
+  return rc;
+}
+
 /* qlm_calib_layer_fn: smooth, then quantize layer il's calibrated matrices and put them into the
  * model so the following layers are calibrated on the quantized layer's outputs. */
 static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err) {
   calib_ctx *c = ctx;
-  driver *d = c->d;
   float *sv[QLM_N_SLOTS] = {0};
   int rc = QLM_OK;
   for (int slot = 0; slot < QLM_N_SLOTS && !rc; slot++) rc = smooth_slot(c, il, (qlm_linear_slot)slot, st, &sv[slot], err);
-  for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]) && !rc; k++) {
-    char name[96];
-    snprintf(name, sizeof name, "blk.%d.%s.weight", il, k_slot_of[k].stem);
-    const qlm_tensor *t = qlm_source_tensor(d->src, name);
-    if (!t || !needs_calib(t, d->p)) continue;
-    int slot = k_slot_of[k].slot, cols = st->cols[slot];
-    if (t->ne[0] != cols) {
-      rc = qlm_fail(err, QLM_EINTERNAL, "%s: %lld columns, calibrated %d", name, (long long)t->ne[0], cols);
-      break;
-    }
-    double *h = st->hessian[slot] ? qlm_malloc((size_t)cols * cols * sizeof(double), "a Hessian", err) : NULL;
-    float *sq = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
-    float *am = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
-    float *ab = qlm_malloc((size_t)cols * sizeof(float), "calibration statistics", err);
-    if ((st->hessian[slot] && !h) || !sq || !am || !ab) {
-      rc = QLM_ENOMEM;
-    } else {
-      scaled_stats(st, slot, sv[slot], h, am, sq, ab);
-      /* per-call maxima are of the unsmoothed input: not given for a smoothed slot */
-      qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_sqmean = sq, .act_absmean = ab,
-                       .hessian = h, .n_calls = sv[slot] ? 0 : st->n_calls,
-                       .call_absmax = sv[slot] ? NULL : st->call_absmax[slot]};
-      rc = do_tensor(d, (int)(t - d->src->tensors), &cal, err);
-    }
-    free(h), free(sq), free(am), free(ab);
-    if (!rc) rc = swap_into_model(c, il, k, t, &d->outs[t - d->src->tensors], err);
-  }
+  for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]) && !rc; k++)
+    rc = quantize_stem(c, il, k, st, sv[k_slot_of[k].slot], err);
   for (int k = 0; k < QLM_N_SLOTS; k++) free(sv[k]);
+  return rc;
+}
+
+/* qlm_calib_slot_fn (true-sequential GPTQ): quantize layer il's calibrated matrices that read
+ * `slot` and put them into the model, so the layer's later stages run on them (no smoothing:
+ * that folds into ops the earlier stages have already used). */
+static int on_slot(void *ctx, int il, qlm_linear_slot slot, const qlm_layer_stats *st, qlm_error *err) {
+  int rc = QLM_OK;
+  for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]) && !rc; k++)
+    if (k_slot_of[k].slot == slot) rc = quantize_stem(ctx, il, k, st, NULL, err);
   return rc;
 }
 
@@ -942,9 +957,10 @@ static int calib_windows(driver *d, qlm_calib_opts *o, int32_t **tokens, int *L,
   return rc;
 }
 
-/* Run fn over the layers of the f32/quantized source model on the calibration windows. */
-static int run_calibration(driver *d, bool hessian, qlm_calib_layer_fn fn, void *ctx, qlm_model **model_out,
-                           qlm_error *err) {
+/* Run fn over the layers of the f32/quantized source model on the calibration windows (or, when
+ * slot_fn is given, the true-sequential pass with slot_fn after each slot). */
+static int run_calibration(driver *d, bool hessian, qlm_calib_layer_fn fn, qlm_calib_slot_fn slot_fn, void *ctx,
+                           qlm_model **model_out, qlm_error *err) {
   qlm_calib_opts o = d->p->calib;
   o.want_hessian = hessian;
   int32_t *tokens = NULL;
@@ -955,22 +971,30 @@ static int run_calibration(driver *d, bool hessian, qlm_calib_layer_fn fn, void 
     d->p->on_calib(d->p->ctx, o.n_samples, L, d->p->calib_text ? d->p->calib_text : "the given tokens");
   if (!rc) rc = qlm_model_load(d->src, &m, err);
   if (!rc) *model_out = m;
-  if (!rc) rc = qlm_calib_run(m, tokens, o.n_samples, L, &o, d->p->n_threads, fn, ctx, err);
+  if (!rc && slot_fn) rc = qlm_calib_run_staged(m, tokens, o.n_samples, L, &o, d->p->n_threads, slot_fn, ctx, err);
+  else if (!rc) rc = qlm_calib_run(m, tokens, o.n_samples, L, &o, d->p->n_threads, fn, ctx, err);
   free(tokens);
   return rc;
 }
 
+/* The calibrated matrices are quantized slot by slot within each layer (qlm_calib_run_staged)
+ * when every one of them is GPTQ with true_sequential on (its default, as AutoGPTQ's); otherwise
+ * (AWQ/SmoothQuant fold scales into ops before the slot, which must still be float; quanto's
+ * activation scales and the others are defined on the whole-layer pass; or a mix) the whole layer
+ * is quantized at once on the float layer's inputs. */
 static int calibrated_pass(driver *d, qlm_error *err) {
   const qlm_quant_params *p = d->p;
-  bool any = false, hessian = false;
+  bool any = false, hessian = false, staged = true;
   for (int i = 0; i < d->src->n_tensors; i++)
     if (needs_calib(&d->src->tensors[i], p)) {
+      qlm_choice ch = qlm_quantize_choice(&d->src->tensors[i], p);
       any = true;
-      hessian |= qlm_quantize_choice(&d->src->tensors[i], p).method->needs_hessian;
+      hessian |= ch.method->needs_hessian;
+      staged &= ch.method == &qlm_method_gptq && !ch.opts.no_true_sequential;
     }
   if (!any) return QLM_OK;
   calib_ctx c = {.d = d};
-  int rc = run_calibration(d, hessian, on_layer, &c, &c.m, err);
+  int rc = run_calibration(d, hessian, on_layer, staged ? on_slot : NULL, &c, &c.m, err);
   qlm_model_free(c.m);
   for (int i = 0; i < c.n_owned; i++) free(c.owned[i]);
   free(c.owned);
@@ -1069,7 +1093,7 @@ static int allocate_bits(driver *d, qlm_error *err) {
   }
   if (!rc && !n_search) rc = qlm_fail(err, QLM_EUSAGE, "--target-bpw: no matrix is quantized by a method");
   qlm_model *m = NULL;
-  if (!rc) rc = run_calibration(d, true, sens_layer, &sc, &m, err);
+  if (!rc) rc = run_calibration(d, true, sens_layer, NULL, &sc, &m, err);
   qlm_model_free(m);
   /* allocate over the matrices with a choice of bit widths; the others keep their method's */
   int *idx = rc ? NULL : qlm_calloc((size_t)n, sizeof *idx, "bit allocation", err);
