@@ -21,6 +21,7 @@
 
 #include "core/mapfile.h"
 #include "core/memlimit.h"
+#include "formats/safetensors.h"
 #include "formats/source.h"
 #include "model/model.h"
 #include "eval/ppl.h"
@@ -155,6 +156,166 @@ static void test_need_closed_form(void **st) {
   free(smol);
 }
 
+
+/* ---- every command checks weights + the state it will make (KV cache, scratch, logits) ----
+ * SmolLM2 Q4_1 converts its token embedding at load (49152 x 576 f32 = 108.0 MiB): a budget of
+ * 120 MB lets the weights alone through (the check before this change) but not weights + KV cache
+ * + scratch; stories260K (nothing converted) then runs under 30 MB. */
+#define SMOL_BUDGET "QLM_MEM_AVAILABLE=120000000"
+
+/* 2 (K, V) x 4 bytes x n_seq x n_layer x ctx x kv_dim, as qlm_mem_human prints it. */
+static const char *kv_human(const qlm_hparams *hp, uint64_t n_seq, uint64_t ctx, char *buf, int cap) {
+  uint64_t kv_dim = (uint64_t)(hp->n_head_kv ? hp->n_head_kv : hp->n_head) * (uint64_t)(hp->n_embd / hp->n_head);
+  return qlm_mem_human(2 * 4 * n_seq * (uint64_t)hp->n_layer * ctx * kv_dim, buf, cap);
+}
+
+/* Exit 6 with one message naming the file, the converted weights, the KV cache of n_seq x ctx
+ * positions (ctx < 0: read from "at N positions" in the message, returned) and the scratch. */
+static int expect_state_refusal(const char *args, const char *file, const qlm_hparams *hp, int n_seq, int ctx,
+                                const char *hint) {
+  tu_run r = tu_run_qlm(SMOL_BUDGET, args);
+  if (r.status != 6) fail_msg("%s: exit %d, expected 6: %s", args, r.status, r.err);
+  assert_non_null(strstr(r.err, file));
+  assert_non_null(strstr(r.err, "weights converted at load 108.0 MiB"));
+  const char *kv = strstr(r.err, "KV cache "), *at = kv ? strstr(kv, " at ") : NULL;
+  if (!at || (ctx < 0 && sscanf(at, " at %d positions", &ctx) != 1)) fail_msg("no context in: %s", r.err);
+  char want[96], h[32];
+  snprintf(want, sizeof want, "KV cache %s at %d positions", kv_human(hp, (uint64_t)n_seq, (uint64_t)ctx, h, sizeof h), ctx);
+  if (!strstr(r.err, want)) fail_msg("'%s' lacks '%s'", r.err, want);
+  assert_non_null(strstr(r.err, " + scratch "));
+  assert_non_null(strstr(r.err, "is available (QLM_MEM_AVAILABLE)"));
+  if (!strstr(r.err, hint)) fail_msg("'%s' lacks '%s'", r.err, hint);
+  assert_null(strstr(r.err, "\n" "qlm:"));
+  assert_string_equal(r.out, "");
+  tu_run_free(&r);
+  return ctx;
+}
+
+static void expect_runs(const char *args) {
+  tu_run r = tu_run_qlm("QLM_MEM_AVAILABLE=30000000", args);
+  if (r.status != 0) fail_msg("%s: exit %d: %s", args, r.status, r.err);
+  tu_run_free(&r);
+}
+
+/* Tokens of the longest of the first n lines of file (trailing blanks dropped, BOS/EOS as the
+ * vocab says), as classify's features see them. */
+static int longest_line_tokens(const qlm_source *src, const char *file, int n) {
+  qlm_tokenizer *tok = NULL;
+  qlm_error e = {0};
+  assert_int_equal(qlm_tokenizer_new(&src->vocab, &tok, &e), 0);
+  FILE *f = fopen(file, "r");
+  assert_non_null(f);
+  char line[8192];
+  int longest = 0;
+  for (int i = 0; i < n && fgets(line, sizeof line, f); i++) {
+    size_t l = strcspn(line, "\n"); /* the reader drops trailing blanks */
+    while (l > 0 && (line[l - 1] == ' ' || line[l - 1] == '\t' || line[l - 1] == '\r')) l--;
+    line[l] = '\0';
+    int32_t *ids = NULL;
+    int len = 0;
+    assert_int_equal(qlm_tokenize(tok, line, strlen(line), 1, 0, &ids, &len, &e), 0);
+    free(ids);
+    if (len > longest) longest = len;
+  }
+  fclose(f);
+  qlm_tokenizer_free(tok);
+  return longest;
+}
+
+static void test_commands_check_state(void **st) {
+  (void)st;
+  char *smol = tu_smollm2_path(), *stories = tu_shared(STORIES), *dir = tu_tmpdir(), args[4096];
+  if (access(smol, R_OK) != 0) fail_msg("SmolLM2 GGUF missing (run scripts/get-models)");
+  qlm_source *src = NULL;
+  qlm_error e = {0};
+  assert_int_equal(qlm_source_open(smol, NULL, &src, &e), 0);
+  const qlm_hparams *hp = &src->hp;
+  const char *hint_b = "use a smaller --batch or --max-tokens, or a quantized file";
+
+  /* replay: one sequence of 512 + --n-predict positions */
+  snprintf(args, sizeof args, "replay -m '%s' -n 100 -t 1 -q", smol);
+  expect_state_refusal(args, smol, hp, 1, 612, "use a smaller --n-predict");
+  /* bench: the prefill state, -p + 1 positions */
+  snprintf(args, sizeof args, "bench -m '%s' -p 512 -n 128 -t 1 -r 1 --no-roofline --no-energy", smol);
+  expect_state_refusal(args, smol, hp, 1, 513, "use a smaller -p/-n");
+  /* classify train: --batch sequences of the longest tokenized tweet (validation split) */
+  char *val = tu_shared("data/tweeteval-sentiment/val_text.txt");
+  snprintf(args, sizeof args, "classify train -m '%s' --limit 20 -b 8 -t 1 -q -o '%s/head.json'", smol, dir);
+  int ctx = expect_state_refusal(args, smol, hp, 8, -1, hint_b);
+  assert_int_equal(ctx, longest_line_tokens(src, val, 20));
+  /* classify zeroshot: the scorer's context (longest prompt, rounded up to 64) */
+  snprintf(args, sizeof args, "classify zeroshot -m '%s' --limit 20 -b 4 -t 1 -q", smol);
+  ctx = expect_state_refusal(args, smol, hp, 4, -1, hint_b);
+  assert_true(ctx % 64 == 0 && ctx >= 64 && ctx <= 256);
+  /* mmlu 5-shot: the same scorer; prompts of several hundred tokens */
+  snprintf(args, sizeof args, "mmlu -m '%s' --subjects abstract_algebra --shots 5 --limit 2 -b 2 -t 1 -q", smol);
+  ctx = expect_state_refusal(args, smol, hp, 2, -1, hint_b);
+  assert_true(ctx % 64 == 0 && ctx >= 256);
+
+  /* runs that fit still run, under a budget too */
+  snprintf(args, sizeof args, "replay -m '%s' --duration 6s --speedup 6 -n 8 -t 1 -q", stories);
+  expect_runs(args);
+  snprintf(args, sizeof args, "bench -m '%s' -p 24 -n 6 -t 1 -r 1 --no-roofline --no-energy", stories);
+  expect_runs(args);
+  snprintf(args, sizeof args, "classify train -m '%s' --limit 40 -b 8 -t 1 -q -o '%s/head.json'", stories, dir);
+  expect_runs(args);
+  snprintf(args, sizeof args, "classify zeroshot -m '%s' --limit 10 -b 4 -t 1 -q", stories);
+  expect_runs(args);
+  snprintf(args, sizeof args, "mmlu -m '%s' --subjects abstract_algebra --limit 2 -b 2 -t 1 -q", stories);
+  expect_runs(args);
+  snprintf(args, sizeof args, "%s/head.json", dir);
+  remove(args);
+  remove(dir);
+  qlm_source_close(src);
+  free(val), free(smol), free(stories), free(dir);
+}
+
+/* A safetensors file whose only tensor starts 1 byte into the data section (misaligned for F32):
+ * its aligned copy is counted and refused above QLM_MEM_AVAILABLE, naming the file and the tensor. */
+static void test_misaligned_copy_checked(void **st) {
+  (void)st;
+  char *dir = tu_tmpdir(), path[1024];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  enum { N = 250000 }; /* 1,000,000 bytes of F32 */
+  char json[256];
+  int jn = snprintf(json, sizeof json, "{\"big.weight\": {\"dtype\": \"F32\", \"shape\": [%d], \"data_offsets\": [1, %d]}}",
+                    N, 1 + 4 * N);
+  while ((8 + jn) % 4 != 0) json[jn++] = ' '; /* data section 4-aligned, so offset 1 is not */
+  json[jn] = '\0';
+  size_t total = 8 + (size_t)jn + 1 + 4 * (size_t)N;
+  unsigned char *buf = calloc(1, total);
+  for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)jn >> (8 * i));
+  memcpy(buf + 8, json, (size_t)jn);
+  float v = 1.5f;
+  memcpy(buf + 8 + jn + 1 + 4 * 7, &v, 4);
+  tu_write_file(path, buf, total);
+  free(buf);
+
+  qlm_st_set s = {0};
+  qlm_error e = {0};
+  setenv("QLM_MEM_AVAILABLE", "900000", 1);
+  int rc = qlm_st_add_file(&s, path, &e);
+  qlm_st_free(&s);
+  assert_int_equal(rc, QLM_ELIMIT);
+  assert_non_null(strstr(e.msg, path));
+  if (!strstr(e.msg, "aligned copies of 1 misaligned tensor 976.6 KiB (largest 'big.weight', 976.6 KiB)"))
+    fail_msg("%s", e.msg);
+  /* within the budget the copy is made, aligned, with the file's values */
+  setenv("QLM_MEM_AVAILABLE", "1100000", 1);
+  memset(&s, 0, sizeof s);
+  rc = qlm_st_add_file(&s, path, &e);
+  unsetenv("QLM_MEM_AVAILABLE");
+  if (rc) fail_msg("%s", e.msg);
+  assert_int_equal(s.n_tensors, 1);
+  assert_non_null(s.tensors[0].owned);
+  assert_true((uintptr_t)s.tensors[0].data % 4 == 0);
+  assert_true(((const float *)s.tensors[0].data)[7] == 1.5f);
+  qlm_st_free(&s);
+  remove(path);
+  remove(dir);
+  free(dir);
+}
+
 /* --tokenizer for a GGUF model in `qlm ppl` (qlm_source_open applies it for every format). */
 static void test_ppl_tokenizer(void **st) {
   (void)st;
@@ -249,6 +410,8 @@ int main(void) {
       cmocka_unit_test(test_rlimit_refusal),
       cmocka_unit_test(test_override_refusal),
       cmocka_unit_test(test_need_closed_form),
+      cmocka_unit_test(test_commands_check_state),
+      cmocka_unit_test(test_misaligned_copy_checked),
       cmocka_unit_test(test_ppl_tokenizer),
       cmocka_unit_test(test_pieces_smollm2),
       cmocka_unit_test(test_pieces_stories),

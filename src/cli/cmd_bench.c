@@ -177,13 +177,32 @@ static int bench_record(const bench_opts *o, const qlm_source *src, const qlm_be
   return rc ? err->code : cli_db_add_result(&r, err);
 }
 
+/* The states qlm_bench_model (generate/bench.c) makes, as one load plan: the prefill run's
+ * (n_p + 1 positions, n_p rows) and the decode run's (n_g + 2 positions, 16 rows), each at least
+ * 17 positions and 16 rows, one at a time — the plan takes the larger context and the larger
+ * row count (exact for the default -p 512 -n 128, an upper bound otherwise) at the largest thread
+ * count, plus the token ids and the logits row. */
+static qlm_load_plan bench_plan(const bench_opts *o, const qlm_source *src, char *desc, size_t cap) {
+  int pp_tok = o->n_p > 16 ? (int)o->n_p : 16, tg_tok = o->n_g + 1 > 16 ? (int)o->n_g + 1 : 16,
+      n_tok = pp_tok > tg_tok ? pp_tok : tg_tok, threads = 1;
+  for (int i = 0; i < o->n_threads; i++)
+    if (o->threads[i] > threads) threads = o->threads[i];
+  snprintf(desc, cap, "at %d positions (-p %ld, -n %ld)", n_tok + 1, o->n_p, o->n_g);
+  return (qlm_load_plan){.n_seq = 1, .n_ctx = n_tok + 1, .max_batch = pp_tok, .n_threads = threads,
+                         .extra_bytes = (uint64_t)n_tok * sizeof(int32_t) + (uint64_t)src->hp.n_vocab * sizeof(float),
+                         .ctx_desc = desc, .hint = "use a smaller -p/-n or a quantized file"};
+}
+
 static int bench_one(const bench_opts *o, const char *path, const qlm_machine *mach, qlm_bench_row *rows, int *n,
                      char *names, qlm_meter *meter, qlm_error *err) {
   qlm_source *src = NULL;
   qlm_model *m = NULL;
   if (meter) qlm_meter_begin(meter, QLM_PHASE_LOAD);
   int rc = qlm_source_open(path, NULL, &src, err);
-  if (!rc) rc = qlm_model_load(src, &m, err);
+  char desc[80];
+  qlm_load_plan lp;
+  if (!rc) lp = bench_plan(o, src, desc, sizeof desc);
+  if (!rc) rc = qlm_model_load_planned(src, &lp, &m, err);
   if (rc) {
     qlm_source_close(src);
     return rc;

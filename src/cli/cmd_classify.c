@@ -11,6 +11,7 @@
 
 #include "core/shared_dir.h"
 #include "cli/cli.h"
+#include "cli/mem_plan.h"
 #include "eval/classify.h"
 #include "eval/mmlu.h"
 #include "eval/results.h"
@@ -169,8 +170,55 @@ static int open_session(const cls_opts *o, cls_session *s, qlm_error *err) {
   if (!rc && s->src->vocab.kind == QLM_TOK_NONE)
     rc = qlm_fail(err, QLM_EUSAGE, "%s: no tokenizer found; give one with --tokenizer", o->model);
   if (!rc) rc = qlm_tokenizer_new(&s->src->vocab, &s->tok, err);
-  if (!rc) rc = qlm_model_load(s->src, &s->model, err);
+  return rc; /* the model is loaded by load_model, once the texts say how big the state will be */
+}
+
+/* Load the model with the memory check of what the run will allocate (model.h qlm_load_plan):
+ * the features' state (`batch` sequences of ctx positions, CLI_FEAT_ROWS rows of scratch and of
+ * hidden states, eval/classify.c) or the zero-shot scorer's (`batch` sequences of ctx positions,
+ * CLI_MC_ROWS rows of scratch and of logits, eval/mmlu.c), plus the command's own `extra` bytes. */
+static int load_model(cls_session *s, int zeroshot, long batch, int ctx, uint64_t extra, qlm_error *err) {
+  const qlm_hparams *hp = &s->src->hp;
+  uint64_t rows = zeroshot ? CLI_MC_ROWS : CLI_FEAT_ROWS;
+  extra += rows * (uint64_t)(zeroshot ? hp->n_vocab : hp->n_embd) * sizeof(float);
+  char desc[96];
+  snprintf(desc, sizeof desc, "at %d positions (longest %s) x --batch %ld", ctx, zeroshot ? "prompt" : "tweet", batch);
+  qlm_load_plan lp = {.n_seq = (int)batch, .n_ctx = ctx, .max_batch = (int)rows, .n_threads = (int)s->o->threads,
+                      .extra_bytes = extra, .ctx_desc = desc,
+                      .hint = "use a smaller --batch or --max-tokens, or a quantized file"};
+  int rc = qlm_model_load_planned(s->src, &lp, &s->model, err);
+  if (!rc && s->meter) { /* the load phase ends here; weights as stored */
+    uint64_t wbytes = 0;
+    for (int i = 0; i < s->src->n_tensors; i++) wbytes += s->src->tensors[i].nbytes;
+    qlm_meter_set_bytes(s->meter, wbytes, 0);
+    qlm_meter_begin(s->meter, QLM_PHASE_EVAL);
+    qlm_meter_set_bytes(s->meter, wbytes, 0);
+  }
   return rc;
+}
+
+/* The zero-shot scorer's context over texts[0..n) (mem_plan.h). */
+static int zeroshot_ctx(const cls_session *s, char *const *texts, int n, const char *tpl, const char *const *words,
+                        int n_words, int *ctx, qlm_error *err) {
+  cli_mc_need need;
+  cli_mc_need_init(&need, (int)s->o->max_tokens, s->src->hp.n_ctx);
+  for (int i = 0; i < n; i++) {
+    char *prompt = cli_fill_template(tpl, texts[i]);
+    if (!prompt) return qlm_fail(err, QLM_ENOMEM, "zero-shot: out of memory building a prompt");
+    int rc = cli_mc_need_add(&need, s->tok, prompt, words, n_words, 1, err);
+    free(prompt);
+    if (rc) return qlm_fail_prefix(err, "text %d", i + 1);
+  }
+  *ctx = cli_mc_state_ctx(&need);
+  return QLM_OK;
+}
+
+/* The largest of the --batch sizes (states are made one batch size at a time). */
+static long max_batch_size(const cls_opts *o) {
+  long b = 1;
+  for (int i = 0; i < o->n_batch; i++)
+    if (o->batches[i] > b) b = o->batches[i];
+  return b;
 }
 
 static int load_split(const cls_session *s, const char *split, qlm_textset *t, qlm_error *err) {
@@ -204,10 +252,15 @@ static int cmd_train(cls_session *s, qlm_error *err) {
   const cls_opts *o = s->o;
   char tp[1200];
   snprintf(tp, sizeof tp, "%s/train_text.txt", o->data);
-  int have_train = file_exists(tp), E = s->model->hp.n_embd, rc;
+  int have_train = file_exists(tp), E = s->src->hp.n_embd, rc, ctx_tr = 1, ctx_va = 1;
   qlm_textset tr = {0}, va = {0};
   rc = load_split(s, "val", &va, err);
   if (!rc && have_train) rc = load_split(s, "train", &tr, err);
+  /* features of every row, and without a train split their shuffled copy */
+  uint64_t feat_bytes = (uint64_t)(have_train ? tr.n + va.n : 2 * va.n) * (uint64_t)E * sizeof(float);
+  if (!rc && have_train) rc = cli_features_ctx(s->tok, tr.text, tr.n, (int)o->max_tokens, s->src->hp.n_ctx, &ctx_tr, err);
+  if (!rc) rc = cli_features_ctx(s->tok, va.text, va.n, (int)o->max_tokens, s->src->hp.n_ctx, &ctx_va, err);
+  if (!rc) rc = load_model(s, 0, o->batches[0], ctx_tr > ctx_va ? ctx_tr : ctx_va, feat_bytes, err);
   const char *trained_on = have_train ? "TweetEval train split (validation split for early stopping)"
                                       : "TweetEval validation split (2,000 tweets; train text unavailable): 90% "
                                         "fit with k-fold CV for L2, 10% held out for early stopping";
@@ -441,7 +494,7 @@ static int cmd_eval(cls_session *s, int zeroshot, qlm_error *err) {
   qlm_logreg lr = {0};
   char trained_on[256] = "", feature[16] = "last", words[QLM_MC_MAX_CHOICES][64];
   const char *word_ptr[QLM_MC_MAX_CHOICES];
-  int n_words = s->n_class, E = s->model->hp.n_embd, rc = QLM_OK;
+  int n_words = s->n_class, E = s->src->hp.n_embd, rc = QLM_OK, ctx = 1;
   for (int c = 0; c < n_words && c < 3; c++) word_ptr[c] = QLM_ZEROSHOT_LABELS[c];
   if (zeroshot && o->labels) {
     rc = parse_labels(o->labels, words, &n_words, err);
@@ -468,6 +521,11 @@ static int cmd_eval(cls_session *s, int zeroshot, qlm_error *err) {
     if (!rc && !trained_on[0]) snprintf(trained_on, sizeof trained_on, "(not recorded in the head)");
   }
   if (!rc) rc = load_split(s, "test", &t, err);
+  const char *tpl = o->template_ ? o->template_ : QLM_ZEROSHOT_TEMPLATE;
+  if (!rc && zeroshot && strstr(tpl, "{text}")) rc = zeroshot_ctx(s, t.text, t.n, tpl, word_ptr, n_words, &ctx, err);
+  else if (!rc && !zeroshot) rc = cli_features_ctx(s->tok, t.text, t.n, (int)o->max_tokens, s->src->hp.n_ctx, &ctx, err);
+  if (!rc)
+    rc = load_model(s, zeroshot, max_batch_size(o), ctx, zeroshot ? 0 : (uint64_t)t.n * (uint64_t)E * sizeof(float), err);
   int *pred = rc ? NULL : qlm_malloc((size_t)t.n * sizeof *pred, "predictions", err);
   int *first = rc ? NULL : qlm_malloc((size_t)t.n * sizeof *first, "predictions", err);
   float *F = (rc || zeroshot) ? NULL : qlm_malloc((size_t)t.n * E * sizeof *F, "features", err);
@@ -481,7 +539,7 @@ static int cmd_eval(cls_session *s, int zeroshot, qlm_error *err) {
     if (s->meter) qlm_meter_begin(s->meter, QLM_PHASE_EVAL); /* again per batch size: its own peak reset too */
     if (!o->quiet) fprintf(stderr, "%s: %d tweets, batch %ld ...\n", protocol, t.n, batch);
     if (zeroshot) {
-      qlm_zeroshot_opts zo = {.template_ = o->template_ ? o->template_ : QLM_ZEROSHOT_TEMPLATE,
+      qlm_zeroshot_opts zo = {.template_ = tpl,
                               .label_words = word_ptr, .n_class = n_words, .batch = (int)batch,
                               .n_threads = (int)o->threads, .max_tokens = (int)o->max_tokens};
       rc = qlm_zeroshot_classify(s->model, s->tok, t.text, t.n, &zo, pred, NULL, &st, progress, s, err);
@@ -514,14 +572,7 @@ int cmd_classify(int argc, char **argv) {
   cls_session s = {0};
   s.meter = cli_measure_start(&o.cm);
   if (s.meter) qlm_meter_begin(s.meter, QLM_PHASE_LOAD);
-  int rc = open_session(&o, &s, &err);
-  if (!rc && s.meter) { /* weights as stored */
-    uint64_t wbytes = 0;
-    for (int i = 0; i < s.src->n_tensors; i++) wbytes += s.src->tensors[i].nbytes;
-    qlm_meter_set_bytes(s.meter, wbytes, 0);
-    qlm_meter_begin(s.meter, QLM_PHASE_EVAL);
-    qlm_meter_set_bytes(s.meter, wbytes, 0);
-  }
+  int rc = open_session(&o, &s, &err); /* the meter's eval phase starts in load_model */
   if (!rc) {
     if (!strcmp(o.mode, "train")) rc = cmd_train(&s, &err);
     else rc = cmd_eval(&s, !strcmp(o.mode, "zeroshot"), &err);

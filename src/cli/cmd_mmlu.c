@@ -9,6 +9,7 @@
 
 #include "core/shared_dir.h"
 #include "cli/cli.h"
+#include "cli/mem_plan.h"
 #include "eval/classify.h"
 #include "eval/mmlu.h"
 #include "eval/results.h"
@@ -108,6 +109,31 @@ static int subject_record(const qlm_source *src, const mmlu_opts *o, const char 
   return rc ? rc : qlm_result_print_json(&r, stdout, err);
 }
 
+/* The scorer's state over every question this run scores (mem_plan.h), as a load plan: the longest
+ * prompt's context x --batch sequences, MC_ROWS rows of scratch and of logits. */
+static int plan_state(const qlm_source *src, const qlm_tokenizer *tok, const mmlu_opts *o, const qlm_mmlu_subject *subj,
+                      int n_subj, qlm_load_plan *lp, char *desc, size_t desc_cap, qlm_error *err) {
+  cli_mc_need need;
+  cli_mc_need_init(&need, (int)o->max_tokens, src->hp.n_ctx);
+  for (int i = 0; i < n_subj; i++) {
+    const qlm_mmlu_subject *s = &subj[i];
+    int n = o->limit && o->limit < s->n_test ? (int)o->limit : s->n_test;
+    for (int q = 0; q < n; q++) {
+      char *prompt = qlm_mmlu_prompt(s, &s->test[q], (int)o->shots);
+      if (!prompt) return qlm_fail(err, QLM_ENOMEM, "mmlu: out of memory building a prompt");
+      int rc = cli_mc_need_add(&need, tok, prompt, QLM_MMLU_CHOICES, 4, o->bos, err);
+      free(prompt);
+      if (rc) return qlm_fail_prefix(err, "%s question %d", s->name, q + 1);
+    }
+  }
+  int ctx = cli_mc_state_ctx(&need);
+  snprintf(desc, desc_cap, "at %d positions (longest prompt) x --batch %ld", ctx, o->batch);
+  *lp = (qlm_load_plan){.n_seq = (int)o->batch, .n_ctx = ctx, .max_batch = CLI_MC_ROWS, .n_threads = (int)o->threads,
+                        .extra_bytes = (uint64_t)CLI_MC_ROWS * (uint64_t)src->hp.n_vocab * sizeof(float),
+                        .ctx_desc = desc, .hint = "use a smaller --batch or --max-tokens, or a quantized file"};
+  return QLM_OK;
+}
+
 int cmd_mmlu(int argc, char **argv) {
   qlm_error err = {0};
   mmlu_opts o;
@@ -123,8 +149,11 @@ int cmd_mmlu(int argc, char **argv) {
   int rc = qlm_source_open(o.model, o.tokenizer, &src, &err);
   if (!rc && src->vocab.kind == QLM_TOK_NONE) rc = qlm_fail(&err, QLM_EUSAGE, "%s: no tokenizer found", o.model);
   if (!rc) rc = qlm_tokenizer_new(&src->vocab, &tok, &err);
-  if (!rc) rc = qlm_model_load(src, &model, &err);
   if (!rc) rc = qlm_mmlu_load(o.data, o.subjects, &subj, &n_subj, &err);
+  qlm_load_plan lp;
+  char desc[96];
+  if (!rc) rc = plan_state(src, tok, &o, subj, n_subj, &lp, desc, sizeof desc, &err);
+  if (!rc) rc = qlm_model_load_planned(src, &lp, &model, &err);
   if (!rc) rc = qlm_mc_scorer_new(model, (int)o.batch, (int)o.max_tokens, (int)o.threads, &sc, &err);
   char protocol[32];
   snprintf(protocol, sizeof protocol, "lm-eval-%ldshot", o.shots);

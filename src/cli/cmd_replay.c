@@ -128,12 +128,18 @@ static int session_open(const replay_opts *o, replay_session *s, qlm_error *err)
   if (s->src->vocab.kind == QLM_TOK_NONE)
     return qlm_fail(err, QLM_EUSAGE, "%s: no tokenizer found; give one with --tokenizer", o->model);
   if ((rc = qlm_tokenizer_new(&s->src->vocab, &s->tok, err))) return rc;
-  if ((rc = qlm_model_load(s->src, &s->model, err))) return rc;
-  /* First sentences are short (at most ~520 bytes in the test split): 512 prompt positions. */
+  /* First sentences are short (at most ~520 bytes in the test split): 512 prompt positions.  The
+   * state is known before the load, which refuses one that does not fit with the weights. */
   long ctx = 512 + o->n_predict;
-  if (s->model->hp.n_ctx > 0 && ctx > s->model->hp.n_ctx) ctx = s->model->hp.n_ctx;
+  if (s->src->hp.n_ctx > 0 && ctx > s->src->hp.n_ctx) ctx = s->src->hp.n_ctx;
   if (ctx < 2) return qlm_fail(err, QLM_EUSAGE, "%s: context of %ld positions is too small", o->model, ctx);
   int max_batch = ctx < 512 ? (int)ctx : 512;
+  char desc[80];
+  snprintf(desc, sizeof desc, "at %ld positions (512 + --n-predict)", ctx);
+  qlm_load_plan lp = {.n_seq = 1, .n_ctx = (int)ctx, .max_batch = max_batch, .n_threads = (int)o->threads,
+                      .extra_bytes = (uint64_t)s->src->hp.n_vocab * sizeof(float), /* qlm_generate's logits */
+                      .ctx_desc = desc, .hint = "use a smaller --n-predict or a quantized file"};
+  if ((rc = qlm_model_load_planned(s->src, &lp, &s->model, err))) return rc;
   if ((rc = qlm_state_new(s->model, 1, (int)ctx, max_batch, (int)o->threads, &s->state, err))) return rc;
   qlm_sampler_params sp = {.temperature = (float)o->temp, .top_k = 40, .top_p = 0.95f, .seed = (uint64_t)o->seed};
   return qlm_sampler_init(&s->sampler, &sp, s->model->hp.n_vocab, err);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/memlimit.h"
 #include "formats/safetensors.h"
 #include "tokenizer/tokenizer.h"
 
@@ -469,7 +470,30 @@ static void transpose(const void *src, void *dst, int64_t in, int64_t out, size_
     for (int64_t i = 0; i < in; i++) memcpy(d + ((size_t)(o * in + i)) * es, s + ((size_t)(i * out + o)) * es, es);
 }
 
+/* The transposed copies add_tensors will make (GPT-2 Conv1D weights), added up and checked against
+ * the memory available (core/memlimit.h) before any is made; the message names the largest. */
+static int check_transposes(const char *dir, const qlm_st_set *st, const expect_list *l, qlm_error *err) {
+  uint64_t total = 0;
+  int n = 0;
+  const expect *largest = NULL;
+  for (int i = 0; i < l->n; i++) {
+    if (!l->e[i].conv1d) continue;
+    total += l->e[i].st->nbytes;
+    n++;
+    if (!largest || l->e[i].st->nbytes > largest->st->nbytes) largest = &l->e[i];
+  }
+  if (!n) return QLM_OK;
+  char what[64], detail[400], h[32];
+  snprintf(what, sizeof what, "%d GPT-2 Conv1D weight%s transposed", n, n == 1 ? "" : "s");
+  snprintf(detail, sizeof detail, "(largest '%.120s' in %.200s, %s)", largest->st->name, st->paths[largest->st->file],
+           qlm_mem_human(largest->st->nbytes, h, sizeof h));
+  qlm_mem_part part = {what, total, detail};
+  return qlm_mem_check(dir, &part, 1, "free memory or convert the model to GGUF", err);
+}
+
 static int add_tensors(qlm_source *src, hf_priv *h, const expect_list *l, qlm_error *err) {
+  int rc = check_transposes(src->path, &h->st, l, err);
+  if (rc) return rc;
   for (int i = 0; i < l->n; i++) {
     const expect *x = &l->e[i];
     const qlm_st_tensor *t = x->st;

@@ -5,6 +5,8 @@
  * the header length is limited before anything is parsed. */
 #include "formats/safetensors.h"
 
+#include "core/memlimit.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -110,11 +112,36 @@ static int parse_entry(const char *path, const cJSON *e, const unsigned char *da
                     t->dtype, want);
   t->nbytes = (size_t)(end - begin);
   t->data = data + begin;
-  /* Kernels read whole floats: give misaligned data (legal in the format, never seen in
-   * practice) an aligned private copy instead of letting a reader fault on it. */
-  if (esize > 1 && ((uintptr_t)t->data % esize) != 0) {
+  t->misaligned = esize > 1 && ((uintptr_t)t->data % esize) != 0; /* copied by align_copies */
+  return QLM_OK;
+}
+
+/* Kernels read whole floats: give misaligned data (legal in the format, never seen in practice)
+ * an aligned private copy instead of letting a reader fault on it.  The copies of one file are
+ * added up and checked against the memory available (core/memlimit.h) before any is made. */
+static int align_copies(qlm_st_set *set, int file, int first, qlm_error *err) {
+  uint64_t total = 0;
+  int n = 0;
+  const qlm_st_tensor *largest = NULL;
+  for (int i = first; i < set->n_tensors; i++) {
+    const qlm_st_tensor *t = &set->tensors[i];
+    if (!t->misaligned) continue;
+    total += t->nbytes;
+    n++;
+    if (!largest || t->nbytes > largest->nbytes) largest = t;
+  }
+  if (!n) return QLM_OK;
+  char what[64], detail[200], h[32];
+  snprintf(what, sizeof what, "aligned copies of %d misaligned tensor%s", n, n == 1 ? "" : "s");
+  snprintf(detail, sizeof detail, "(largest '%.120s', %s)", largest->name, qlm_mem_human(largest->nbytes, h, sizeof h));
+  qlm_mem_part part = {what, total, detail};
+  int rc = qlm_mem_check(set->paths[file], &part, 1, "realign the tensors in the file or free memory", err);
+  if (rc) return rc;
+  for (int i = first; i < set->n_tensors; i++) {
+    qlm_st_tensor *t = &set->tensors[i];
+    if (!t->misaligned) continue;
     t->owned = qlm_malloc(t->nbytes, "aligned copy of a misaligned tensor", err);
-    if (!t->owned) return QLM_ENOMEM;
+    if (!t->owned) return qlm_fail_prefix(err, "%s: tensor '%s'", set->paths[file], t->name);
     memcpy(t->owned, t->data, t->nbytes);
     t->data = t->owned;
   }
@@ -152,6 +179,7 @@ static int parse_header(qlm_st_set *set, int file, qlm_error *err) {
   const unsigned char *data = m->data + 8 + n;
   size_t data_size = m->size - 8 - (size_t)n;
   if ((rc = grow_tensors(set, cJSON_GetArraySize(root), err))) goto done;
+  int first = set->n_tensors;
   for (const cJSON *e = root->child; e; e = e->next) {
     if (strcmp(e->string, "__metadata__") == 0) continue;
     if (strlen(e->string) == 0 || strlen(e->string) > ST_MAX_NAME) {
@@ -169,6 +197,7 @@ static int parse_header(qlm_st_set *set, int file, qlm_error *err) {
     set->n_tensors++; /* counted now so qlm_st_free releases it on failure */
     if ((rc = parse_entry(path, e, data, data_size, t, err))) goto done;
   }
+  rc = align_copies(set, file, first, err);
 done:
   cJSON_Delete(root);
   return rc;

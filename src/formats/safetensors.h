@@ -8,6 +8,7 @@
 #ifndef QLM_SAFETENSORS_H
 #define QLM_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,7 @@ typedef struct qlm_st_tensor {
   size_t nbytes;
   int file;          /* index into qlm_st_set.files */
   void *owned;       /* aligned copy of the data when the file's offset is misaligned, else NULL */
+  bool misaligned;   /* the file's data for it is not aligned to its element size (data -> owned copy) */
 } qlm_st_tensor;
 
 typedef struct qlm_st_set {

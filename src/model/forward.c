@@ -99,12 +99,8 @@ int qlm_state_new(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n
                     hp->n_ctx);
   if (n_ctx > (1 << 24)) return qlm_fail(err, QLM_EUSAGE, "context size %d is too large", n_ctx);
   if (n_seq < 1 || n_seq > 65536) return qlm_fail(err, QLM_EUSAGE, "number of sequences %d is not in [1, 65536]", n_seq);
-  if (max_batch <= 0) max_batch = 512;
+  qlm_state_defaults(hp, &n_ctx, &max_batch, &n_threads); /* n_ctx was set above the same way */
   if (max_batch > 65536) return qlm_fail(err, QLM_EUSAGE, "batch size %d is larger than 65536", max_batch);
-  if (n_threads <= 0) {
-    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    n_threads = nproc > 0 ? (int)(nproc < 256 ? nproc : 256) : 1;
-  }
   if (n_threads > 1024) return qlm_fail(err, QLM_EUSAGE, "thread count %d is larger than 1024", n_threads);
 
   qlm_state *s = qlm_calloc(1, sizeof *s, "state", err);
@@ -116,33 +112,24 @@ int qlm_state_new(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n
   s->kv_dim = hp->n_head_kv * hp->head_dim;
   s->att_scores = qlm_attn_scores_for(qlm_cpu_simd_level());
   s->att_pv = qlm_attn_pv_for(qlm_cpu_simd_level());
-  size_t B = (size_t)max_batch, qd = (size_t)hp->n_head * (size_t)hp->head_dim, half = (size_t)(hp->n_rot / 2);
   int rc = QLM_ENOMEM;
   if (qlm_mul_overflow((size_t)hp->n_layer * (size_t)n_ctx, (size_t)s->kv_dim, &s->seq_stride)) {
     rc = qlm_fail(err, QLM_ELIMIT, "state: KV cache size overflows");
     goto fail;
   }
-  if (!(s->k_cache = alloc_f((size_t)n_seq, s->seq_stride, 1, "KV cache (keys)", err)) ||
-      !(s->v_cache = alloc_f((size_t)n_seq, s->seq_stride, 1, "KV cache (values)", err)) ||
-      !(s->n_past = qlm_calloc((size_t)n_seq, sizeof *s->n_past, "state", err)) ||
-      !(s->batch_next = qlm_calloc((size_t)n_seq, sizeof *s->batch_next, "state", err)) ||
-      !(s->seq_pos = qlm_calloc(B, sizeof *s->seq_pos, "state", err)) ||
-      !(s->seq_id = qlm_calloc(B, sizeof *s->seq_id, "state", err)) ||
-      !(s->seq_want = qlm_calloc(B, sizeof *s->seq_want, "state", err)) ||
-      !(s->x = alloc_f(B, (size_t)hp->n_embd, 1, "activations", err)) ||
-      !(s->xn = alloc_f(B, (size_t)hp->n_embd, 1, "activations", err)) ||
-      !(s->tmp = alloc_f(B, (size_t)hp->n_embd, 1, "activations", err)) ||
-      !(s->q = alloc_f(B, qd, 1, "activations", err)) || !(s->att = alloc_f(B, qd, 1, "activations", err)) ||
-      !(s->k = alloc_f(B, (size_t)s->kv_dim, 1, "activations", err)) ||
-      !(s->v = alloc_f(B, (size_t)s->kv_dim, 1, "activations", err)) ||
-      !(s->hb = alloc_f(B, (size_t)hp->n_ff, 1, "activations", err)) ||
-      !(s->hb2 = alloc_f(B, (size_t)hp->n_ff, 1, "activations", err)) ||
-      !(s->xin = alloc_f(B, (size_t)hp->n_ff + (size_t)hp->n_embd + qd, 1, "activations", err)) ||
-      !(s->rope_cos = alloc_f(B, half, 1, "rope table", err)) ||
-      !(s->rope_sin = alloc_f(B, half, 1, "rope table", err)) ||
-      !(s->scores = alloc_f((size_t)n_threads, (size_t)n_ctx, (size_t)(hp->n_head / hp->n_head_kv),
-                            "attention scores", err)))
-    goto fail;
+  /* every buffer from the one table the memory check also reads (model.h qlm_state_buffers) */
+  qlm_state_buf bufs[QLM_SB_COUNT];
+  void *p[QLM_SB_COUNT];
+  qlm_state_buffers(hp, n_seq, n_ctx, max_batch, n_threads, bufs);
+  if ((rc = qlm_state_alloc_buffers(bufs, p, NULL, err))) goto fail;
+  s->k_cache = p[QLM_SB_K_CACHE], s->v_cache = p[QLM_SB_V_CACHE];
+  s->n_past = p[QLM_SB_N_PAST], s->batch_next = p[QLM_SB_BATCH_NEXT];
+  s->seq_pos = p[QLM_SB_SEQ_POS], s->seq_id = p[QLM_SB_SEQ_ID], s->seq_want = p[QLM_SB_SEQ_WANT];
+  s->x = p[QLM_SB_X], s->xn = p[QLM_SB_XN], s->tmp = p[QLM_SB_TMP];
+  s->q = p[QLM_SB_Q], s->att = p[QLM_SB_ATT], s->k = p[QLM_SB_K], s->v = p[QLM_SB_V];
+  s->hb = p[QLM_SB_HB], s->hb2 = p[QLM_SB_HB2], s->xin = p[QLM_SB_XIN];
+  s->rope_cos = p[QLM_SB_ROPE_COS], s->rope_sin = p[QLM_SB_ROPE_SIN], s->scores = p[QLM_SB_SCORES];
+  rc = QLM_ENOMEM;
   s->pool = qlm_pool_new(n_threads);
   if (!s->pool) {
     rc = qlm_fail(err, QLM_ENOMEM, "state: cannot create a pool of %d threads", n_threads);

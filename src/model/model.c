@@ -439,8 +439,7 @@ static uint64_t sat_mul(uint64_t a, uint64_t b) {
   return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
-/* Defaults qlm_state_new applies to its arguments (model/forward.c). */
-static void state_defaults(const qlm_hparams *hp, int *n_ctx, int *max_batch, int *n_threads) {
+void qlm_state_defaults(const qlm_hparams *hp, int *n_ctx, int *max_batch, int *n_threads) {
   if (*n_ctx <= 0) *n_ctx = hp->n_ctx;
   if (*max_batch <= 0) *max_batch = 512;
   if (*n_threads <= 0) {
@@ -449,28 +448,95 @@ static void state_defaults(const qlm_hparams *hp, int *n_ctx, int *max_batch, in
   }
 }
 
+void qlm_state_buffers(const qlm_hparams *hp, int n_seq, int n_ctx, int max_batch, int n_threads,
+                       qlm_state_buf out[QLM_SB_COUNT]) {
+  qlm_state_defaults(hp, &n_ctx, &max_batch, &n_threads);
+  uint64_t S = (uint64_t)(n_seq > 0 ? n_seq : 1), C = (uint64_t)(n_ctx > 0 ? n_ctx : 0), B = (uint64_t)max_batch,
+           T = (uint64_t)n_threads, E = (uint64_t)hp->n_embd, F = (uint64_t)hp->n_ff,
+           QD = (uint64_t)hp->n_head * (uint64_t)hp->head_dim, KV = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim,
+           R = (uint64_t)(hp->n_rot > 0 ? hp->n_rot / 2 : 0),
+           G = hp->n_head_kv > 0 ? (uint64_t)(hp->n_head / hp->n_head_kv) : 1;
+  uint64_t cache = sat_mul(sat_mul(S, (uint64_t)hp->n_layer), sat_mul(C, KV));
+#define BUF(id, label, n, size, is_kv) out[id] = (qlm_state_buf){label, n, (uint32_t)(size), is_kv}
+  BUF(QLM_SB_K_CACHE, "KV cache (keys)", cache, sizeof(float), true);
+  BUF(QLM_SB_V_CACHE, "KV cache (values)", cache, sizeof(float), true);
+  BUF(QLM_SB_N_PAST, "state", S, sizeof(int), false);
+  BUF(QLM_SB_BATCH_NEXT, "state", S, sizeof(int), false);
+  BUF(QLM_SB_SEQ_POS, "state", B, sizeof(int32_t), false);
+  BUF(QLM_SB_SEQ_ID, "state", B, sizeof(int32_t), false);
+  BUF(QLM_SB_SEQ_WANT, "state", B, sizeof(int8_t), false);
+  BUF(QLM_SB_X, "activations", sat_mul(B, E), sizeof(float), false);
+  BUF(QLM_SB_XN, "activations", sat_mul(B, E), sizeof(float), false);
+  BUF(QLM_SB_TMP, "activations", sat_mul(B, E), sizeof(float), false);
+  BUF(QLM_SB_Q, "activations", sat_mul(B, QD), sizeof(float), false);
+  BUF(QLM_SB_ATT, "activations", sat_mul(B, QD), sizeof(float), false);
+  BUF(QLM_SB_K, "activations", sat_mul(B, KV), sizeof(float), false);
+  BUF(QLM_SB_V, "activations", sat_mul(B, KV), sizeof(float), false);
+  BUF(QLM_SB_HB, "activations", sat_mul(B, F), sizeof(float), false);
+  BUF(QLM_SB_HB2, "activations", sat_mul(B, F), sizeof(float), false);
+  BUF(QLM_SB_XIN, "activations", sat_mul(B, F + E + QD), sizeof(float), false);
+  BUF(QLM_SB_ROPE_COS, "rope table", sat_mul(B, R), sizeof(float), false);
+  BUF(QLM_SB_ROPE_SIN, "rope table", sat_mul(B, R), sizeof(float), false);
+  BUF(QLM_SB_SCORES, "attention scores", sat_mul(sat_mul(T, C), G), sizeof(float), false);
+#undef BUF
+}
+
+uint64_t qlm_state_buf_bytes(const qlm_state_buf *b) { return sat_mul(b->count ? b->count : 1, b->elem); }
+
+/* Sum of the table's entries that are (kv) or are not (!kv) the KV cache, saturating. */
+static uint64_t state_sum(const qlm_state_buf bufs[QLM_SB_COUNT], bool kv) {
+  uint64_t total = 0;
+  for (int i = 0; i < QLM_SB_COUNT; i++) {
+    uint64_t b = bufs[i].kv == kv ? qlm_state_buf_bytes(&bufs[i]) : 0;
+    total = total + b < total ? UINT64_MAX : total + b;
+  }
+  return total;
+}
+
 uint64_t qlm_state_kv_bytes(const qlm_hparams *hp, int n_seq, int n_ctx) {
-  int b = 0, t = 1;
-  state_defaults(hp, &n_ctx, &b, &t);
-  /* keys + values, f32: [n_seq][n_layer][n_ctx][n_head_kv * head_dim] each */
-  uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
-  return sat_mul(sat_mul(sat_mul(2u * sizeof(float), (uint64_t)(n_seq > 0 ? n_seq : 1)),
-                         sat_mul((uint64_t)hp->n_layer, (uint64_t)(n_ctx > 0 ? n_ctx : 0))),
-                 kv_dim);
+  qlm_state_buf bufs[QLM_SB_COUNT];
+  qlm_state_buffers(hp, n_seq, n_ctx, 1, 1, bufs);
+  return state_sum(bufs, true);
 }
 
 uint64_t qlm_state_scratch_bytes(const qlm_hparams *hp, int n_ctx, int max_batch, int n_threads) {
-  state_defaults(hp, &n_ctx, &max_batch, &n_threads);
-  /* per batch row, as qlm_state_new allocates them: x, xn, tmp [n_embd]; q, att [n_head*hd]; k, v
-   * [kv_dim]; hb, hb2 [n_ff]; xin [n_ff + n_embd + n_head*hd]; rope cos/sin [n_rot/2] */
-  uint64_t E = (uint64_t)hp->n_embd, F = (uint64_t)hp->n_ff, QD = (uint64_t)hp->n_head * (uint64_t)hp->head_dim,
-           KV = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim, R = (uint64_t)(hp->n_rot / 2);
-  uint64_t row = 3 * E + 2 * QD + 2 * KV + 2 * F + (F + E + QD) + 2 * R;
-  uint64_t rows = sat_mul(sat_mul(row, (uint64_t)max_batch), sizeof(float));
-  /* attention scores: [n_threads][n_head / n_head_kv][n_ctx] */
-  uint64_t groups = hp->n_head_kv > 0 ? (uint64_t)(hp->n_head / hp->n_head_kv) : 1;
-  uint64_t scores = sat_mul(sat_mul((uint64_t)n_threads, groups), sat_mul((uint64_t)(n_ctx > 0 ? n_ctx : 0), sizeof(float)));
-  return rows + scores < rows ? UINT64_MAX : rows + scores;
+  qlm_state_buf bufs[QLM_SB_COUNT];
+  qlm_state_buffers(hp, 1, n_ctx, max_batch, n_threads, bufs);
+  return state_sum(bufs, false);
+}
+
+uint64_t qlm_state_bytes(const qlm_hparams *hp, int n_seq, int n_ctx, int max_batch, int n_threads) {
+  qlm_state_buf bufs[QLM_SB_COUNT];
+  qlm_state_buffers(hp, n_seq, n_ctx, max_batch, n_threads, bufs);
+  uint64_t kv = state_sum(bufs, true), rest = state_sum(bufs, false);
+  return kv + rest < kv ? UINT64_MAX : kv + rest;
+}
+
+/* The non-KV part of the state (everything but keys and values), for the messages. */
+static uint64_t state_scratch_all(const qlm_hparams *hp, int n_seq, int n_ctx, int max_batch, int n_threads) {
+  qlm_state_buf bufs[QLM_SB_COUNT];
+  qlm_state_buffers(hp, n_seq, n_ctx, max_batch, n_threads, bufs);
+  return state_sum(bufs, false);
+}
+
+int qlm_state_alloc_buffers(const qlm_state_buf bufs[QLM_SB_COUNT], void *ptr[QLM_SB_COUNT], uint64_t *bytes,
+                            qlm_error *err) {
+  uint64_t total = 0;
+  for (int i = 0; i < QLM_SB_COUNT; i++) ptr[i] = NULL;
+  for (int i = 0; i < QLM_SB_COUNT; i++) {
+    uint64_t b = qlm_state_buf_bytes(&bufs[i]);
+    if (b == UINT64_MAX || b > SIZE_MAX) {
+      for (int j = 0; j < i; j++) free(ptr[j]), ptr[j] = NULL;
+      return qlm_fail(err, QLM_ELIMIT, "state: %s would need more than SIZE_MAX bytes", bufs[i].what);
+    }
+    if (!(ptr[i] = qlm_calloc(bufs[i].count ? (size_t)bufs[i].count : 1, bufs[i].elem, bufs[i].what, err))) {
+      for (int j = 0; j < i; j++) free(ptr[j]), ptr[j] = NULL;
+      return QLM_ENOMEM;
+    }
+    total += b;
+  }
+  if (bytes) *bytes = total;
+  return QLM_OK;
 }
 
 /* Refuse (QLM_ELIMIT) a load whose converted weights plus the planned state do not fit. */
@@ -483,7 +549,7 @@ static int check_memory(const qlm_source *src, const qlm_hparams *hp, uint64_t w
   int n = 1;
   if (plan) {
     parts[n++] = (qlm_mem_part){"KV cache", qlm_state_kv_bytes(hp, plan->n_seq, plan->n_ctx), plan->ctx_desc};
-    uint64_t sc = qlm_state_scratch_bytes(hp, plan->n_ctx, plan->max_batch, plan->n_threads);
+    uint64_t sc = state_scratch_all(hp, plan->n_seq, plan->n_ctx, plan->max_batch, plan->n_threads);
     parts[n++] = (qlm_mem_part){"scratch", sc + plan->extra_bytes < sc ? UINT64_MAX : sc + plan->extra_bytes, NULL};
   }
   return qlm_mem_check(src->path, parts, n, plan && plan->hint ? plan->hint : "use a quantized file", err);
@@ -545,6 +611,6 @@ void qlm_model_free(qlm_model *m) {
 int qlm_state_check_mem(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, const char *ctx_desc,
                         const char *hint, qlm_error *err) {
   qlm_mem_part parts[2] = {{"KV cache", qlm_state_kv_bytes(&m->hp, n_seq, n_ctx), ctx_desc},
-                           {"scratch", qlm_state_scratch_bytes(&m->hp, n_ctx, max_batch, n_threads), NULL}};
+                           {"scratch", state_scratch_all(&m->hp, n_seq, n_ctx, max_batch, n_threads), NULL}};
   return qlm_mem_check(m->src->path, parts, 2, hint ? hint : "use a smaller --ctx", err);
 }

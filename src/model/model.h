@@ -73,6 +73,45 @@ int qlm_model_load_planned(const qlm_source *src, const qlm_load_plan *plan, qlm
  * attention scores, for hyper-parameters as qlm_model_load checked them (m->hp). */
 uint64_t qlm_state_kv_bytes(const qlm_hparams *hp, int n_seq, int n_ctx);
 uint64_t qlm_state_scratch_bytes(const qlm_hparams *hp, int n_ctx, int max_batch, int n_threads);
+/* The one list of the buffers qlm_state_new allocates, in its allocation order: both the sizes
+ * above and the allocation read it, so the planned bytes cannot drift from what is allocated
+ * (tests/test_state_mem.c counts qlm_state_new's real allocations against it). */
+typedef enum qlm_state_buf_id {
+  QLM_SB_K_CACHE, QLM_SB_V_CACHE,                  /* float [n_seq][n_layer][n_ctx][kv_dim] each */
+  QLM_SB_N_PAST, QLM_SB_BATCH_NEXT,                /* int [n_seq] */
+  QLM_SB_SEQ_POS, QLM_SB_SEQ_ID,                   /* int32 [max_batch] */
+  QLM_SB_SEQ_WANT,                                 /* int8 [max_batch] */
+  QLM_SB_X, QLM_SB_XN, QLM_SB_TMP,                 /* float [B][n_embd] */
+  QLM_SB_Q, QLM_SB_ATT,                            /* float [B][n_head*head_dim] */
+  QLM_SB_K, QLM_SB_V,                              /* float [B][kv_dim] */
+  QLM_SB_HB, QLM_SB_HB2,                           /* float [B][n_ff] */
+  QLM_SB_XIN,                                      /* float [B][n_ff + n_embd + n_head*head_dim] */
+  QLM_SB_ROPE_COS, QLM_SB_ROPE_SIN,                /* float [B][n_rot/2] */
+  QLM_SB_SCORES,                                   /* float [n_threads][n_head/n_head_kv][n_ctx] */
+  QLM_SB_COUNT
+} qlm_state_buf_id;
+typedef struct qlm_state_buf {
+  const char *what;  /* label for qlm_calloc's out-of-memory message */
+  uint64_t count;    /* elements (saturated at UINT64_MAX); 0 is allocated as 1 */
+  uint32_t elem;     /* bytes per element */
+  bool kv;           /* part of the KV cache (else scratch) */
+} qlm_state_buf;
+/* qlm_state_new's defaults for arguments <= 0 (n_ctx: the model's, max_batch: 512, n_threads:
+ * online CPUs up to 256), applied in place. */
+void qlm_state_defaults(const qlm_hparams *hp, int *n_ctx, int *max_batch, int *n_threads);
+/* The table for qlm_state_new's arguments (after qlm_state_defaults); out[i] is buffer id i. */
+void qlm_state_buffers(const qlm_hparams *hp, int n_seq, int n_ctx, int max_batch, int n_threads,
+                       qlm_state_buf out[QLM_SB_COUNT]);
+/* Everything qlm_state_new allocates for these arguments (KV cache + scratch incl. the per-sequence
+ * bookkeeping, which qlm_state_scratch_bytes, having no n_seq, counts for one sequence). */
+uint64_t qlm_state_bytes(const qlm_hparams *hp, int n_seq, int n_ctx, int max_batch, int n_threads);
+/* Bytes of one entry as allocated ((count ? count : 1) * elem, saturated). */
+uint64_t qlm_state_buf_bytes(const qlm_state_buf *b);
+/* Allocate every buffer of the table (zeroed) into ptr[id]; on failure frees what it allocated,
+ * sets ptr[] to NULL and fails with QLM_ENOMEM / QLM_ELIMIT (size overflow) naming the buffer.
+ * *bytes (may be NULL) receives the sum allocated.  For qlm_state_new. */
+int qlm_state_alloc_buffers(const qlm_state_buf bufs[QLM_SB_COUNT], void *ptr[QLM_SB_COUNT], uint64_t *bytes,
+                            qlm_error *err);
 /* QLM_ELIMIT naming m's file when the state (qlm_state_new's arguments) does not fit the memory
  * available now (the weights are already loaded); ctx_desc/hint as in qlm_load_plan. */
 int qlm_state_check_mem(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, const char *ctx_desc,
