@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/shared_dir.h"
@@ -43,6 +44,9 @@ static void usage(FILE *f) {
           "             half scored; PPL +/- error as llama.cpp computes it.\n"
           "  lm-eval    lm-evaluation-harness wikitext: per article, detokenized, rolling windows of --window\n"
           "             (the model's context); also word_perplexity, byte_perplexity, bits_per_byte.\n\n"
+          "The text is streamed: mapped, tokenized piece by piece and scored as its windows are made, so\n"
+          "memory does not grow with its length (per-line: bounded by the longest line; lm-eval: by the\n"
+          "longest article).  Progress shows windows, or bytes read while the number of windows is unknown.\n\n"
           "  -m, --model PATH       GGUF file, HF folder or llama2.c .bin (default %s)\n"
           "      --tokenizer PATH   tokenizer overriding the model's\n"
           "      --data FILE        text to score (default %s)\n"
@@ -51,7 +55,9 @@ static void usage(FILE *f) {
           "      --stride N         hf-window and per-line stride (default window/2)\n"
           "  -b, --batch N          windows evaluated together, one sequence each (default: fit 4096 rows, <= 16)\n"
           "      --ubatch N         rows per forward call (default 512)\n"
-          "      --chunks N         score only the first N windows (quick estimates; 0 = all)\n"
+          "      --chunks N         score only the first N windows (quick estimates; 0 = all); hf-window and\n"
+          "                         llamacpp stop reading the text there, per-line and lm-eval tokenize the rest\n"
+          "                         once (without keeping it) unless a row/article fills a window\n"
           "  -t, --threads N        threads (default: all %d CPUs)\n"
           "      --save-logits FILE store this model's next-token distributions (top-k + remainder) for KL\n"
           "      --top-k K          tokens kept per position by --save-logits (default %d)\n"
@@ -123,7 +129,10 @@ typedef struct ppl_session {
   qlm_source *src;
   qlm_tokenizer *tok;
   qlm_model *model;
-  qlm_ppl_plan plan;
+  qlm_mapfile map;          /* the text, mapped */
+  qlm_ppl_stream *stream;   /* its windows, made as they are scored */
+  int max_rows;             /* most rows a window feeds (the whole text's) */
+  size_t dropped;           /* bytes at the start of the mapping given back to the kernel */
   qlm_kl_writer *writer;
   qlm_kl_reader *reader;
   double last_progress;
@@ -132,7 +141,8 @@ typedef struct ppl_session {
 static void session_free(ppl_session *s) {
   qlm_kl_writer_abort(s->writer);
   qlm_kl_reader_free(s->reader);
-  qlm_ppl_plan_free(&s->plan);
+  qlm_ppl_stream_free(s->stream);
+  qlm_unmap_file(&s->map);
   qlm_model_free(s->model);
   qlm_tokenizer_free(s->tok);
   qlm_source_close(s->src);
@@ -147,14 +157,34 @@ static int on_token(void *ctx, int64_t index, int32_t target, const float *logit
   return rc;
 }
 
+/* The mapped text before what the stream still reads is dropped from memory (the mapping's pages
+ * would otherwise stay resident as it is read), every 16 MiB. */
+static void drop_read_text(ppl_session *s, size_t bytes_read) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), upto = bytes_read / page * page;
+  if (!s->map.data || upto < s->dropped + ((size_t)16 << 20)) return;
+  madvise((void *)s->map.data, upto, MADV_DONTNEED); /* advice only: harmless if refused */
+  s->dropped = upto;
+}
+
+/* Windows done of the total when known, else the share of the text read (a stream learns the
+ * number of windows only at the end of the text). */
 static void progress(void *ctx, int64_t done, int64_t total, double sec) {
   ppl_session *s = ctx;
-  int tty = isatty(2);
-  if (s->o->quiet || (!tty && sec - s->last_progress < 10 && done < total)) return;
+  qlm_ppl_stream_info in;
+  qlm_ppl_stream_get_info(s->stream, &in);
+  drop_read_text(s, in.bytes_read);
+  int tty = isatty(2), last = total >= 0 ? done == total : in.complete;
+  if (s->o->quiet || (!tty && sec - s->last_progress < 10 && !last)) return;
   s->last_progress = sec;
-  double eta = done ? sec * (double)(total - done) / (double)done : 0;
-  fprintf(stderr, "%s[%lld/%lld windows] %5.1f%%  %.0f s elapsed, ETA %.0f s%s", tty ? "\r" : "", (long long)done,
-          (long long)total, 100.0 * (double)done / (double)total, sec, eta, tty ? (done == total ? "\n" : "") : "\n");
+  double frac = total > 0 ? (double)done / (double)total : in.text_bytes ? (double)in.bytes_read / (double)in.text_bytes : 1;
+  double eta = frac > 0 ? sec * (1 - frac) / frac : 0;
+  if (total >= 0)
+    fprintf(stderr, "%s[%lld/%lld windows] %5.1f%%  %.0f s elapsed, ETA %.0f s%s", tty ? "\r" : "", (long long)done,
+            (long long)total, 100.0 * frac, sec, eta, tty ? (last ? "\n" : "") : "\n");
+  else
+    fprintf(stderr, "%s[%lld windows, %.1f of %.1f MB read] %5.1f%%  %.0f s elapsed, ETA %.0f s%s", tty ? "\r" : "",
+            (long long)done, (double)in.bytes_read / 1e6, (double)in.text_bytes / 1e6, 100.0 * frac, sec, eta,
+            tty ? (last ? "\n" : "") : "\n");
 }
 
 static int open_session(const ppl_opts *o, ppl_session *s, qlm_error *err) {
@@ -177,37 +207,38 @@ static int open_session(const ppl_opts *o, ppl_session *s, qlm_error *err) {
                       .ctx_desc = desc, .hint = "use a smaller --window or --batch, or a quantized file"};
   if ((rc = qlm_model_load_planned(s->src, &lp, &s->model, err)) || (rc = qlm_tokenizer_new(&s->src->vocab, &s->tok, err)))
     return rc;
-  char *text = NULL;
-  size_t len = 0;
-  if ((rc = qlm_read_file(o->data, 1u << 30, &text, &len, err))) return rc;
+  if ((rc = qlm_map_file(o->data, &s->map, err))) return rc;
   qlm_ppl_params prm = {.window = (int)o->window, .stride = (int)o->stride};
-  rc = qlm_ppl_plan_text(s->tok, text, len, o->protocol, &prm, s->model->hp.n_ctx, &s->plan, err);
-  free(text);
-  if (rc) return qlm_fail_prefix(err, "%s", o->data);
-  return QLM_OK;
+  const char *text = s->map.data ? (const char *)s->map.data : "";
+  if ((rc = qlm_ppl_stream_open(s->tok, text, s->map.size, o->data, o->protocol, &prm, s->model->hp.n_ctx, o->chunks,
+                                &s->stream, err)))
+    return rc;
+  return qlm_ppl_stream_max_rows(s->stream, &s->max_rows, err);
 }
 
 static int open_kl(const ppl_opts *o, ppl_session *s, int window, int stride, qlm_error *err) {
   qlm_kl_header h = {.n_vocab = (uint32_t)s->model->hp.n_vocab, .k = (uint32_t)o->top_k, .protocol = (uint32_t)o->protocol,
                      .window = (uint32_t)window, .stride = (uint32_t)stride};
   if (h.k > h.n_vocab) h.k = h.n_vocab;
-  qlm_kl_plan_fingerprint(&s->plan, o->chunks, &h.n_records, &h.fingerprint);
-  int rc = QLM_OK;
-  if (o->save_logits) rc = qlm_kl_writer_open(&s->writer, o->save_logits, &h, err);
-  if (!rc && o->kl_base) rc = qlm_kl_reader_open(&s->reader, o->kl_base, &h, err);
+  int rc = QLM_OK; /* the record count and fingerprint are checked / written as the stream is scored */
+  if (o->save_logits) rc = qlm_kl_writer_open_stream(&s->writer, o->save_logits, &h, err);
+  if (!rc && o->kl_base) rc = qlm_kl_reader_open_stream(&s->reader, o->kl_base, &h, err);
   return rc;
 }
 
-/* The window and stride the plan used (for the record and the KL header). */
+/* The window and stride the stream uses (for the record and the KL header). */
 static void plan_settings(const ppl_session *s, int *window, int *stride) {
-  *window = s->plan.window;
-  *stride = s->plan.stride;
+  qlm_ppl_stream_info in;
+  qlm_ppl_stream_get_info(s->stream, &in);
+  *window = in.window;
+  *stride = in.stride;
 }
 
 static int report(const ppl_session *s, const qlm_ppl_stats *st, const qlm_kl_stats *kl, int window, int stride,
                   qlm_error *err) {
   const ppl_opts *o = s->o;
-  const qlm_ppl_plan *p = &s->plan;
+  qlm_ppl_stream_info in, *p = &in;
+  qlm_ppl_stream_get_info(s->stream, &in);
   qlm_result r;
   qlm_result_init(&r, kl ? "kl-divergence" : "perplexity", s->src);
   snprintf(r.protocol, sizeof r.protocol, "%s", qlm_ppl_protocol_name(o->protocol));
@@ -217,7 +248,7 @@ static int report(const ppl_session *s, const qlm_ppl_stats *st, const qlm_kl_st
   char buf[64];
   int rc = 0;
   double tps = st->seconds > 0 ? (double)st->n_scored / st->seconds : 0;
-  int complete = st->n_windows == p->n_win;
+  int complete = p->complete && st->n_windows == p->n_win;
   double ll = -st->nll_sum;
   double word_ppl = NAN, byte_ppl = NAN, bpb = NAN;
   if (p->protocol == QLM_PPL_LM_EVAL && complete && p->n_words > 0) {
@@ -244,7 +275,8 @@ static int report(const ppl_session *s, const qlm_ppl_stats *st, const qlm_kl_st
     snprintf(buf, sizeof buf, "%d", stride);
     rc = rc || qlm_result_set(&r, "stride", buf, err);
   }
-  snprintf(buf, sizeof buf, "%lld of %lld", (long long)st->n_windows, (long long)p->n_win);
+  /* windows in all: known when the whole text was read (--chunks may stop before: "N+") */
+  snprintf(buf, sizeof buf, "%lld of %lld%s", (long long)st->n_windows, (long long)p->n_win, p->complete ? "" : "+");
   rc = rc || qlm_result_set(&r, "windows_run", buf, err);
   if (rc) return rc;
   if (o->cm.db && o->save_logits && (rc = cli_db_add_artefact(o->save_logits, "logits", err))) return rc;
@@ -254,9 +286,12 @@ static int report(const ppl_session *s, const qlm_ppl_stats *st, const qlm_kl_st
   }
   if (o->json) return qlm_result_print_json(&r, stdout, err);
   printf("model %s | %s | %.3f bits/weight\n", r.model, r.method, r.bits);
-  printf("protocol %s, window %d%s%s on %s: %lld of %lld windows, %lld documents\n", r.protocol, window,
+  printf("protocol %s, window %d%s%s on %s: %lld of %lld%s windows, %lld%s documents\n", r.protocol, window,
          stride ? ", stride " : "", stride ? (snprintf(buf, sizeof buf, "%d", stride), buf) : "", o->data,
-         (long long)st->n_windows, (long long)p->n_win, (long long)p->n_docs);
+         (long long)st->n_windows, (long long)p->n_win, p->complete ? "" : "+", (long long)p->n_docs,
+         p->complete || p->protocol == QLM_PPL_HF_WINDOW || p->protocol == QLM_PPL_LLAMACPP ? "" : "+");
+  if (!p->complete)
+    printf("stopped reading at --chunks %ld: %zu of %zu bytes of the text read\n", o->chunks, p->bytes_read, p->text_bytes);
   printf("PPL = %.4f +/- %.4f\n", st->ppl, st->ppl_err);
   if (st->n_nonfinite)
     printf("WARNING: %lld tokens had a non-finite log-probability and were left out (--allow-nonfinite)\n",
@@ -294,17 +329,23 @@ int cmd_ppl(int argc, char **argv) {
   qlm_ppl_stats st = {0};
   qlm_kl_stats kl = {0};
   if (!rc) {
-    long batch = o.batch ? o.batch : 4096 / (s.plan.max_rows > 0 ? s.plan.max_rows : 1);
+    long batch = o.batch ? o.batch : 4096 / (s.max_rows > 0 ? s.max_rows : 1);
     if (batch < 1) batch = 1;
     if (batch > 16 && !o.batch) batch = 16;
     qlm_ppl_opts po = {.batch = (int)batch, .ubatch = (int)o.ubatch, .n_threads = (int)o.threads,
                        .max_windows = o.chunks, .on_token = (s.writer || s.reader) ? on_token : NULL, .ctx = &s,
                        .progress = progress};
     if (!o.quiet)
-      fprintf(stderr, "%s: %lld tokens, %lld windows (%lld tokens to score), %ld windows per batch, %ld threads\n",
-              qlm_ppl_protocol_name(o.protocol), (long long)s.plan.n_tokens, (long long)s.plan.n_win,
-              (long long)qlm_ppl_plan_scored(&s.plan), batch, o.threads);
-    rc = qlm_ppl_run(s.model, &s.plan, &po, &st, &err);
+      fprintf(stderr, "%s: streaming %s (%zu bytes), windows of up to %d rows, %ld windows per batch, %ld threads\n",
+              qlm_ppl_protocol_name(o.protocol), o.data, s.map.size, s.max_rows, batch, o.threads);
+    rc = qlm_ppl_run_stream(s.model, s.stream, &po, &st, &err);
+    if (!rc && !o.quiet) {
+      qlm_ppl_stream_info in;
+      qlm_ppl_stream_get_info(s.stream, &in);
+      fprintf(stderr, "%s: %lld%s tokens, %lld%s windows, %lld scored\n", qlm_ppl_protocol_name(o.protocol),
+              (long long)in.n_tokens, in.complete ? "" : "+", (long long)in.n_win, in.complete ? "" : "+",
+              (long long)st.n_scored);
+    }
   }
   if (!rc && s.writer) {
     rc = qlm_kl_writer_commit(s.writer, &err);

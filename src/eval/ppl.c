@@ -570,10 +570,11 @@ typedef struct fwd_rows {
   int32_t *token, *pos, *seq; /* [ubatch] */
   int8_t *want;               /* [ubatch] */
   int64_t *target;            /* [ubatch] index of the token predicted (wanted rows) */
+  int32_t *target_tok;        /* [ubatch] that token (the window's tokens may be gone by the flush) */
 } fwd_rows;
 
-static int flush_rows(const qlm_model *m, qlm_state *s, const qlm_ppl_plan *p, const qlm_ppl_opts *o, fwd_rows *r,
-                      float *logits, qlm_ppl_stats *st, qlm_error *err) {
+static int flush_rows(const qlm_model *m, qlm_state *s, const qlm_ppl_opts *o, fwd_rows *r, float *logits,
+                      qlm_ppl_stats *st, qlm_error *err) {
   if (!r->n) return QLM_OK;
   qlm_batch b = {.n = r->n, .token = r->token, .pos = r->pos, .seq = r->seq, .want_logits = r->want};
   int rc = qlm_forward(m, s, &b, logits, err);
@@ -589,7 +590,7 @@ static int flush_rows(const qlm_model *m, qlm_state *s, const qlm_ppl_plan *p, c
     double sum = 0;
     for (int k = 0; k < V; k++) sum += exp((double)l[k] - (double)mx);
     double lse = (double)mx + log(sum);
-    int32_t t = p->tokens[r->target[i]];
+    int32_t t = r->target_tok[i];
     double nll = lse - (double)l[t];
     if (!isfinite(nll)) { /* only with --allow-nonfinite: skip the token and count it */
       st->n_nonfinite++;
@@ -604,62 +605,629 @@ static int flush_rows(const qlm_model *m, qlm_state *s, const qlm_ppl_plan *p, c
   return rc;
 }
 
-int qlm_ppl_run(const qlm_model *m, const qlm_ppl_plan *p, const qlm_ppl_opts *o, qlm_ppl_stats *st, qlm_error *err) {
+/* Where the scorer gets its windows: a whole plan or a stream.  fetch hands out up to `want` next
+ * windows (*got 0: none left); tokens(begin) points at the token array from index `begin`, valid
+ * through the end of every window handed out and not yet released by done(). */
+typedef struct win_feed {
+  void *ctx;
+  int (*fetch)(void *ctx, qlm_ppl_window *out, int want, int *got, qlm_error *err);
+  const int32_t *(*tokens)(void *ctx, int64_t begin);
+  void (*done)(void *ctx);
+  int64_t (*total)(void *ctx); /* windows that will be run in all, -1 while unknown */
+} win_feed;
+
+/* Append the rows of window x (sequence seq) to r, flushing every ubatch rows. */
+static int feed_window(const qlm_model *m, qlm_state *s, const qlm_ppl_opts *o, const qlm_ppl_window *x,
+                       const int32_t *tk, int seq, int ub, fwd_rows *r, float *logits, qlm_ppl_stats *st,
+                       qlm_error *err) {
+  int has_prefix = x->prefix >= 0, rc = QLM_OK;
+  int64_t rows = has_prefix + (x->end - 1 - x->begin);
+  qlm_state_clear(s, seq);
+  for (int64_t k = 0; !rc && k < rows; k++) {
+    int32_t tok = has_prefix && k == 0 ? x->prefix : tk[k - has_prefix];
+    if (k == 0 && x->replace_first >= 0) tok = x->replace_first;
+    int64_t tgt = x->begin + k + !has_prefix;
+    r->token[r->n] = tok;
+    r->pos[r->n] = (int32_t)k;
+    r->seq[r->n] = seq;
+    r->want[r->n] = tgt >= x->score_from && tgt < x->end;
+    r->target[r->n] = tgt;
+    r->target_tok[r->n] = tk[tgt - x->begin];
+    if (++r->n == ub) rc = flush_rows(m, s, o, r, logits, st, err);
+  }
+  return rc;
+}
+
+/* The batched scorer: batches of `batch` windows (one sequence each), rows packed into forward
+ * calls of up to ubatch rows.  Windows, batches and packing are exactly those of the plan order,
+ * so a plan and a stream of the same windows give the same bits. */
+static int score_feed(const qlm_model *m, const win_feed *f, int max_rows, const qlm_ppl_opts *o, qlm_ppl_stats *st,
+                      qlm_error *err) {
   memset(st, 0, sizeof *st);
   int batch = o->batch > 0 ? o->batch : 4, ub = o->ubatch > 0 ? o->ubatch : 512;
-  int64_t n_win = o->max_windows > 0 && o->max_windows < p->n_win ? o->max_windows : p->n_win;
-  if (batch > n_win) batch = (int)(n_win > 0 ? n_win : 1);
-  for (int64_t w = 0; w < n_win; w++) {
-    const qlm_ppl_window *x = &p->win[w];
-    if (x->begin < 0 || x->end > p->n_tokens || x->score_from < x->begin || x->begin >= x->end)
-      return qlm_fail(err, QLM_EINTERNAL, "perplexity: window %lld is out of the token array", (long long)w);
-  }
   qlm_state *s = NULL;
   size_t V = (size_t)m->hp.n_vocab, nl;
   if (qlm_mul_overflow(V, (size_t)ub, &nl) || qlm_mul_overflow(nl, sizeof(float), &nl))
     return qlm_fail(err, QLM_ELIMIT, "perplexity: logits buffer of %d rows x %zu is too large", ub, V);
   fwd_rows r = {0};
   float *logits = qlm_malloc(nl, "logits", err);
+  qlm_ppl_window *wins = qlm_malloc((size_t)batch * sizeof *wins, "windows", err);
   r.token = qlm_malloc((size_t)ub * sizeof *r.token, "batch", err);
   r.pos = qlm_malloc((size_t)ub * sizeof *r.pos, "batch", err);
   r.seq = qlm_malloc((size_t)ub * sizeof *r.seq, "batch", err);
   r.want = qlm_malloc((size_t)ub, "batch", err);
   r.target = qlm_malloc((size_t)ub * sizeof *r.target, "batch", err);
-  int rc = !logits || !r.token || !r.pos || !r.seq || !r.want || !r.target ? QLM_ENOMEM : QLM_OK;
-  if (!rc) rc = qlm_state_new(m, batch, p->max_rows > 0 ? p->max_rows : 1, ub, o->n_threads > 0 ? o->n_threads : 1, &s, err);
+  r.target_tok = qlm_malloc((size_t)ub * sizeof *r.target_tok, "batch", err);
+  int got = 0, rc = !logits || !wins || !r.token || !r.pos || !r.seq || !r.want || !r.target || !r.target_tok ? QLM_ENOMEM : QLM_OK;
+  /* fewer windows than a batch in all: the batch is all of them (the state holds no more) */
+  if (!rc) rc = f->fetch(f->ctx, wins, batch, &got, err);
+  if (!rc && got < batch) batch = got > 0 ? got : 1;
+  if (!rc) rc = qlm_state_new(m, batch, max_rows > 0 ? max_rows : 1, ub, o->n_threads > 0 ? o->n_threads : 1, &s, err);
   double t0 = now_s();
-  for (int64_t w0 = 0; !rc && w0 < n_win; w0 += batch) {
-    int64_t w1 = w0 + batch < n_win ? w0 + batch : n_win;
-    for (int64_t w = w0; !rc && w < w1; w++) {
-      const qlm_ppl_window *x = &p->win[w];
-      int has_prefix = x->prefix >= 0;
-      int64_t rows = has_prefix + (x->end - 1 - x->begin);
-      int seq = (int)(w - w0);
-      qlm_state_clear(s, seq);
-      for (int64_t k = 0; !rc && k < rows; k++) {
-        int32_t tok = has_prefix && k == 0 ? x->prefix : p->tokens[x->begin + k - has_prefix];
-        if (k == 0 && x->replace_first >= 0) tok = x->replace_first;
-        int64_t tgt = x->begin + k + !has_prefix;
-        r.token[r.n] = tok;
-        r.pos[r.n] = (int32_t)k;
-        r.seq[r.n] = seq;
-        r.want[r.n] = tgt >= x->score_from && tgt < x->end;
-        r.target[r.n] = tgt;
-        if (++r.n == ub) rc = flush_rows(m, s, p, o, &r, logits, st, err);
-      }
-    }
-    if (!rc) rc = flush_rows(m, s, p, o, &r, logits, st, err);
-    st->n_windows = w1;
-    if (!rc && o->progress) o->progress(o->ctx, w1, n_win, now_s() - t0);
+  while (!rc && got > 0) {
+    for (int w = 0; !rc && w < got; w++) rc = feed_window(m, s, o, &wins[w], f->tokens(f->ctx, wins[w].begin), w, ub, &r, logits, st, err);
+    if (!rc) rc = flush_rows(m, s, o, &r, logits, st, err);
+    if (rc) break;
+    st->n_windows += got;
+    f->done(f->ctx);
+    if (o->progress) o->progress(o->ctx, st->n_windows, f->total(f->ctx), now_s() - t0);
+    rc = f->fetch(f->ctx, wins, batch, &got, err);
   }
   st->seconds = now_s() - t0;
   qlm_ppl_finish(st);
   qlm_state_free(s);
   free(logits);
+  free(wins);
   free(r.token);
   free(r.pos);
   free(r.seq);
   free(r.want);
   free(r.target);
+  free(r.target_tok);
+  return rc;
+}
+
+/* A whole plan as a feed: its first n_win windows in order. */
+typedef struct plan_feed { const qlm_ppl_plan *p; int64_t next, n_win; } plan_feed;
+
+static int plan_fetch(void *ctx, qlm_ppl_window *out, int want, int *got, qlm_error *err) {
+  (void)err;
+  plan_feed *pf = ctx;
+  int n = 0;
+  while (n < want && pf->next < pf->n_win) out[n++] = pf->p->win[pf->next++];
+  *got = n;
+  return QLM_OK;
+}
+static const int32_t *plan_tokens(void *ctx, int64_t begin) { return ((plan_feed *)ctx)->p->tokens + begin; }
+static void plan_done(void *ctx) { (void)ctx; }
+static int64_t plan_total(void *ctx) { return ((plan_feed *)ctx)->n_win; }
+
+int qlm_ppl_run(const qlm_model *m, const qlm_ppl_plan *p, const qlm_ppl_opts *o, qlm_ppl_stats *st, qlm_error *err) {
+  memset(st, 0, sizeof *st);
+  int64_t n_win = o->max_windows > 0 && o->max_windows < p->n_win ? o->max_windows : p->n_win;
+  for (int64_t w = 0; w < n_win; w++) {
+    const qlm_ppl_window *x = &p->win[w];
+    if (x->begin < 0 || x->end > p->n_tokens || x->score_from < x->begin || x->begin >= x->end)
+      return qlm_fail(err, QLM_EINTERNAL, "perplexity: window %lld is out of the token array", (long long)w);
+  }
+  plan_feed pf = {.p = p, .n_win = n_win};
+  win_feed f = {.ctx = &pf, .fetch = plan_fetch, .tokens = plan_tokens, .done = plan_done, .total = plan_total};
+  return score_feed(m, &f, p->max_rows, o, st, err);
+}
+
+/* ---- streaming: windows made from the text as they are scored ----
+ *
+ * The text is consumed in units — a piece of the joined rows (hf-window) or of the raw text
+ * (llamacpp), cut only where qlm_ppl_tokenize_pieces may cut; one row (per-line); one article
+ * (lm-eval) — and each unit's ids are appended to a sliding token buffer, from which the protocol
+ * makes every window it can already make, in plan order.  Tokens before the first window still
+ * needed (and before the next window the protocol will start) are dropped. */
+
+enum {
+  STREAM_PIECE_BYTES = 1 << 16,     /* bytes of text per tokenizer call (hf-window, llamacpp) */
+  STREAM_LOOKAHEAD_TOKENS = 1 << 20 /* tokens read ahead to find max_rows before counting the rest */
+};
+
+size_t qlm_ppl_test_piece_bytes;
+int64_t qlm_ppl_test_lookahead_tokens;
+
+static size_t piece_bytes(void) { return qlm_ppl_test_piece_bytes ? qlm_ppl_test_piece_bytes : STREAM_PIECE_BYTES; }
+static int64_t lookahead_tokens(void) {
+  return qlm_ppl_test_lookahead_tokens ? qlm_ppl_test_lookahead_tokens : STREAM_LOOKAHEAD_TOKENS;
+}
+
+struct qlm_ppl_stream {
+  const qlm_tokenizer *tok;
+  qlm_tokenizer *rest; /* pieces after the first: no space prefix, no BOS (qlm_ppl_tokenize_pieces) */
+  qlm_vocab rest_v;    /* its vocabulary (a tokenizer refers to its vocabulary: it lives here) */
+  const char *text, *name;
+  size_t len;
+  int protocol, window, stride, split, cap_rows;
+  int32_t replace_first, prefix; /* llamacpp's BOS (or -1); lm-eval's prefix token */
+  int64_t max_windows;           /* windows handed out at most (0 = all) */
+  /* the text */
+  size_t pos;        /* bytes consumed: the next row / piece / line to look at */
+  size_t page;       /* lm-eval: start of the current article */
+  int64_t n_rows;    /* hf-window: rows joined so far */
+  int eof;           /* the whole text tokenized and every window made */
+  char *line;        /* lm-eval: title check scratch [line_cap] */
+  size_t line_cap;
+  char *pbuf;        /* hf-window, llamacpp: text waiting for the tokenizer [pcap] */
+  size_t pn, pcap, pscan; /* bytes in pbuf; split points before pscan were looked for already */
+  int first_done;    /* the first piece (with BOS / space prefix) was tokenized */
+  /* tokens [tok_base, tok_base + tok_n) */
+  int32_t *toks;
+  int64_t tok_base, tok_n, tok_cap;
+  /* window makers */
+  int64_t doc_begin, hf_b, hf_prev_end; /* hf windows over the current document */
+  int hf_done;
+  int64_t chunk;     /* llamacpp: next chunk */
+  /* windows made: q[q_head .. q_head + q_n), of which the first q_out are handed out */
+  qlm_ppl_window *q;
+  int64_t q_head, q_n, q_cap, q_out;
+  int64_t n_made, n_given;
+  int max_rows, max_rows_known;
+  int64_t n_docs;
+  double n_words, n_bytes;
+};
+
+static int64_t st_end(const qlm_ppl_stream *s) { return s->tok_base + s->tok_n; }
+
+/* Prefix errors of the text with its name, as the whole-text path's caller did. */
+static int stream_fail(const qlm_ppl_stream *s, int rc, qlm_error *err) {
+  return rc && s->name ? qlm_fail_prefix(err, "%s", s->name) : rc;
+}
+
+static int push_tokens(qlm_ppl_stream *s, const int32_t *ids, int n, qlm_error *err) {
+  if (s->tok_n + n > s->tok_cap) {
+    int64_t c = s->tok_cap ? s->tok_cap : 4096;
+    while (c < s->tok_n + n) c *= 2;
+    int32_t *t = realloc(s->toks, (size_t)c * sizeof *t);
+    if (!t) return qlm_fail(err, QLM_ENOMEM, "perplexity: out of memory for %lld buffered tokens", (long long)c);
+    s->toks = t;
+    s->tok_cap = c;
+  }
+  if (n) memcpy(s->toks + s->tok_n, ids, (size_t)n * sizeof *ids);
+  s->tok_n += n;
+  return QLM_OK;
+}
+
+static int tokenize_push(qlm_ppl_stream *s, const qlm_tokenizer *tok, const char *t, size_t n, int add_special,
+                         qlm_error *err) {
+  int32_t *ids = NULL;
+  int k = 0;
+  int rc = qlm_tokenize(tok, t, n, add_special, 0, &ids, &k, err);
+  if (!rc) rc = push_tokens(s, ids, k, err);
+  free(ids);
+  return rc;
+}
+
+/* A window made: checked as add_window checks it, queued (rows counted for max_rows). */
+static int push_window(void *ctx, qlm_ppl_window w, qlm_error *err) {
+  qlm_ppl_stream *s = ctx;
+  if (w.begin < s->tok_base || w.end > st_end(s) || w.begin >= w.end || w.score_from < w.begin ||
+      w.score_from > w.end || (w.prefix < 0 && w.score_from == w.begin))
+    return qlm_fail(err, QLM_EINTERNAL, "perplexity: bad window [%lld, %lld) scoring from %lld", (long long)w.begin,
+                    (long long)w.end, (long long)w.score_from);
+  if (s->q_head + s->q_n == s->q_cap) {
+    if (s->q_head) { /* slide the live windows to the front */
+      memmove(s->q, s->q + s->q_head, (size_t)s->q_n * sizeof *s->q);
+      s->q_head = 0;
+    }
+    if (s->q_n == s->q_cap) {
+      int64_t cap = s->q_cap ? s->q_cap * 2 : 64;
+      qlm_ppl_window *nq = realloc(s->q, (size_t)cap * sizeof *nq);
+      if (!nq) return qlm_fail(err, QLM_ENOMEM, "perplexity: out of memory for %lld queued windows", (long long)cap);
+      s->q = nq;
+      s->q_cap = cap;
+    }
+  }
+  s->q[s->q_head + s->q_n++] = w;
+  s->n_made++;
+  int64_t rows = (w.prefix >= 0) + (w.end - 1 - w.begin);
+  if (rows > s->max_rows) s->max_rows = (int)rows;
+  if (s->max_rows >= s->cap_rows) s->max_rows_known = 1; /* no window can have more rows */
+  return QLM_OK;
+}
+
+/* lm-eval's rolling windows (qlm_ppl_add_rolling_windows) into any sink. */
+static int rolling_windows(int (*add)(void *, qlm_ppl_window, qlm_error *), void *sink, int64_t begin, int64_t end,
+                           int max_len, int32_t prefix, qlm_error *err) {
+  int64_t n = end - begin;
+  if (n <= 0) return QLM_OK;
+  int64_t first = n < max_len ? n : max_len;
+  int rc = add(sink, (qlm_ppl_window){.begin = begin, .end = begin + first, .score_from = begin, .prefix = prefix,
+                                      .replace_first = -1}, err);
+  for (int64_t done = first; !rc && done < n;) {
+    int64_t pred = n - done < max_len ? n - done : max_len;
+    int64_t wend = begin + done + pred;
+    rc = add(sink, (qlm_ppl_window){.begin = wend - max_len - 1, .end = wend, .score_from = wend - pred, .prefix = -1,
+                                    .replace_first = -1}, err);
+    done += pred;
+  }
+  return rc;
+}
+
+/* hf windows (qlm_ppl_add_hf_windows) over the document [doc_begin, ...) made as its tokens arrive:
+ * the window at hf_b is made once its max_length tokens are there, or when the document is
+ * complete (final).  Same windows as the whole-document loop: a window there ends the loop when it
+ * reaches the document's end; here the next one then scores nothing and ends it. */
+static int hf_step(qlm_ppl_stream *s, int final, qlm_error *err) {
+  while (!s->hf_done) {
+    int64_t have = st_end(s);
+    if (!final && s->hf_b + s->window > have) return QLM_OK; /* wait for more tokens */
+    if (final && (have - s->doc_begin < 2 || s->hf_b >= have)) break;
+    int64_t e = s->hf_b + s->window < have ? s->hf_b + s->window : have;
+    int64_t from = s->hf_prev_end > s->hf_b + 1 ? s->hf_prev_end : s->hf_b + 1;
+    if (from < e) {
+      int rc = push_window(s, (qlm_ppl_window){.begin = s->hf_b, .end = e, .score_from = from, .prefix = -1, .replace_first = -1}, err);
+      if (rc) return rc;
+    }
+    s->hf_prev_end = e;
+    if (final && e == have) break;
+    s->hf_b += s->stride;
+  }
+  s->hf_done = 1;
+  return QLM_OK;
+}
+
+static void hf_doc_start(qlm_ppl_stream *s) {
+  s->doc_begin = s->hf_b = s->hf_prev_end = st_end(s);
+  s->hf_done = 0;
+}
+
+/* llama.cpp chunks made as tokens arrive; none before 2 * n_ctx tokens are known to exist (the
+ * whole-text path refuses shorter texts). */
+static int llama_step(qlm_ppl_stream *s, int final, qlm_error *err) {
+  int64_t have = st_end(s), n_ctx = s->window;
+  if (final && have < 2 * n_ctx)
+    return qlm_fail(err, QLM_EUSAGE, "llamacpp: the text has %lld tokens; at least 2*n_ctx = %lld are needed (as llama.cpp requires)",
+                    (long long)have, (long long)(2 * n_ctx));
+  while (have >= 2 * n_ctx && (s->chunk + 1) * n_ctx <= have) {
+    int64_t b = s->chunk * n_ctx;
+    int rc = push_window(s, (qlm_ppl_window){.begin = b, .end = b + n_ctx, .score_from = b + n_ctx / 2 + 1, .prefix = -1,
+                                             .replace_first = s->replace_first}, err);
+    if (rc) return rc;
+    s->chunk++;
+  }
+  return QLM_OK;
+}
+
+/* Windows the protocol can make from the tokens so far (final: the text is all tokenized). */
+static int make_windows(qlm_ppl_stream *s, int final, qlm_error *err) {
+  return s->protocol == QLM_PPL_LLAMACPP ? llama_step(s, final, err) : hf_step(s, final, err);
+}
+
+/* Tokenize pbuf[0, n) as the next piece and drop it from pbuf. */
+static int piece_tokenize(qlm_ppl_stream *s, size_t n, qlm_error *err) {
+  int first = !s->first_done;
+  int rc = tokenize_push(s, first ? s->tok : s->rest, s->pbuf, n, first, err);
+  s->first_done = 1;
+  memmove(s->pbuf, s->pbuf + n, s->pn - n);
+  s->pn -= n;
+  s->pscan = 0;
+  return rc ? rc : make_windows(s, 0, err);
+}
+
+/* Append text to pbuf and tokenize every piece of at least STREAM_PIECE_BYTES that ends at a
+ * split point (split_ok) now in the buffer. */
+static int piece_feed(qlm_ppl_stream *s, const char *d, size_t n, qlm_error *err) {
+  if (s->pn + n > s->pcap) {
+    size_t c = s->pcap ? s->pcap : piece_bytes() * 2;
+    while (c < s->pn + n) c *= 2;
+    char *b = realloc(s->pbuf, c);
+    if (!b) return qlm_fail(err, QLM_ENOMEM, "perplexity: out of memory for %zu bytes of text", c);
+    s->pbuf = b;
+    s->pcap = c;
+  }
+  if (n) memcpy(s->pbuf + s->pn, d, n);
+  s->pn += n;
+  int kind = qlm_tokenizer_vocab(s->tok)->kind, rc = QLM_OK;
+  while (!rc && s->split && s->pn > piece_bytes()) {
+    size_t p = s->pscan > piece_bytes() ? s->pscan : piece_bytes(), cut = 0;
+    for (; !cut && p < s->pn; p++)
+      if (split_ok(kind, s->pbuf, p)) cut = p;
+    if (!cut) {
+      s->pscan = s->pn;
+      break;
+    }
+    rc = piece_tokenize(s, cut, err);
+  }
+  return rc;
+}
+
+/* The line at s->pos: [pos, e) without its "\n"; returns the position after it. */
+static size_t line_end(const qlm_ppl_stream *s, size_t pos, size_t *e) {
+  const char *nl = pos < s->len ? memchr(s->text + pos, '\n', s->len - pos) : NULL;
+  *e = nl ? (size_t)(nl - s->text) : s->len;
+  return *e + 1;
+}
+
+/* The next dataset row (line with its "\n"; blank ones as ""), or 0 at the end of the text. */
+static int next_row(const qlm_ppl_stream *s, size_t *pos, const char **r, size_t *n) {
+  if (*pos >= s->len) return 0;
+  size_t e, next = line_end(s, *pos, &e);
+  if (next > s->len) next = s->len;
+  *r = s->text + *pos;
+  *n = is_blank(*r, next - *pos) ? 0 : next - *pos;
+  *pos = next;
+  return 1;
+}
+
+static int title_at(qlm_ppl_stream *s, size_t b, size_t e, qlm_error *err) {
+  if (e - b + 1 > s->line_cap) {
+    char *l = realloc(s->line, e - b + 1);
+    if (!l) return qlm_fail(err, QLM_ENOMEM, "perplexity: out of memory for a line of %zu bytes", e - b);
+    s->line = l;
+    s->line_cap = e - b + 1;
+  }
+  return is_article_title(s->text + b, e - b, s->line);
+}
+
+/* The next lm-eval article (plan_lm_eval's pages) from (*page, *pos): 1 and [*b, *b + *n) when
+ * one is found (blank pages before a title are skipped), 0 at the end, < 0 on error. */
+static int next_page(qlm_ppl_stream *s, size_t *page, size_t *pos, size_t *b, size_t *n, qlm_error *err) {
+  while (*pos <= s->len && *page <= s->len) {
+    size_t i = *pos, e;
+    *pos = line_end(s, i, &e);
+    int t = i > *page ? title_at(s, i, e, err) : 0;
+    if (t < 0) return t;
+    if (t) {
+      size_t plen = i - 1 - *page, start = *page;
+      *page = i;
+      if (!is_blank(s->text + start, plen)) {
+        *b = start, *n = plen;
+        return 1;
+      }
+    }
+  }
+  if (*page > s->len) return 0;
+  *b = *page, *n = s->len - *page; /* the last page is always kept */
+  *page = s->len + 1;
+  return 1;
+}
+
+/* Detokenized, tokenized ids of one article into s (plan_lm_eval's add_lm_eval_page). */
+static int lm_eval_page_tokens(qlm_ppl_stream *s, const char *page, size_t plen, qlm_error *err) {
+  char *detok = NULL;
+  int rc = qlm_wikitext_detokenize(page, plen, &detok, err);
+  if (!rc) rc = tokenize_push(s, s->tok, detok, strlen(detok), 1, err);
+  free(detok);
+  return rc;
+}
+
+/* Consume the next unit of text, making its windows; sets eof after the last. */
+static int stream_step(qlm_ppl_stream *s, qlm_error *err) {
+  const char *r;
+  size_t n, b;
+  int rc = QLM_OK;
+  switch (s->protocol) {
+  case QLM_PPL_HF_WINDOW: /* rows "\n\n"-joined, a piece's worth of rows at a time */
+    for (size_t fed = 0; !rc && fed < piece_bytes() && next_row(s, &s->pos, &r, &n); fed += n + 2) {
+      if (s->n_rows++) rc = piece_feed(s, "\n\n", 2, err);
+      if (!rc) rc = piece_feed(s, r, n, err);
+    }
+    if (!rc && s->pos >= s->len) {
+      if (s->pn || !s->first_done) rc = piece_tokenize(s, s->pn, err);
+      if (!rc) rc = hf_step(s, 1, err);
+      s->eof = 1;
+    }
+    break;
+  case QLM_PPL_PER_LINE:
+    if (!next_row(s, &s->pos, &r, &n)) {
+      s->eof = 1;
+      break;
+    }
+    if (!n) break;
+    hf_doc_start(s);
+    rc = tokenize_push(s, s->tok, r, n, 1, err);
+    if (!rc) rc = hf_step(s, 1, err);
+    s->n_docs++;
+    break;
+  case QLM_PPL_LLAMACPP: {
+    size_t k = s->len - s->pos < piece_bytes() ? s->len - s->pos : piece_bytes();
+    rc = piece_feed(s, s->text + s->pos, k, err);
+    s->pos += k;
+    if (!rc && s->pos >= s->len) {
+      if (s->pn || !s->first_done) rc = piece_tokenize(s, s->pn, err);
+      if (!rc) rc = llama_step(s, 1, err);
+      s->eof = 1;
+    }
+    break;
+  }
+  case QLM_PPL_LM_EVAL: {
+    int f = next_page(s, &s->page, &s->pos, &b, &n, err);
+    if (f < 0) return f;
+    if (!f) {
+      s->eof = 1;
+      break;
+    }
+    if (memchr(s->text + b, 0, n)) return qlm_fail(err, QLM_EFORMAT, "lm-eval: the text contains a NUL byte");
+    int64_t begin = st_end(s);
+    rc = lm_eval_page_tokens(s, s->text + b, n, err);
+    if (!rc) rc = rolling_windows(push_window, s, begin, st_end(s), s->window, s->prefix, err);
+    s->n_words += count_words(s->text + b, n);
+    s->n_bytes += (double)n;
+    s->n_docs++;
+    if (s->page > s->len) s->eof = 1;
+    break;
+  }
+  }
+  return rc;
+}
+
+/* Rows of the largest window in the rest of the text (per-line rows, lm-eval articles), found
+ * by tokenizing it without keeping ids or windows; nothing of s changes. */
+static int count_rest_rows(qlm_ppl_stream *s, int *rows_out, qlm_error *err) {
+  qlm_ppl_stream c = *s; /* a scanner over the same text from the same place */
+  int rows = 0, rc = QLM_OK;
+  const char *r;
+  size_t n, b;
+  c.toks = NULL, c.tok_n = c.tok_cap = 0;
+  c.line = NULL, c.line_cap = 0;
+  for (;;) {
+    int f = s->protocol == QLM_PPL_PER_LINE ? next_row(&c, &c.pos, &r, &n) : next_page(&c, &c.page, &c.pos, &b, &n, err);
+    if (f <= 0) {
+      rc = f;
+      break;
+    }
+    c.tok_n = 0;
+    if (s->protocol == QLM_PPL_PER_LINE) {
+      if (!n) continue;
+      if ((rc = tokenize_push(&c, c.tok, r, n, 1, err))) break;
+      int64_t k = c.tok_n < s->window ? c.tok_n : s->window;
+      if (c.tok_n >= 2 && k - 1 > rows) rows = (int)(k - 1); /* the first hf window: min(L, n) - 1 rows */
+    } else {
+      if ((rc = lm_eval_page_tokens(&c, c.text + b, n, err))) break;
+      int64_t k = c.tok_n < s->window ? c.tok_n : s->window;
+      if (k > rows) rows = (int)k; /* the first rolling window: prefix + min(L, n) - 1 rows */
+    }
+    if (rows >= s->cap_rows) break;
+  }
+  free(c.toks);
+  free(c.line);
+  *rows_out = rows;
+  return rc;
+}
+
+int qlm_ppl_stream_max_rows(qlm_ppl_stream *s, int *max_rows, qlm_error *err) {
+  int rc = QLM_OK;
+  while (!rc && !s->max_rows_known && !s->eof && s->tok_n < lookahead_tokens()) rc = stream_step(s, err);
+  if (!rc && !s->max_rows_known && !s->eof) { /* rows and articles so far are short: look at the rest once */
+    int rest = 0;
+    rc = count_rest_rows(s, &rest, err);
+    if (!rc && rest > s->max_rows) s->max_rows = rest;
+  }
+  if (!rc && s->eof && s->n_made == 0) rc = qlm_fail(err, QLM_EUSAGE, "perplexity: the text gives no token to score");
+  if (!rc) s->max_rows_known = 1;
+  *max_rows = s->max_rows;
+  return stream_fail(s, rc, err);
+}
+
+int qlm_ppl_stream_open(const qlm_tokenizer *tok, const char *text, size_t len, const char *name, int protocol,
+                        const qlm_ppl_params *prm, int model_ctx, int64_t max_windows, qlm_ppl_stream **out,
+                        qlm_error *err) {
+  *out = NULL;
+  int ctx = model_ctx > 0 ? model_ctx : 1 << 20;
+  int window = qlm_ppl_window_for(protocol, prm, model_ctx);
+  int stride = prm && prm->stride ? prm->stride : window / 2;
+  int hf = protocol == QLM_PPL_HF_WINDOW || protocol == QLM_PPL_PER_LINE;
+  int rc = QLM_OK;
+  if (protocol < 0 || protocol > QLM_PPL_LM_EVAL) rc = qlm_fail(err, QLM_EUSAGE, "perplexity: unknown protocol %d", protocol);
+  else if (window > ctx)
+    rc = qlm_fail(err, QLM_EUSAGE, "perplexity: window %d is longer than the model's context (%d positions)", window, ctx);
+  else if (window < 2) rc = qlm_fail(err, QLM_EUSAGE, "perplexity: window %d is too short (at least 2)", window);
+  else if (!hf && prm && prm->stride) rc = qlm_fail(err, QLM_EUSAGE, "perplexity: --stride applies to hf-window and per-line only");
+  else if (hf && (stride < 1 || stride > window))
+    rc = qlm_fail(err, QLM_EUSAGE, "hf windows: need max_length >= 2 and 1 <= stride <= max_length (got %d, %d)", window, stride);
+  else if (protocol == QLM_PPL_LLAMACPP && window < 4)
+    rc = qlm_fail(err, QLM_EUSAGE, "llamacpp: n_ctx %d is too small (at least 4)", window);
+  const qlm_vocab *v = qlm_tokenizer_vocab(tok);
+  if (!rc && protocol == QLM_PPL_LM_EVAL && v->bos_id < 0 && v->eos_id < 0)
+    rc = qlm_fail(err, QLM_EUSAGE, "rolling windows: the tokenizer has neither BOS nor EOS for the prefix");
+  if (rc) return name ? qlm_fail_prefix(err, "%s", name) : rc;
+  qlm_ppl_stream *s = qlm_calloc(1, sizeof *s, "perplexity stream", err);
+  if (!s) return QLM_ENOMEM;
+  *s = (qlm_ppl_stream){.tok = tok, .text = text, .name = name, .len = len, .protocol = protocol, .window = window,
+                        .stride = hf ? stride : 0, .max_windows = max_windows,
+                        .cap_rows = protocol == QLM_PPL_LM_EVAL ? window : window - 1,
+                        .replace_first = v->add_bos && v->bos_id >= 0 ? v->bos_id : -1,
+                        .prefix = v->bos_id >= 0 ? v->bos_id : v->eos_id,
+                        .n_docs = protocol == QLM_PPL_HF_WINDOW || protocol == QLM_PPL_LLAMACPP};
+  /* one tokenizer call per piece where the ids provably stay those of the whole text; otherwise
+   * (vocabularies that add EOS, SPM tokens containing "\n") the text is tokenized whole */
+  s->split = (protocol == QLM_PPL_HF_WINDOW || protocol == QLM_PPL_LLAMACPP) && splittable(v);
+  s->rest_v = *v;
+  s->rest_v.add_space_prefix = false;
+  s->rest_v.add_bos = false;
+  if (s->split && (rc = qlm_tokenizer_new(&s->rest_v, &s->rest, err))) {
+    free(s);
+    return rc;
+  }
+  if (protocol == QLM_PPL_HF_WINDOW) hf_doc_start(s);
+  *out = s;
+  return QLM_OK;
+}
+
+void qlm_ppl_stream_free(qlm_ppl_stream *s) {
+  if (!s) return;
+  qlm_tokenizer_free(s->rest);
+  free(s->line);
+  free(s->pbuf);
+  free(s->toks);
+  free(s->q);
+  free(s);
+}
+
+/* Bytes of the text no longer looked at (lm-eval's current article starts before s->pos). */
+static size_t stream_consumed(const qlm_ppl_stream *s) {
+  size_t c = s->protocol == QLM_PPL_LM_EVAL && s->page < s->pos ? s->page : s->pos;
+  return c < s->len ? c : s->len;
+}
+
+void qlm_ppl_stream_get_info(const qlm_ppl_stream *s, qlm_ppl_stream_info *info) {
+  *info = (qlm_ppl_stream_info){.protocol = s->protocol, .window = s->window, .stride = s->stride, .max_rows = s->max_rows,
+                                .n_tokens = st_end(s), .n_win = s->n_made, .n_docs = s->n_docs, .n_words = s->n_words,
+                                .n_bytes = s->n_bytes, .bytes_read = stream_consumed(s),
+                                .text_bytes = s->len, .complete = s->eof, .tokens_held = s->tok_n};
+}
+
+/* The feed: windows handed out in order, at most max_windows; one window beyond max_windows is
+ * made when it exists, so that a text with exactly that many windows is known to be complete. */
+static int stream_fetch(void *ctx, qlm_ppl_window *out, int want, int *got, qlm_error *err) {
+  qlm_ppl_stream *s = ctx;
+  int64_t limit = s->max_windows > 0 ? s->max_windows : INT64_MAX;
+  int64_t need = want < limit - s->n_given ? want : limit - s->n_given;
+  int rc = QLM_OK;
+  while (!rc && !s->eof && s->q_n - s->q_out < (need < 0 ? 0 : need) + (s->max_windows > 0)) rc = stream_step(s, err);
+  if (rc) return stream_fail(s, rc, err);
+  int n = 0;
+  while (n < need && s->q_out < s->q_n) out[n++] = s->q[s->q_head + s->q_out++];
+  s->n_given += n;
+  *got = n;
+  return QLM_OK;
+}
+
+static const int32_t *stream_tokens(void *ctx, int64_t begin) {
+  qlm_ppl_stream *s = ctx;
+  return s->toks + (begin - s->tok_base);
+}
+
+/* Windows handed out are scored: drop them, and the tokens before every window still to come. */
+static void stream_done(void *ctx) {
+  qlm_ppl_stream *s = ctx;
+  s->q_head += s->q_out;
+  s->q_n -= s->q_out;
+  s->q_out = 0;
+  int64_t keep = st_end(s);
+  if (s->q_n) keep = s->q[s->q_head].begin;
+  if (s->protocol == QLM_PPL_LLAMACPP && s->chunk * s->window < keep) keep = s->chunk * s->window;
+  if ((s->protocol == QLM_PPL_HF_WINDOW || s->protocol == QLM_PPL_PER_LINE) && !s->hf_done && s->hf_b < keep) keep = s->hf_b;
+  for (int64_t i = 0; i < s->q_n; i++) /* lm-eval's later windows may start before the head's */
+    if (s->q[s->q_head + i].begin < keep) keep = s->q[s->q_head + i].begin;
+  int64_t drop = keep - s->tok_base;
+  if (drop > 0 && drop >= s->tok_n / 2) { /* slide when at least half the buffer goes: linear time overall */
+    memmove(s->toks, s->toks + drop, (size_t)(s->tok_n - drop) * sizeof *s->toks);
+    s->tok_base += drop;
+    s->tok_n -= drop;
+  }
+}
+
+/* Windows to run in all: known at the end of the text; until then --chunks, else unknown (-1). */
+static int64_t stream_total(void *ctx) {
+  const qlm_ppl_stream *s = ctx;
+  if (!s->eof) return s->max_windows > 0 ? s->max_windows : -1;
+  return s->max_windows > 0 && s->max_windows < s->n_made ? s->max_windows : s->n_made;
+}
+
+int qlm_ppl_run_stream(const qlm_model *m, qlm_ppl_stream *s, const qlm_ppl_opts *o, qlm_ppl_stats *st, qlm_error *err) {
+  int max_rows = 0, rc = qlm_ppl_stream_max_rows(s, &max_rows, err);
+  if (rc) {
+    memset(st, 0, sizeof *st);
+    return rc;
+  }
+  win_feed f = {.ctx = s, .fetch = stream_fetch, .tokens = stream_tokens, .done = stream_done, .total = stream_total};
+  rc = score_feed(m, &f, max_rows, o, st, err);
+  if (!rc && s->eof && s->n_made == 0) rc = stream_fail(s, qlm_fail(err, QLM_EUSAGE, "perplexity: the text gives no token to score"), err);
   return rc;
 }

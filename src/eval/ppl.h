@@ -30,7 +30,11 @@
  *              and UTF-8 bytes counted on the original page, and bits_per_byte = -LL / bytes / ln 2.
  *
  * "Rows" are the lines of wiki.test.raw as the HF dataset `wikitext-2-raw-v1` holds them: each
- * line with its "\n", whitespace-only lines as "". */
+ * line with its "\n", whitespace-only lines as "".
+ *
+ * Two ways to the same windows: qlm_ppl_plan_text builds the whole plan (all ids, all windows) and
+ * is kept as the reference; a qlm_ppl_stream (below) makes the windows from the text as they are
+ * scored, in bounded memory, and gives the same windows, batches and bits (`qlm ppl` uses it). */
 #ifndef QLM_PPL_H
 #define QLM_PPL_H
 
@@ -123,7 +127,9 @@ typedef struct qlm_ppl_opts {
   int64_t max_windows;  /* stop after this many windows (0 = all) */
   qlm_ppl_token_fn on_token; /* optional (KL divergence) */
   void *ctx;
-  void (*progress)(void *ctx, int64_t windows_done, int64_t n_windows, double seconds); /* optional */
+  /* optional, after each batch; n_windows is -1 while a stream does not know it (see qlm_ppl_stream_get_info
+   * for the bytes read instead) */
+  void (*progress)(void *ctx, int64_t windows_done, int64_t n_windows, double seconds);
 } qlm_ppl_opts;
 
 typedef struct qlm_ppl_stats {
@@ -141,5 +147,56 @@ int qlm_ppl_run(const qlm_model *m, const qlm_ppl_plan *p, const qlm_ppl_opts *o
 
 /* ppl and its error from the sums (used by qlm_ppl_run and the KL report). */
 void qlm_ppl_finish(qlm_ppl_stats *st);
+
+/* ---- streaming: the plan of qlm_ppl_plan_text, made while it is scored ----
+ *
+ * The text (typically a mapping of the file, which the stream does not own and never copies
+ * whole) is read in units — hf-window: pieces of about 64 KiB of the "\n\n"-joined rows, joined as
+ * they are read; llamacpp: pieces of the raw text; per-line: one row; lm-eval: one article — each
+ * tokenized as the whole-text path would tokenize it (pieces cut only where qlm_ppl_tokenize_pieces
+ * may cut, so the ids are those of the whole text), and the protocol's windows are made from the
+ * ids so far.  Only the ids from the first window still to be scored onwards are kept, and windows
+ * are made only as the scorer asks for them.  Memory is then bounded by
+ *   hf-window, llamacpp: one piece plus the tokens of one batch of windows — except for
+ *     vocabularies whose texts qlm_ppl_tokenize_pieces does not split (a vocabulary that adds EOS;
+ *     an SPM token containing "\n"), and for a text without a split point (SPM: without "\n"),
+ *     which are tokenized whole as before;
+ *   per-line: the longest row; lm-eval: the longest article (a document-level protocol: an
+ *     article is detokenized and tokenized as one text, as lm-eval does).
+ * The scorer's batch and state depend on max_rows, the most rows any window of the whole text
+ * feeds.  hf-window and llamacpp know it from their first window; per-line and lm-eval read ahead
+ * (up to 2^20 ids) until a window fills the context, and when none does, tokenize the rest of the
+ * text once more without keeping anything to find it (so these two read the whole text even with
+ * --chunks; hf-window and llamacpp stop reading at the window after the last one scored).
+ * Errors about the text are prefixed with `name` (the file, may be NULL). */
+typedef struct qlm_ppl_stream qlm_ppl_stream;
+
+/* max_windows: windows scored at most (0 = all; --chunks).  The settings are checked as
+ * qlm_ppl_plan_text checks them; text errors come while the text is read. */
+int qlm_ppl_stream_open(const qlm_tokenizer *tok, const char *text, size_t len, const char *name, int protocol,
+                        const qlm_ppl_params *prm, int model_ctx, int64_t max_windows, qlm_ppl_stream **out,
+                        qlm_error *err);
+/* The plan's max_rows (reads ahead as described above); fails like qlm_ppl_plan_text when the text
+ * gives no window. */
+int qlm_ppl_stream_max_rows(qlm_ppl_stream *s, int *max_rows, qlm_error *err);
+/* Score the stream's windows as qlm_ppl_run scores the plan's (o->max_windows is not used: the
+ * stream's own limit is).  st->n_windows: windows scored. */
+int qlm_ppl_run_stream(const qlm_model *m, qlm_ppl_stream *s, const qlm_ppl_opts *o, qlm_ppl_stats *st, qlm_error *err);
+
+typedef struct qlm_ppl_stream_info {
+  int protocol, window, stride, max_rows;
+  int64_t n_tokens, n_win, n_docs; /* so far: ids, windows made, documents (as in qlm_ppl_plan) */
+  double n_words, n_bytes;         /* lm-eval, so far */
+  size_t bytes_read, text_bytes;   /* bytes of the text consumed, of text_bytes */
+  int complete;                    /* the whole text was read: the counts are the plan's */
+  int64_t tokens_held;             /* ids in memory now */
+} qlm_ppl_stream_info;
+void qlm_ppl_stream_get_info(const qlm_ppl_stream *s, qlm_ppl_stream_info *info);
+void qlm_ppl_stream_free(qlm_ppl_stream *s);
+
+/* Test hooks (0 = the defaults above): bytes per tokenizer piece; ids read ahead before the rest
+ * of a per-line / lm-eval text is counted for max_rows. */
+extern size_t qlm_ppl_test_piece_bytes;
+extern int64_t qlm_ppl_test_lookahead_tokens;
 
 #endif
