@@ -196,6 +196,7 @@ static const simd_fn SIMD_FNS[] = {
     {QLM_TYPE_Q5_0, QLM_SIMD_AVX512, 1, qlm_vec_dot_q5_0_avx512vnni, "q5_0_avx512vnni"},
     {QLM_TYPE_Q5_1, QLM_SIMD_AVX512, 1, qlm_vec_dot_q5_1_avx512vnni, "q5_1_avx512vnni"},
     {QLM_TYPE_Q8_0, QLM_SIMD_AVX512, 1, qlm_vec_dot_q8_0_avx512vnni, "q8_0_avx512vnni"},
+    {QLM_TYPE_Q4_K, QLM_SIMD_AVX512, 1, qlm_vec_dot_q4_k_avx512vnni, "q4_k_avx512vnni"},
 };
 #define N_SIMD_FNS ((int)(sizeof SIMD_FNS / sizeof SIMD_FNS[0]))
 
@@ -354,6 +355,95 @@ static void test_q4_0_packed_gemv(void **st) {
     }
     free(x), free(a), free(p), free(p2);
   }
+}
+
+/* The AVX-512 Q8_K quantizer writes the scalar one's bytes: on N(0,1) data with outliers, on an
+ * all-zero block, a block with +-inf (amax = inf: d = inf, codes from NaN products clamp to -127)
+ * and a block with a NaN (handed to the scalar code), at the decode sizes 4096 and 11008. */
+static void test_quantize_q8_k_avx512_bytes(void **st) {
+  (void)st;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512) {
+    print_message("no AVX-512 on this CPU: the AVX-512 Q8_K quantizer is not run\n");
+    return;
+  }
+  uint64_t rng = 23;
+  static const int64_t NS[] = {256, 4096, 11008};
+  for (int si = 0; si < 3; si++) {
+    int64_t n = NS[si];
+    float *x = random_x(n, &rng);
+    if (n > 256) {
+      memset(x + 256, 0, 256 * sizeof *x);              /* block 1: all zero */
+      x[512 + 3] = INFINITY, x[512 + 200] = -INFINITY;  /* block 2 */
+      x[768 + 77] = NAN;                                /* block 3 */
+      x[1024 + 5] = 1e-30f;                             /* block 4: tiny next to normal values */
+    }
+    size_t bytes = qlm_type_row_bytes(QLM_TYPE_Q8_K, n);
+    uint8_t *a = malloc(bytes), *b = malloc(bytes);
+    memset(a, 0x11, bytes), memset(b, 0x22, bytes);
+    qlm_quantize_q8_k(x, a, n);
+    qlm_quantize_q8_k_avx512(x, b, n);
+    for (size_t i = 0; i < bytes; i++)
+      if (a[i] != b[i]) fail_msg("n=%lld: byte %zu (block %zu offset %zu): avx512 %d, scalar %d", (long long)n, i, i / 292, i % 292, b[i], a[i]);
+    free(x), free(a), free(b);
+  }
+}
+
+/* The Q4_K decode GEMV (q4_k_gemv_avx512.c) on LLaMA-7B row lengths (4096, 11008) and odd row
+ * counts: qlm_gemv_q4_k_avx512vnni on any split of the rows equals the one-row VNNI dot bit for
+ * bit; that dot is within float rounding of the scalar reference (the bound of
+ * test_vec_dot_levels_match_reference) and exact on integer data; and qlm_matmul_ex at T = 1
+ * (which takes this GEMV and the AVX-512 quantizer) gives the same bits with 1, 2 and 3 threads. */
+static void test_q4_k_gemv(void **st) {
+  (void)st;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512 || !qlm_cpu_has_avx512_vnni()) {
+    print_message("no AVX-512 VNNI on this CPU: the Q4_K GEMV is not run\n");
+    return;
+  }
+  uint64_t rng = 29;
+  qlm_pool *pools[3] = {qlm_pool_new(1), qlm_pool_new(2), qlm_pool_new(3)};
+  static const int64_t COLS[] = {256, 4096, 11008};
+  static const int64_t ROWS[] = {1, 7, 37, 301};
+  const qlm_type_traits *tr = qlm_type_traits_of(QLM_TYPE_Q4_K);
+  for (int ci = 0; ci < 3; ci++) {
+    int64_t cols = COLS[ci];
+    size_t rb = qlm_type_row_bytes(QLM_TYPE_Q4_K, cols);
+    for (int ri = 0; ri < 4; ri++) {
+      int64_t rows = ROWS[ri];
+      if (cols == 11008 && rows == 301) rows = 67; /* keep the test short */
+      uint8_t *wb = random_blocks(QLM_TYPE_Q4_K, rows * cols, &rng, 0);
+      float *x = random_x(cols, &rng), *y = malloc((size_t)rows * sizeof *y), *ym = malloc((size_t)rows * sizeof *ym);
+      uint8_t *a = quant_act(QLM_TYPE_Q4_K, x, cols);
+      float *xh = dequant(QLM_TYPE_Q8_K, a, cols);
+      for (int64_t r0 = 0; r0 < rows; r0 += 5) { /* calls of 5 rows and a shorter last one */
+        int64_t cnt = rows - r0 < 5 ? rows - r0 : 5;
+        qlm_gemv_q4_k_avx512vnni(wb + rb * (size_t)r0, rb, cnt, a, cols, y + r0);
+      }
+      for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *w = wb + rb * (size_t)r;
+        float want = qlm_vec_dot_q4_k_avx512vnni(w, a, cols), ref = tr->vec_dot(w, a, cols);
+        if (memcmp(&want, &y[r], sizeof want) != 0)
+          fail_msg("q4_k gemv cols=%lld rows=%lld row %lld: %.9g, vec_dot %.9g", (long long)cols, (long long)rows,
+                   (long long)r, (double)y[r], (double)want);
+        float *wf = dequant(QLM_TYPE_Q4_K, w, cols);
+        double mag = 0;
+        for (int64_t i = 0; i < cols; i++) mag += fabs((double)wf[i] * xh[i]);
+        double tol = 8.0 * (double)cols * U * mag + 1e-6;
+        if (fabs((double)want - ref) > tol)
+          fail_msg("q4_k avx512vnni cols=%lld row %lld: %.9g vs reference %.9g (tol %.3g)", (long long)cols, (long long)r,
+                   (double)want, (double)ref, tol);
+        free(wf);
+      }
+      qlm_mat W = {.type = QLM_TYPE_Q4_K, .rows = rows, .cols = cols, .data = wb, .row_bytes = rb};
+      for (int p = 0; p < 3; p++) {
+        memset(ym, 0xFF, (size_t)rows * sizeof *ym);
+        qlm_matmul_ex(&W, x, 1, ym, pools[p], QLM_SIMD_AVX512, 1);
+        if (memcmp(y, ym, (size_t)rows * sizeof *y) != 0)
+          fail_msg("q4_k matmul cols=%lld rows=%lld threads %d differs from the GEMV", (long long)cols, (long long)rows, p + 1);
+      }
+      free(wb), free(x), free(y), free(ym), free(a), free(xh);
+    }
+  }
+  for (int p = 0; p < 3; p++) qlm_pool_free(pools[p]);
 }
 
 /* The activation quantizers: |q| <= 127, d = amax / 127 as stored, sums as stored. */
@@ -584,6 +674,8 @@ int main(void) {
       cmocka_unit_test(test_vec_dot_levels_match_reference),
       cmocka_unit_test(test_matmul_quant_equals_vec_dot),
       cmocka_unit_test(test_q4_0_packed_gemv),
+      cmocka_unit_test(test_quantize_q8_k_avx512_bytes),
+      cmocka_unit_test(test_q4_k_gemv),
       cmocka_unit_test(test_matmul_quant_prefill_equals_dequantized),
       cmocka_unit_test(test_smollm2_quantized_close_to_f32),
   };

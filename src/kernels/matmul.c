@@ -125,6 +125,8 @@ typedef struct mm_task {
   size_t act_row_bytes;
   const unsigned char *q4p;  /* Q4_0 + AVX-512 VNNI: T packed activation rows of q4p_row_bytes */
   size_t q4p_row_bytes;
+  /* decode (T == 1) with a whole-slice GEMV kernel (Q4_K + AVX-512 VNNI): y[r0..r1) from act */
+  void (*gemv_q)(const void *w, size_t row_bytes, int64_t rows, const void *a, int64_t n, float *y);
   float *dq;                 /* prefill path: dq_rows x cols floats per thread */
   int64_t dq_rows;
 } mm_task;
@@ -199,6 +201,10 @@ static void task_quant(void *arg, int ith, int nth) {
     if (r0 < r1) task_quant_q4p(t, r0, r1);
     return;
   }
+  if (t->gemv_q) {
+    if (r0 < r1) t->gemv_q((const unsigned char *)W->data + (size_t)r0 * W->row_bytes, W->row_bytes, r1 - r0, t->act, W->cols, t->Y + r0);
+    return;
+  }
   for (int64_t i0 = 0; i0 < t->T; i0 += ACT_TILE) {
     int64_t i1 = i0 + ACT_TILE < t->T ? i0 + ACT_TILE : t->T;
     for (int64_t r = r0; r < r1; r++) {
@@ -262,9 +268,11 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
   /* the AVX-512 quantizer writes the same bytes as the traits' scalar one, several times faster */
   int q8_1 = tr->quantize_act == qlm_quantize_q8_1;
   int fast = clamp_level(level) == QLM_SIMD_AVX512 && (q8_1 || tr->quantize_act == qlm_quantize_q8_0);
+  int fast_k = clamp_level(level) == QLM_SIMD_AVX512 && tr->quantize_act == qlm_quantize_q8_k;
   for (int64_t i = 0; i < t->T; i++) {
     const float *x = t->X + i * t->W->cols;
     if (fast) qlm_gemm_q_quantize_avx512(x, buf + (size_t)i * row, t->W->cols, q8_1);
+    else if (fast_k) qlm_quantize_q8_k_avx512(x, buf + (size_t)i * row, t->W->cols);
     else tr->quantize_act(x, buf + (size_t)i * row, t->W->cols);
   }
   if (q4p) {
@@ -275,6 +283,8 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
   }
   if (tr->vec_dot_t) t->vec_dot_t = qlm_vec_dot_t_for(t->W->type, level);
   else t->vec_dot = qlm_vec_dot_for(t->W->type, level);
+  /* the same arithmetic per row as vec_dot (qdot.h), without a call per row */
+  if (t->T == 1 && t->vec_dot == qlm_vec_dot_q4_k_avx512vnni) t->gemv_q = qlm_gemv_q4_k_avx512vnni;
   t->act = buf;
   t->act_row_bytes = row;
   return t->vec_dot != NULL || t->vec_dot_t != NULL;

@@ -347,7 +347,7 @@ qlm_vec_dot_fn qlm_vec_dot_for(int type, qlm_simd_level level) {
     if (level == QLM_SIMD_AVX2) return qlm_vec_dot_q8_0_avx2;
     break;
   case QLM_TYPE_Q4_K:
-    if (level == QLM_SIMD_AVX512) return qlm_vec_dot_q4_k_avx512;
+    if (level == QLM_SIMD_AVX512) return vnni ? qlm_vec_dot_q4_k_avx512vnni : qlm_vec_dot_q4_k_avx512;
     if (level == QLM_SIMD_AVX2) return qlm_vec_dot_q4_k_avx2;
     break;
   case QLM_TYPE_Q6_K:

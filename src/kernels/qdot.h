@@ -65,6 +65,7 @@ float qlm_vec_dot_q5_1_avx512vnni(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q8_0_avx512vnni(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q4_k_avx512(const void *w, const void *a, int64_t n);
 float qlm_vec_dot_q6_k_avx512(const void *w, const void *a, int64_t n);
+float qlm_vec_dot_q4_k_avx512vnni(const void *w, const void *a, int64_t n);
 
 /* The best dot product of `type` at `level` (clamped to this CPU; falls back to lower levels,
  * then to the scalar reference).  NULL if the type has no vec_dot. */
@@ -93,5 +94,14 @@ void qlm_q4_0_pack_act(const void *a, void *dst, int64_t nb);
 void qlm_q4_0_pack_act_avx512(const void *a, void *dst, int64_t nb);
 /* y[r] = dot(row r of w, activation) for r in [0, rows); rows are row_bytes apart, n values. */
 void qlm_gemv_q4_0_avx512vnni(const void *w, size_t row_bytes, int64_t rows, const void *packed, int64_t n, float *y);
+
+/* qlm_quantize_q8_k with AVX-512 (q4_k_gemv_avx512.c): the same bytes, several times faster. */
+void qlm_quantize_q8_k_avx512(const float *x, void *dst, int64_t n);
+
+/* ---- Q4_K decode GEMV with AVX-512 VNNI (q4_k_gemv_avx512.c): y[r] = dot(row r of w, a) for r in
+ * [0, rows), rows row_bytes apart, n values (a multiple of 256), `a` one Q8_K row as
+ * qlm_quantize_q8_k writes it.  Row by row the same arithmetic as qlm_vec_dot_q4_k_avx512vnni,
+ * so the two agree bit for bit. */
+void qlm_gemv_q4_k_avx512vnni(const void *w, size_t row_bytes, int64_t rows, const void *a, int64_t n, float *y);
 
 #endif

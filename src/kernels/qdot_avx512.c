@@ -156,41 +156,7 @@ float qlm_vec_dot_q4_1_avx512vnni(const void *w, const void *a, int64_t n) { ret
 float qlm_vec_dot_q5_0_avx512vnni(const void *w, const void *a, int64_t n) { return q5_0(w, a, n, 1); }
 float qlm_vec_dot_q5_1_avx512vnni(const void *w, const void *a, int64_t n) { return q5_1(w, a, n, 1); }
 
-/* int16 lanes 0..15 = a, 16..31 = b. */
-static inline __m512i split16(int a, int b) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)a)), _mm256_set1_epi16((short)b), 1);
-}
-
-float qlm_vec_dot_q4_k_avx512(const void *w, const void *a, int64_t n) {
-  const uint8_t *x = w, *y = a;
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
-  __m512 acc = _mm512_setzero_ps();
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n / 256; i++, x += 144, y += 292) {
-    float dy = qlm_rdf32(y), d = dy * h2f(x), dmin = dy * h2f(x + 2);
-    const uint8_t *sc = x + 4;
-    int s[8], m[8];
-    for (int j = 0; j < 4; j++) {
-      s[j] = sc[j] & 63;
-      m[j] = sc[j + 4] & 63;
-      s[j + 4] = (sc[j + 8] & 0xF) | ((sc[j] >> 6) << 4);
-      m[j + 4] = (sc[j + 8] >> 4) | ((sc[j + 4] >> 6) << 4);
-    }
-    int imin = 0;
-    for (int j = 0; j < 8; j++) imin += m[j] * (bsum(y, 2 * j) + bsum(y, 2 * j + 1));
-    __m512i isum = _mm512_setzero_si512();
-    for (int c = 0; c < 4; c++) {
-      __m256i b = _mm256_loadu_si256((const __m256i *)(x + 16 + 32 * c));
-      /* weights 64c..64c+31 (low nibbles) then 64c+32..64c+63 (high nibbles): the order of q8 */
-      __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi16(b, 4), 1), m4);
-      __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(y + 4 + 64 * c));
-      isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p, split16(s[2 * c], s[2 * c + 1])));
-    }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
-    sum -= dmin * (float)imin;
-  }
-  return _mm512_reduce_add_ps(acc) + sum;
-}
+/* Q4_K: qlm_vec_dot_q4_k_avx512 and _avx512vnni are in q4_k_gemv_avx512.c (with the decode GEMV). */
 
 float qlm_vec_dot_q6_k_avx512(const void *w, const void *a, int64_t n) {
   const uint8_t *x = w, *y = a;
