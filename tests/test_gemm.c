@@ -218,6 +218,84 @@ static void test_quantize_avx512_same_bytes(void **st) {
   }
 }
 
+/* The AVX-512 Q8_K quantizer writes the bytes of qlm_quantize_q8_k: d as f32, the q, and the 16
+ * int16 sums, with a zero super-block, ties, huge values, inf and NaN. */
+static void test_quantize_q8k_avx512_same_bytes(void **st) {
+  (void)st;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512) skip();
+  uint64_t rng = 78;
+  enum { NSB = 6, N = 256 * NSB };
+  static float x[N];
+  for (int i = 0; i < N; i++) x[i] = unif(&rng) * (i % 5 == 0 ? 100.0f : 1.0f);
+  for (int i = 0; i < 256; i++) x[i] = 0.0f;                     /* an all-zero super-block */
+  for (int i = 256; i < 512; i++) x[i] = (float)(i - 384) * 0.5f; /* ties after scaling by 127/amax */
+  x[600] = INFINITY;                                             /* inf: id = 0, inf * 0 = NaN -> -127 */
+  x[800] = NAN;                                                  /* NaN: the scalar fallback */
+  x[1100] = 3e38f, x[1101] = -3e38f;
+  x[1300] = 1e-30f;
+  static uint8_t a[292 * NSB], b[292 * NSB];
+  memset(a, 0xAA, sizeof a), memset(b, 0x55, sizeof b);
+  qlm_quantize_q8_k(x, a, N);
+  qlm_gemm_q_quantize_q8k_avx512(x, b, N);
+  assert_memory_equal(a, b, sizeof a);
+}
+
+/* The AVX-512 Q4_K/Q5_K super-block repack against the type's own dequantizer: in every weight-group
+ * block, row r's weight e is d_r * u + m_r, which must equal qlm_dequantize's d sc q - dmin mn
+ * exactly (the same two roundings); NULL rows give zero codes and scales. */
+static void test_repack_ksuper_avx512(void **st) {
+  (void)st;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512) skip();
+  uint64_t rng = 79;
+  for (int q5 = 0; q5 < 2; q5++) {
+    int type = q5 ? QLM_TYPE_Q5_K : QLM_TYPE_Q4_K;
+    size_t bytes = qlm_type_traits_of(type)->type_size;
+    uint8_t *w = random_w(type, 4, 256, &rng), o[8 * QLM_GQ_WBLK];
+    float ref[4][256];
+    for (int r = 0; r < 4; r++) assert_true(qlm_dequantize(type, w + (size_t)r * bytes, ref[r], 256));
+    for (int nulls = 0; nulls < 2; nulls++) { /* nulls: rows 1 and 3 missing */
+      const uint8_t *rows[4];
+      for (int r = 0; r < 4; r++) rows[r] = nulls && r % 2 ? NULL : w + (size_t)r * bytes;
+      memset(o, 0xCD, sizeof o);
+      qlm_gemm_q_repack_ksuper_avx512(rows, q5, o);
+      for (int j = 0; j < 8; j++)
+        for (int r = 0; r < 4; r++) {
+          const uint8_t *blk = o + (size_t)j * QLM_GQ_WBLK;
+          float d, m;
+          memcpy(&d, blk + 128 + 4 * r, 4);
+          memcpy(&m, blk + 144 + 4 * r, 4);
+          for (int e = 0; e < 32; e++) {
+            int u = blk[16 * (e / 4) + 4 * r + e % 4];
+            if (!rows[r]) {
+              assert_true(u == 0 && d == 0.0f && m == 0.0f);
+              continue;
+            }
+            assert_true(u < (q5 ? 32 : 16));
+            float got = d * (float)u + m, want = ref[r][32 * j + e];
+            if (got != want) fail_msg("q5 %d sub-block %d row %d e %d: %.9g, dequantized %.9g", q5, j, r, e, got, want);
+          }
+        }
+    }
+    free(w);
+  }
+}
+
+/* LLaMA-7B widths (4096 and 11008 = 43 super-blocks) with odd rows and T, one to three threads:
+ * the AVX-512 repacks, the Q8_K quantizer and the VNNI tile against the vec_dot references. */
+static void test_gemm_q_7b_widths(void **st) {
+  (void)st;
+  uint64_t rng = 80;
+  const int types[] = {QLM_TYPE_Q4_0, QLM_TYPE_Q8_0, QLM_TYPE_Q4_K, QLM_TYPE_Q5_K};
+  const int64_t shapes[][3] = {{21, 4096, 19}, {13, 11008, 17}};
+  for (int nth = 1; nth <= 3; nth++) {
+    qlm_pool *pool = nth > 1 ? qlm_pool_new(nth) : NULL;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+      for (size_t s = 0; s < 2; s++)
+        check(types[ti], shapes[s][0], shapes[s][1], shapes[s][2], qlm_cpu_simd_level(), pool, &rng);
+    qlm_pool_free(pool);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gemm_q_equals_vec_dot),
@@ -225,6 +303,9 @@ int main(void) {
       cmocka_unit_test(test_gemm_q_refuses),
       cmocka_unit_test(test_matmul_uses_gemm_q),
       cmocka_unit_test(test_quantize_avx512_same_bytes),
+      cmocka_unit_test(test_quantize_q8k_avx512_same_bytes),
+      cmocka_unit_test(test_repack_ksuper_avx512),
+      cmocka_unit_test(test_gemm_q_7b_widths),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

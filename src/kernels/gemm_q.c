@@ -16,6 +16,7 @@
 #include "core/bytes.h"
 #include "core/error.h"
 #include "core/fp16.h"
+#include "kernels/qdot.h"
 #include "kernels/types.h"
 
 #define QK 32
@@ -117,6 +118,14 @@ static void repack_wgroup(const wtype *wt, const qlm_mat *W, int64_t r0, int n, 
       const uint8_t *blk[4];
       for (int r = 0; r < 4; r++) blk[r] = r < n ? row[r] + (size_t)b * (size_t)wt->bytes : NULL;
       qlm_gemm_q_repack_wblock_avx512(blk, wt->type == QLM_TYPE_Q8_0, dst + (size_t)b * QLM_GQ_WBLK);
+    }
+    return;
+  }
+  if (simd && is_k(wt)) { /* a super-block (8 weight-group blocks) at a time */
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+      const uint8_t *blk[4];
+      for (int r = 0; r < 4; r++) blk[r] = r < n ? row[r] + (size_t)sb * (size_t)wt->bytes : NULL;
+      qlm_gemm_q_repack_ksuper_avx512(blk, wt->type == QLM_TYPE_Q5_K, dst + (size_t)sb * 8 * QLM_GQ_WBLK);
     }
     return;
   }
@@ -253,7 +262,9 @@ static void task_act(void *arg, int ith, int nth) {
     for (int c = 0; c < 4 && 4 * g + c < t->T; c++, n++) {
       const float *x = t->X + (4 * g + c) * t->W->cols;
       uint8_t *qc = q + (size_t)c * t->qrow;
-      if (t->q512 && !is_k(t->wt)) qlm_gemm_q_quantize_avx512(x, qc, t->W->cols, t->wt->act_type == QLM_TYPE_Q8_1);
+      if (t->q512 && is_k(t->wt) && t->at->quantize_act == qlm_quantize_q8_k)
+        qlm_gemm_q_quantize_q8k_avx512(x, qc, t->W->cols);
+      else if (t->q512) qlm_gemm_q_quantize_avx512(x, qc, t->W->cols, t->wt->act_type == QLM_TYPE_Q8_1);
       else t->at->quantize_act(x, qc, t->W->cols);
       qa[c] = qc;
     }

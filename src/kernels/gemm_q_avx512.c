@@ -107,6 +107,18 @@ void qlm_gemm_q_quantize_avx512(const float *x, uint8_t *dst, int64_t n, int q8_
   }
 }
 
+/* Four rows' 32 codes (u[r], one byte each) -> the 128 code bytes of a weight-group block:
+ * step k / row r (bytes 16 k + 4 r) holds row r's codes 4k..4k+3. */
+static inline void interleave_codes(const __m256i u[4], uint8_t *o) {
+  __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(u[0]), u[1], 1);
+  __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(u[2]), u[3], 1);
+  /* lane 4k + r <- dword k of row r: r = 0, 1 in z01 (0 + k, 8 + k), r = 2, 3 in z23 (16 + k, 24 + k) */
+  const __m512i i0 = _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
+  const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(4));
+  _mm512_storeu_si512(o, _mm512_permutex2var_epi32(z01, i0, z23));
+  _mm512_storeu_si512(o + 64, _mm512_permutex2var_epi32(z01, i1, z23));
+}
+
 /* Repack of one block of 4 weight rows (rows[r] = the block in row r, NULL past the matrix) of
  * Q4_0 (q8_0 = 0) or Q8_0 (q8_0 = 1) into a weight-group block (gemm_q.h), as the scalar repack:
  * codes u (Q4_0 nibbles; Q8_0 q + 128), then step k / row r holds row r's codes 4k..4k+3. */
@@ -128,13 +140,98 @@ void qlm_gemm_q_repack_wblock_avx512(const uint8_t *const rows[4], int q8_0, uin
       u[r] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), _mm_and_si128(qs, m4));
     }
   }
-  __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(u[0]), u[1], 1);
-  __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(u[2]), u[3], 1);
-  /* lane 4k + r <- dword k of row r: r = 0, 1 in z01 (0 + k, 8 + k), r = 2, 3 in z23 (16 + k, 24 + k) */
-  const __m512i i0 = _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
-  const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(4));
-  _mm512_storeu_si512(o, _mm512_permutex2var_epi32(z01, i0, z23));
-  _mm512_storeu_si512(o + 64, _mm512_permutex2var_epi32(z01, i1, z23));
+  interleave_codes(u, o);
   memcpy(o + 128, d, sizeof d);
   memset(o + 144, 0, 16);
+}
+
+/* Q4_K/Q5_K super-block j's 6-bit scale and min (as ggml's get_scale_min_k4). */
+static inline void k_scale_min(const uint8_t *sc, int j, int *s, int *mn) {
+  if (j < 4) {
+    *s = sc[j] & 63;
+    *mn = sc[j + 4] & 63;
+  } else {
+    *s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+    *mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+  }
+}
+
+/* One super-block of 4 rows of Q4_K (q5 = 0: 144 bytes d, dmin, scales[12], qs[128]) or Q5_K
+ * (q5 = 1: 176 bytes, qh[32] before qs) -> its 8 weight-group blocks (8 x 160 bytes at o), the
+ * same bytes as the scalar repack: sub-block j's codes (qs pair j / 2, low nibbles for even j,
+ * high for odd, Q5_K bit j of qh as bit 4), d = d * sc_j and m = -(dmin * mn_j) in the scalar's
+ * float operations.  rows[r] NULL: a zero row (codes, d and m 0). */
+void qlm_gemm_q_repack_ksuper_avx512(const uint8_t *const rows[4], int q5, uint8_t *o) {
+  float dsup[4] = {0}, msup[4] = {0};
+  int sc[4][8] = {{0}}, mn[4][8] = {{0}};
+  for (int r = 0; r < 4; r++) {
+    if (!rows[r]) continue;
+    uint16_t h;
+    memcpy(&h, rows[r], 2);
+    dsup[r] = qlm_f16_to_f32(h);
+    memcpy(&h, rows[r] + 2, 2);
+    msup[r] = qlm_f16_to_f32(h);
+    for (int j = 0; j < 8; j++) k_scale_min(rows[r] + 4, j, &sc[r][j], &mn[r][j]);
+  }
+  const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  for (int j = 0; j < 8; j++, o += QLM_GQ_WBLK) {
+    __m256i u[4];
+    float d[4], m[4];
+    for (int r = 0; r < 4; r++) {
+      if (!rows[r]) {
+        u[r] = _mm256_setzero_si256();
+        d[r] = m[r] = 0.0f;
+        continue;
+      }
+      const uint8_t *qs = rows[r] + (q5 ? 48 : 16) + 32 * (j / 2);
+      __m256i q = _mm256_loadu_si256((const __m256i *)qs);
+      q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(q, 4) : q, m4);
+      if (q5) { /* bit j of each qh byte -> bit 4 of the code */
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(rows[r] + 16));
+        __m256i bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j)), one);
+        q = _mm256_or_si256(q, _mm256_slli_epi16(bit, 4)); /* bit is 0/1 per byte: no carry across bytes */
+      }
+      u[r] = q;
+      d[r] = dsup[r] * (float)sc[r][j];
+      m[r] = -(msup[r] * (float)mn[r][j]);
+    }
+    interleave_codes(u, o);
+    memcpy(o + 128, d, sizeof d);
+    memcpy(o + 144, m, sizeof m);
+  }
+}
+
+/* qlm_quantize_q8_k byte for byte: per super-block of 256, d = amax / 127 (f32), q as the Q8_0
+ * quantizer above, then the 16 sums of 16 q as int16.  A NaN in a super-block: the scalar
+ * quantizer for that super-block. */
+void qlm_gemm_q_quantize_q8k_avx512(const float *x, uint8_t *dst, int64_t n) {
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f), magic = _mm512_set1_ps(12582912.0f);
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  for (int64_t i = 0; i < n / 256; i++, x += 256, dst += 292) {
+    __m512 a = _mm512_setzero_ps();
+    __mmask16 nan = 0;
+    for (int g = 0; g < 16; g++) {
+      __m512 v = _mm512_loadu_ps(x + 16 * g);
+      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      a = _mm512_max_ps(a, _mm512_and_ps(v, absmask));
+    }
+    if (nan) {
+      qlm_quantize_q8_k(x, dst, 256);
+      continue;
+    }
+    float amax = _mm512_reduce_max_ps(a);
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const __m512 vid = _mm512_set1_ps(id);
+    int16_t bsum[16];
+    for (int g = 0; g < 16; g++) {
+      __m512 v = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), vid), magic), magic);
+      v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* max_ps returns lo for NaN (inf * 0), as the scalar */
+      __m512i q = _mm512_cvttps_epi32(v);
+      _mm_storeu_si128((__m128i *)(dst + 4 + 16 * g), _mm512_cvtepi32_epi8(q));
+      bsum[g] = (int16_t)_mm512_reduce_add_epi32(q);
+    }
+    float d = amax / 127.0f;
+    memcpy(dst, &d, 4);
+    memcpy(dst + 260, bsum, sizeof bsum);
+  }
 }
