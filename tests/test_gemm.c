@@ -218,7 +218,7 @@ static void test_quantize_avx512_same_bytes(void **st) {
   }
 }
 
-/* The AVX-512 Q8_K quantizer writes the bytes of qlm_quantize_q8_k: d as f32, the q, and the 16
+/* The AVX-512 Q8_K quantizer the GEMM uses (kernels/qdot.h) writes the bytes of qlm_quantize_q8_k: d as f32, the q, and the 16
  * int16 sums, with a zero super-block, ties, huge values, inf and NaN. */
 static void test_quantize_q8k_avx512_same_bytes(void **st) {
   (void)st;
@@ -236,7 +236,7 @@ static void test_quantize_q8k_avx512_same_bytes(void **st) {
   static uint8_t a[292 * NSB], b[292 * NSB];
   memset(a, 0xAA, sizeof a), memset(b, 0x55, sizeof b);
   qlm_quantize_q8_k(x, a, N);
-  qlm_gemm_q_quantize_q8k_avx512(x, b, N);
+  qlm_quantize_q8_k_avx512(x, b, N);
   assert_memory_equal(a, b, sizeof a);
 }
 

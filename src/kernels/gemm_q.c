@@ -263,7 +263,7 @@ static void task_act(void *arg, int ith, int nth) {
       const float *x = t->X + (4 * g + c) * t->W->cols;
       uint8_t *qc = q + (size_t)c * t->qrow;
       if (t->q512 && is_k(t->wt) && t->at->quantize_act == qlm_quantize_q8_k)
-        qlm_gemm_q_quantize_q8k_avx512(x, qc, t->W->cols);
+        qlm_quantize_q8_k_avx512(x, qc, t->W->cols); /* kernels/qdot.h: the scalar quantizer's bytes */
       else if (t->q512) qlm_gemm_q_quantize_avx512(x, qc, t->W->cols, t->wt->act_type == QLM_TYPE_Q8_1);
       else t->at->quantize_act(x, qc, t->W->cols);
       qa[c] = qc;

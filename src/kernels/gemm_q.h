@@ -61,7 +61,5 @@ void qlm_gemm_q_repack_wblock_avx512(const uint8_t *const rows[4], int q8_0, uin
 /* The repack of one super-block of 4 rows of Q4_K (q5 = 0) / Q5_K (q5 = 1) into its 8 weight-group
  * blocks (8 x QLM_GQ_WBLK bytes at o) with AVX-512 (rows[r] NULL: a zero row); the scalar's bytes. */
 void qlm_gemm_q_repack_ksuper_avx512(const uint8_t *const rows[4], int q5, uint8_t *o);
-/* qlm_quantize_q8_k (n a multiple of 256) with AVX-512: the same bytes. */
-void qlm_gemm_q_quantize_q8k_avx512(const float *x, uint8_t *dst, int64_t n);
 
 #endif

@@ -200,38 +200,3 @@ void qlm_gemm_q_repack_ksuper_avx512(const uint8_t *const rows[4], int q5, uint8
     memcpy(o + 144, m, sizeof m);
   }
 }
-
-/* qlm_quantize_q8_k byte for byte: per super-block of 256, d = amax / 127 (f32), q as the Q8_0
- * quantizer above, then the 16 sums of 16 q as int16.  A NaN in a super-block: the scalar
- * quantizer for that super-block. */
-void qlm_gemm_q_quantize_q8k_avx512(const float *x, uint8_t *dst, int64_t n) {
-  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f), magic = _mm512_set1_ps(12582912.0f);
-  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
-  for (int64_t i = 0; i < n / 256; i++, x += 256, dst += 292) {
-    __m512 a = _mm512_setzero_ps();
-    __mmask16 nan = 0;
-    for (int g = 0; g < 16; g++) {
-      __m512 v = _mm512_loadu_ps(x + 16 * g);
-      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-      a = _mm512_max_ps(a, _mm512_and_ps(v, absmask));
-    }
-    if (nan) {
-      qlm_quantize_q8_k(x, dst, 256);
-      continue;
-    }
-    float amax = _mm512_reduce_max_ps(a);
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const __m512 vid = _mm512_set1_ps(id);
-    int16_t bsum[16];
-    for (int g = 0; g < 16; g++) {
-      __m512 v = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), vid), magic), magic);
-      v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* max_ps returns lo for NaN (inf * 0), as the scalar */
-      __m512i q = _mm512_cvttps_epi32(v);
-      _mm_storeu_si128((__m128i *)(dst + 4 + 16 * g), _mm512_cvtepi32_epi8(q));
-      bsum[g] = (int16_t)_mm512_reduce_add_epi32(q);
-    }
-    float d = amax / 127.0f;
-    memcpy(dst, &d, 4);
-    memcpy(dst + 260, bsum, sizeof bsum);
-  }
-}
