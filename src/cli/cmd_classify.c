@@ -203,7 +203,7 @@ static int zeroshot_ctx(const cls_session *s, char *const *texts, int n, const c
   cli_mc_need need;
   cli_mc_need_init(&need, (int)s->o->max_tokens, s->src->hp.n_ctx);
   for (int i = 0; i < n; i++) {
-    char *prompt = cli_fill_template(tpl, texts[i]);
+    char *prompt = qlm_zeroshot_prompt(tpl, texts[i]);
     if (!prompt) return qlm_fail(err, QLM_ENOMEM, "zero-shot: out of memory building a prompt");
     int rc = cli_mc_need_add(&need, s->tok, prompt, words, n_words, 1, err);
     free(prompt);

@@ -50,22 +50,3 @@ int cli_mc_state_ctx(const cli_mc_need *n) {
   int c = (n->need + 63) / 64 * 64;
   return c > n->limit ? n->limit : c;
 }
-
-char *cli_fill_template(const char *tpl, const char *text) {
-  static const char key[] = "{text}";
-  size_t kl = sizeof key - 1, tl = strlen(text), n = 0, cap = strlen(tpl) + 1;
-  for (const char *p = strstr(tpl, key); p; p = strstr(p + kl, key)) cap += tl;
-  char *out = malloc(cap);
-  if (!out) return NULL;
-  for (const char *p = tpl; *p;) {
-    if (!strncmp(p, key, kl)) {
-      memcpy(out + n, text, tl);
-      n += tl;
-      p += kl;
-    } else {
-      out[n++] = *p++;
-    }
-  }
-  out[n] = '\0';
-  return out;
-}

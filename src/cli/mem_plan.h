@@ -34,8 +34,4 @@ int cli_mc_need_add(cli_mc_need *n, const qlm_tokenizer *tok, const char *contex
 /* The state's context after every item added: need rounded up to 64, at most limit. */
 int cli_mc_state_ctx(const cli_mc_need *n);
 
-/* The zero-shot prompt: tpl with every "{text}" replaced by text (malloc'd; NULL when out of
- * memory) — eval/zeroshot.c's template filling. */
-char *cli_fill_template(const char *tpl, const char *text);
-
 #endif

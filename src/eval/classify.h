@@ -142,6 +142,10 @@ extern const char *const QLM_ZEROSHOT_LABELS[3];
 
 /* Predicted class per text into pred [n] (and the label words' log-probabilities into ll
  * [n x n_class] when non-NULL). */
+/* tpl with each "{text}" replaced by text (malloc'd; NULL when out of memory): the prompt
+ * qlm_zeroshot_classify scores (the memory check of `qlm classify zeroshot` sizes it too). */
+char *qlm_zeroshot_prompt(const char *tpl, const char *text);
+
 int qlm_zeroshot_classify(const qlm_model *m, const qlm_tokenizer *tok, char *const *texts, int n,
                           const qlm_zeroshot_opts *o, int *pred, double *ll, qlm_run_stats *st,
                           void (*progress)(void *ctx, int done, int total), void *pctx, qlm_error *err);

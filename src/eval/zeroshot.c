@@ -10,8 +10,7 @@ const char *const QLM_ZEROSHOT_TEMPLATE =
     "Classify the sentiment of the tweet as negative, neutral or positive.\nTweet: {text}\nSentiment:";
 const char *const QLM_ZEROSHOT_LABELS[3] = {" negative", " neutral", " positive"};
 
-/* template with each "{text}" replaced by text (malloc'd). */
-static char *fill_template(const char *tpl, const char *text) {
+char *qlm_zeroshot_prompt(const char *tpl, const char *text) {
   static const char key[] = "{text}";
   size_t kl = sizeof key - 1, tl = strlen(text), n = 0, cap = strlen(tpl) + 1;
   for (const char *p = strstr(tpl, key); p; p = strstr(p + kl, key)) cap += tl;
@@ -46,7 +45,7 @@ int qlm_zeroshot_classify(const qlm_model *m, const qlm_tokenizer *tok, char *co
   for (int i0 = 0; !rc && i0 < n; i0 += batch) {
     int nb = n - i0 < batch ? n - i0 : batch, built = 0;
     for (int j = 0; !rc && j < nb; j++) {
-      char *prompt = fill_template(o->template_, texts[i0 + j]);
+      char *prompt = qlm_zeroshot_prompt(o->template_, texts[i0 + j]);
       if (!prompt) rc = qlm_fail(err, QLM_ENOMEM, "zero-shot: out of memory building a prompt");
       else rc = qlm_mc_item_build(tok, prompt, o->label_words, o->n_class, 1, &items[j], err);
       free(prompt);
