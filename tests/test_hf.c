@@ -456,6 +456,21 @@ static void test_gpt2(void **st) {
           assert_true(((const float *)t->data)[o * C[c].in + i] == synth(C[c].seed, (int64_t)i * C[c].out + o));
     }
     qlm_source_close(src);
+    if (!prefixed) {
+      /* the transposed copies (768 bytes of Conv1D weights here) are checked before any is made
+       * (formats/hf.c check_transposes): refused under a smaller budget, naming the folder and the
+       * largest tensor; loaded under a larger one */
+      setenv("QLM_MEM_AVAILABLE", "700", 1);
+      e = (qlm_error){0};
+      assert_int_equal(qlm_hf_open(dir, NULL, &src, &e), QLM_ELIMIT);
+      assert_non_null(strstr(e.msg, dir));
+      assert_non_null(strstr(e.msg, "4 GPT-2 Conv1D weights transposed"));
+      assert_true(strstr(e.msg, "h.0.mlp.c_fc.weight") || strstr(e.msg, "h.0.mlp.c_proj.weight"));
+      setenv("QLM_MEM_AVAILABLE", "100000", 1);
+      assert_int_equal(qlm_hf_open(dir, NULL, &src, &e), QLM_OK);
+      qlm_source_close(src);
+      unsetenv("QLM_MEM_AVAILABLE");
+    }
     rm_dir(dir);
   }
 }
