@@ -331,18 +331,6 @@ static void test_folding_keeps_outputs(void **st) {
   free(txt), free(dir);
 }
 
-/* Mean |logit - f32 logit| over n teacher-forced steps of the f32 model's greedy text. */
-static double drift(const qlm_source *src, const qlm_source *q, const int32_t *ref, const float *lref, int n) {
-  int V = src->hp.n_vocab;
-  int32_t got[64];
-  float *l = malloc((size_t)n * V * sizeof *l);
-  tu_greedy(q, n, ref, got, l);
-  double d = 0;
-  for (size_t i = 0; i < (size_t)n * V; i++) d += fabs((double)l[i] - lref[i]);
-  free(l);
-  return d / ((double)n * V);
-}
-
 /* stories260K with in-domain calibration text, 4 and 3 bits g32: AWQ drifts less from f32 than
  * zero-point RTN on the same grid; the file holds zero-point RTN tensors described as AWQ. */
 static void test_end_to_end(void **st) {
@@ -374,7 +362,7 @@ static void test_end_to_end(void **st) {
         assert_non_null(t);
         assert_int_equal(t->type, qlm_rtn_type(true, bits[i], 32));
       }
-      d[k] = drift(src, q, ref, lref, N);
+      d[k] = tu_logit_drift(q, ref, lref, N);
       qlm_source_close(q);
     }
     print_message("%d-bit g32: mean |dlogit| awq %.4f, awq clip=0 %.4f, zeropoint RTN %.4f\n", bits[i], d[0], d[1], d[2]);

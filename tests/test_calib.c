@@ -419,18 +419,6 @@ static void test_driver_calibrated_pass(void **st) {
   free(dir);
 }
 
-/* Mean |logit - f32 logit| over n teacher-forced steps of the f32 model's greedy text. */
-static double drift(const qlm_source *q, const int32_t *ref, const float *lref, int n) {
-  int V = g_src->hp.n_vocab;
-  int32_t got[64];
-  float *l = malloc((size_t)n * V * sizeof *l);
-  tu_greedy(q, n, ref, got, l);
-  double d = 0;
-  for (size_t i = 0; i < (size_t)n * V; i++) d += fabs((double)l[i] - lref[i]);
-  free(l);
-  return d / ((double)n * V);
-}
-
 /* GPTQ end to end on stories260K with in-domain calibration text (TinyStories-style): its
  * quantized model drifts less from f32 than round-to-nearest on the same grid, and 8-bit GPTQ
  * keeps the 64-token greedy text. */
@@ -454,7 +442,7 @@ static void test_gptq_end_to_end(void **st) {
       if (qlm_quantize(g_src, out, &p, &sum, &err)) fail_msg("%s", err.msg);
       qlm_source *q;
       assert_int_equal(qlm_source_open(out, NULL, &q, &err), 0);
-      d[k] = drift(q, ref, lref, N);
+      d[k] = tu_logit_drift(q, ref, lref, N);
       if (bits[i] == 8 && !k) {
         tu_greedy(q, N, NULL, got, NULL);
         assert_int_equal(tu_common_prefix(ref, got, N), N);

@@ -341,18 +341,6 @@ static void test_rtn_matches_definition(void **st) {
 
 /* ---- (4) the driver: GPTQ true_sequential=1 (default) and =0 */
 
-/* Mean |logit - f32 logit| over n teacher-forced steps of the f32 model's greedy text. */
-static double drift(const qlm_source *q, const int32_t *ref, const float *lref, int n) {
-  int V = g_src[0]->hp.n_vocab;
-  int32_t got[64];
-  float *l = malloc((size_t)n * V * sizeof *l);
-  tu_greedy(q, n, ref, got, l);
-  double d = 0;
-  for (size_t i = 0; i < (size_t)n * V; i++) d += fabs((double)l[i] - lref[i]);
-  free(l);
-  return d / ((double)n * V);
-}
-
 static void test_driver_gptq(void **st) {
   (void)st;
   qlm_error err = {0};
@@ -380,7 +368,7 @@ static void test_driver_gptq(void **st) {
     if (qlm_quantize(g_src[0], out[k], &p, &sum, &err)) fail_msg("%s", err.msg);
     qlm_source *q;
     assert_int_equal(qlm_source_open(out[k], NULL, &q, &err), 0);
-    d[k] = drift(q, ref, lref, N);
+    d[k] = tu_logit_drift(q, ref, lref, N);
     qlm_source_close(q);
   }
   print_message("stories260K 4-bit g32: mean |dlogit| gptq true-sequential %.4f, gptq whole-layer %.4f, RTN %.4f\n",

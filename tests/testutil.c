@@ -350,3 +350,14 @@ void tu_pad_to(tu_bytes *b, size_t align) {
 void tu_mark(tu_bytes *b) {
   if (b->n_mark < 128) b->mark[b->n_mark++] = b->n;
 }
+
+double tu_logit_drift(const qlm_source *q, const int32_t *ref, const float *lref, int n) {
+  int V = q->hp.n_vocab;
+  int32_t got[64];
+  float *l = malloc((size_t)n * V * sizeof *l);
+  tu_greedy(q, n, ref, got, l);
+  double d = 0;
+  for (size_t i = 0; i < (size_t)n * V; i++) d += fabs((double)l[i] - lref[i]);
+  free(l);
+  return d / ((double)n * V);
+}

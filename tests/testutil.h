@@ -79,6 +79,10 @@ void tu_check_stories260k_hparams(const qlm_hparams *hp, int n_ctx, int rope_sty
  * own previous pick (teacher forcing).  all_logits [n x n_vocab] receives every step's logits
  * (may be NULL).  Fails the test on non-finite logits. */
 void tu_greedy(const qlm_source *src, int n, const int32_t *forced, int32_t *out, float *all_logits);
+/* Mean |logit - lref| over n teacher-forced steps of q on ref (n <= 64; lref: [n x q's n_vocab],
+ * e.g. tu_greedy's logits of the f32 model on its own greedy text ref): how far a quantized model
+ * drifts from f32. */
+double tu_logit_drift(const qlm_source *q, const int32_t *ref, const float *lref, int n);
 /* Length of the common prefix of two token arrays of length n. */
 int tu_common_prefix(const int32_t *a, const int32_t *b, int n);
 
