@@ -174,12 +174,12 @@ static int open_session(const cls_opts *o, cls_session *s, qlm_error *err) {
 }
 
 /* Load the model with the memory check of what the run will allocate (model.h qlm_load_plan):
- * the features' state (`batch` sequences of ctx positions, CLI_FEAT_ROWS rows of scratch and of
+ * the features' state (`batch` sequences of ctx positions, QLM_FEAT_ROWS rows of scratch and of
  * hidden states, eval/classify.c) or the zero-shot scorer's (`batch` sequences of ctx positions,
- * CLI_MC_ROWS rows of scratch and of logits, eval/mmlu.c), plus the command's own `extra` bytes. */
+ * QLM_MC_ROWS rows of scratch and of logits, eval/mmlu.c), plus the command's own `extra` bytes. */
 static int load_model(cls_session *s, int zeroshot, long batch, int ctx, uint64_t extra, qlm_error *err) {
   const qlm_hparams *hp = &s->src->hp;
-  uint64_t rows = zeroshot ? CLI_MC_ROWS : CLI_FEAT_ROWS;
+  uint64_t rows = zeroshot ? QLM_MC_ROWS : QLM_FEAT_ROWS;
   extra += rows * (uint64_t)(zeroshot ? hp->n_vocab : hp->n_embd) * sizeof(float);
   char desc[96];
   snprintf(desc, sizeof desc, "at %d positions (longest %s) x --batch %ld", ctx, zeroshot ? "prompt" : "tweet", batch);
@@ -209,7 +209,7 @@ static int zeroshot_ctx(const cls_session *s, char *const *texts, int n, const c
     free(prompt);
     if (rc) return qlm_fail_prefix(err, "text %d", i + 1);
   }
-  *ctx = cli_mc_state_ctx(&need);
+  *ctx = qlm_mc_state_ctx(need.need, need.limit);
   return QLM_OK;
 }
 

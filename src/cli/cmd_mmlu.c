@@ -110,7 +110,7 @@ static int subject_record(const qlm_source *src, const mmlu_opts *o, const char 
 }
 
 /* The scorer's state over every question this run scores (mem_plan.h), as a load plan: the longest
- * prompt's context x --batch sequences, MC_ROWS rows of scratch and of logits. */
+ * prompt's context x --batch sequences, QLM_MC_ROWS rows of scratch and of logits. */
 static int plan_state(const qlm_source *src, const qlm_tokenizer *tok, const mmlu_opts *o, const qlm_mmlu_subject *subj,
                       int n_subj, qlm_load_plan *lp, char *desc, size_t desc_cap, qlm_error *err) {
   cli_mc_need need;
@@ -126,10 +126,10 @@ static int plan_state(const qlm_source *src, const qlm_tokenizer *tok, const mml
       if (rc) return qlm_fail_prefix(err, "%s question %d", s->name, q + 1);
     }
   }
-  int ctx = cli_mc_state_ctx(&need);
+  int ctx = qlm_mc_state_ctx(need.need, need.limit);
   snprintf(desc, desc_cap, "at %d positions (longest prompt) x --batch %ld", ctx, o->batch);
-  *lp = (qlm_load_plan){.n_seq = (int)o->batch, .n_ctx = ctx, .max_batch = CLI_MC_ROWS, .n_threads = (int)o->threads,
-                        .extra_bytes = (uint64_t)CLI_MC_ROWS * (uint64_t)src->hp.n_vocab * sizeof(float),
+  *lp = (qlm_load_plan){.n_seq = (int)o->batch, .n_ctx = ctx, .max_batch = QLM_MC_ROWS, .n_threads = (int)o->threads,
+                        .extra_bytes = (uint64_t)QLM_MC_ROWS * (uint64_t)src->hp.n_vocab * sizeof(float),
                         .ctx_desc = desc, .hint = "use a smaller --batch or --max-tokens, or a quantized file"};
   return QLM_OK;
 }

@@ -45,8 +45,3 @@ int cli_mc_need_add(cli_mc_need *n, const qlm_tokenizer *tok, const char *contex
   qlm_mc_item_free(&it);
   return QLM_OK;
 }
-
-int cli_mc_state_ctx(const cli_mc_need *n) {
-  int c = (n->need + 63) / 64 * 64;
-  return c > n->limit ? n->limit : c;
-}

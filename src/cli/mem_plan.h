@@ -12,17 +12,13 @@
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
 
-/* Rows per forward call of the evaluation layers: eval/classify.c FEAT_ROWS and eval/mmlu.c
- * MC_ROWS (private there; kept equal by hand — tests/test_limits.c checks the planned need of each
- * command against a closed form built from these). */
-enum { CLI_FEAT_ROWS = 512, CLI_MC_ROWS = 256 };
-
 /* The context qlm_features_extract gives its state for texts[0..n): the longest tokenization
  * (BOS/EOS as the vocab says), cut at max_tokens (<= 0 or > model_ctx: model_ctx); at least 1. */
 int cli_features_ctx(const qlm_tokenizer *tok, char *const *texts, int n, int max_tokens, int model_ctx, int *ctx,
                      qlm_error *err);
 
-/* The context the multiple-choice scorer's state grows to over a stream of items. */
+/* The positions the multiple-choice scorer needs over a stream of items (its state's context is
+ * then qlm_mc_state_ctx(need, limit), eval/mmlu.h). */
 typedef struct cli_mc_need {
   int limit;  /* the scorer's context limit: max_ctx when in (0, model_ctx), else model_ctx */
   int need;   /* longest (truncated) context + continuation - 1 seen so far */
@@ -31,7 +27,5 @@ void cli_mc_need_init(cli_mc_need *n, int max_ctx, int model_ctx);
 /* Add one item (tokenized as qlm_mc_item_build does). */
 int cli_mc_need_add(cli_mc_need *n, const qlm_tokenizer *tok, const char *context, const char *const *choices,
                     int n_choices, int add_special, qlm_error *err);
-/* The state's context after every item added: need rounded up to 64, at most limit. */
-int cli_mc_state_ctx(const cli_mc_need *n);
 
 #endif

@@ -658,7 +658,6 @@ int qlm_feature_kind_parse(const char *s) {
 
 const char *qlm_feature_kind_name(int kind) { return kind == QLM_FEAT_MEAN ? "mean" : "last"; }
 
-enum { FEAT_ROWS = 512 }; /* rows per forward call */
 
 int qlm_features_extract(const qlm_model *m, const qlm_tokenizer *tok, char *const *texts, int n, int kind, int batch,
                          int max_tokens, int n_threads, float *feat, qlm_run_stats *st,
@@ -668,8 +667,8 @@ int qlm_features_extract(const qlm_model *m, const qlm_tokenizer *tok, char *con
   if (max_tokens <= 0 || max_tokens > m->hp.n_ctx) max_tokens = m->hp.n_ctx;
   int32_t **ids = qlm_calloc((size_t)n + 1, sizeof *ids, "token lists", err);
   int *len = qlm_calloc((size_t)n + 1, sizeof *len, "token lists", err);
-  int32_t *tk = qlm_malloc(FEAT_ROWS * 3 * sizeof *tk, "batch", err);
-  float *hid = qlm_malloc((size_t)FEAT_ROWS * E * sizeof *hid, "hidden states", err);
+  int32_t *tk = qlm_malloc(QLM_FEAT_ROWS * 3 * sizeof *tk, "batch", err);
+  float *hid = qlm_malloc((size_t)QLM_FEAT_ROWS * E * sizeof *hid, "hidden states", err);
   qlm_state *s = NULL;
   if (!ids || !len || !tk || !hid) rc = QLM_ENOMEM;
   /* tokenize everything first, so the cache is sized for the longest text */
@@ -686,20 +685,20 @@ int qlm_features_extract(const qlm_model *m, const qlm_tokenizer *tok, char *con
     }
     if (len[i] > max_len) max_len = len[i];
   }
-  if (!rc) rc = qlm_state_new(m, batch, max_len, FEAT_ROWS, n_threads, &s, err);
+  if (!rc) rc = qlm_state_new(m, batch, max_len, QLM_FEAT_ROWS, n_threads, &s, err);
   double t0 = now_s();
-  int32_t *pos = tk + FEAT_ROWS, *seq = pos + FEAT_ROWS;
+  int32_t *pos = tk + QLM_FEAT_ROWS, *seq = pos + QLM_FEAT_ROWS;
   for (int i0 = 0; !rc && i0 < n; i0 += batch) {
     int nb = n - i0 < batch ? n - i0 : batch;
     for (int j = 0; j < nb; j++) {
       qlm_state_clear(s, j);
       memset(feat + (size_t)(i0 + j) * E, 0, (size_t)E * sizeof *feat);
     }
-    /* the batch's texts one after another, FEAT_ROWS rows per call; a text may span two calls */
+    /* the batch's texts one after another, QLM_FEAT_ROWS rows per call; a text may span two calls */
     int j = 0, p = 0;
     while (!rc && j < nb) {
       int r = 0;
-      for (; r < FEAT_ROWS && j < nb; r++) {
+      for (; r < QLM_FEAT_ROWS && j < nb; r++) {
         tk[r] = ids[i0 + j][p];
         pos[r] = p;
         seq[r] = j;

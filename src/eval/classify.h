@@ -117,6 +117,9 @@ typedef struct qlm_run_stats {
   double seconds;      /* wall time of the forward passes */
 } qlm_run_stats;
 
+/* Rows (tokens) per forward call of qlm_features_extract (its state's batch). */
+enum { QLM_FEAT_ROWS = 512 };
+
 /* One feature per text into feat [n x n_embd]: each text is tokenized (add_special as the vocab
  * says, at most max_tokens tokens, longer ones keep the first max_tokens), and `batch` texts run
  * together as separate sequences of one forward call (no padding: each sequence has its own rows,

@@ -78,17 +78,21 @@ int qlm_mc_item_build(const qlm_tokenizer *tok, const char *context, const char 
 
 /* ---- the scorer ---- */
 
-enum { MC_ROWS = 256 }; /* rows per forward call */
 
 struct qlm_mc_scorer {
   const qlm_model *m;
   int batch, limit, n_threads;
   qlm_state *s;
   int s_ctx;                 /* n_ctx the state was made with */
-  int32_t tok[MC_ROWS], pos[MC_ROWS], seq[MC_ROWS];
-  int8_t want[MC_ROWS];
-  float *logits;             /* [MC_ROWS x n_vocab]; only wanted rows are written (and touched) */
+  int32_t tok[QLM_MC_ROWS], pos[QLM_MC_ROWS], seq[QLM_MC_ROWS];
+  int8_t want[QLM_MC_ROWS];
+  float *logits;             /* [QLM_MC_ROWS x n_vocab]; only wanted rows are written (and touched) */
 };
+
+int qlm_mc_state_ctx(int need, int limit) {
+  int c = (need + 63) / 64 * 64;
+  return c > limit ? limit : c;
+}
 
 int qlm_mc_scorer_new(const qlm_model *m, int batch, int max_ctx, int n_threads, qlm_mc_scorer **out, qlm_error *err) {
   *out = NULL;
@@ -99,7 +103,7 @@ int qlm_mc_scorer_new(const qlm_model *m, int batch, int max_ctx, int n_threads,
   sc->batch = batch;
   sc->limit = max_ctx > 0 && max_ctx < m->hp.n_ctx ? max_ctx : m->hp.n_ctx;
   sc->n_threads = n_threads;
-  if (!(sc->logits = qlm_malloc((size_t)MC_ROWS * (size_t)m->hp.n_vocab * sizeof(float), "logits", err))) {
+  if (!(sc->logits = qlm_malloc((size_t)QLM_MC_ROWS * (size_t)m->hp.n_vocab * sizeof(float), "logits", err))) {
     free(sc);
     return QLM_ENOMEM;
   }
@@ -133,7 +137,7 @@ typedef struct mc_pass {
   const qlm_mc_item *items;
   double *ll;
   int r;                         /* rows filled in the current chunk */
-  row_target tgt[MC_ROWS];
+  row_target tgt[QLM_MC_ROWS];
   qlm_run_stats *st;
 } mc_pass;
 
@@ -167,7 +171,7 @@ static int add_row(mc_pass *p, int32_t tok, int pos, int seq, int want, row_targ
   sc->seq[p->r] = seq;
   sc->want[p->r] = (int8_t)want;
   p->tgt[p->r] = tg;
-  return ++p->r == MC_ROWS ? flush(p, err) : QLM_OK;
+  return ++p->r == QLM_MC_ROWS ? flush(p, err) : QLM_OK;
 }
 
 int qlm_mc_score(qlm_mc_scorer *sc, const qlm_mc_item *items, int n, double *ll, qlm_run_stats *st, qlm_error *err) {
@@ -195,9 +199,8 @@ int qlm_mc_score(qlm_mc_scorer *sc, const qlm_mc_item *items, int n, double *ll,
   if (!sc->s || sc->s_ctx < need) {
     qlm_state_free(sc->s);
     sc->s = NULL;
-    int c = (need + 63) / 64 * 64;
-    if (c > sc->limit) c = sc->limit;
-    int rc = qlm_state_new(sc->m, sc->batch, c, MC_ROWS, sc->n_threads, &sc->s, err);
+    int c = qlm_mc_state_ctx(need, sc->limit);
+    int rc = qlm_state_new(sc->m, sc->batch, c, QLM_MC_ROWS, sc->n_threads, &sc->s, err);
     if (rc) return rc;
     sc->s_ctx = c;
   }

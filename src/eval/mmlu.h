@@ -32,6 +32,12 @@ int qlm_mc_item_build(const qlm_tokenizer *tok, const char *context, const char 
                       int add_special, qlm_mc_item *it, qlm_error *err);
 void qlm_mc_item_free(qlm_mc_item *it);
 
+/* Rows (tokens) per forward call of the scorer (its state's batch). */
+enum { QLM_MC_ROWS = 256 };
+/* The context the scorer gives its state for items needing `need` positions: rounded up to 64 (so
+ * a few longer items do not each re-make the state), at most limit. */
+int qlm_mc_state_ctx(int need, int limit);
+
 typedef struct qlm_mc_scorer qlm_mc_scorer;
 /* A scorer running up to `batch` items together (one sequence each, no padding), contexts
  * left-truncated to the model's context (max_ctx > 0 lowers it). */
