@@ -420,6 +420,92 @@ static void test_vec_dot_levels(void **state) {
   }
 }
 
+/* The block quantizer at every SIMD level gives the scalar reference's bytes: random blocks at
+ * scales from 1e-40 (below bnb's 1e-38 floor) to 1e4, blocks whose values sit exactly on every
+ * midpoint of the tables (amax 1 so v = x: the ties that pick the lower code) and one float either
+ * side, all-zero blocks, signed zeros, and NaN (absmax becomes |the first NaN|, its values take the
+ * last position) and infinities. */
+static void test_quantize_blocks_levels(void **state) {
+  (void)state;
+  enum { NB = 400 };
+  float *x = malloc(NB * 64 * sizeof *x);
+  uint8_t *ref = malloc(NB * 36), *got = malloc(NB * 36);
+  uint64_t rng = 4242;
+  for (int t = 0; t < 2; t++) {
+    int type = t ? QLM_TYPE_FP4 : QLM_TYPE_NF4;
+    const float *c = qlm_bnb4_code(type);
+    int nb = 0;
+    for (; nb < 200; nb++) {
+      float scale = powf(10.0f, -40.0f + 44.0f * tu_rand_uniform(&rng));
+      for (int i = 0; i < 64; i++) x[nb * 64 + i] = scale * tu_rand_normal(&rng);
+    }
+    for (int a = 0; a < 16; a++) /* midpoints of every pair of code values, and neighbours */
+      for (int side = -1; side <= 1; side++, nb++) {
+        float *b = x + nb * 64;
+        b[0] = 1.0f;
+        for (int i = 1; i < 64; i++) {
+          float m = (c[a] + c[i % 16]) / 2.0f;
+          b[i] = side < 0 ? nextafterf(m, -2.0f) : side > 0 ? nextafterf(m, 2.0f) : m;
+        }
+      }
+    for (int i = 0; i < 64; i++) x[nb * 64 + i] = 0.0f; /* all zero */
+    nb++;
+    for (int i = 0; i < 64; i++) x[nb * 64 + i] = (i & 1) ? -0.0f : 0.0f;
+    nb++;
+    for (int k = 0; k < 3; k++, nb++) { /* NaN, +inf, -inf inside a random block */
+      for (int i = 0; i < 64; i++) x[nb * 64 + i] = tu_rand_normal(&rng);
+      x[nb * 64 + 5 + 17 * k] = k == 0 ? NAN : k == 1 ? INFINITY : -INFINITY;
+      x[nb * 64 + 40] = k == 0 ? -NAN : x[nb * 64 + 40];
+    }
+    assert_true(nb <= NB);
+    qlm_bnb4_quantize_blocks_at(QLM_SIMD_SCALAR, type, x, ref, (size_t)nb);
+    for (int b = 0; b < nb; b++) { /* the scalar level is the reference block quantizer */
+      uint8_t one[36];
+      qlm_bnb4_quantize_block(type, x + b * 64, one);
+      assert_memory_equal(one, ref + b * 36, 36);
+    }
+    for (int l = 1; l < 3; l++) {
+      if (LEVELS[l] > qlm_cpu_detect()) continue;
+      memset(got, 0xA5, NB * 36);
+      qlm_bnb4_quantize_blocks_at(LEVELS[l], type, x, got, (size_t)nb);
+      for (int b = 0; b < nb; b++)
+        if (memcmp(got + b * 36, ref + b * 36, 36) != 0)
+          fail_msg("%s %s: block %d differs from the scalar quantizer", qlm_type_name(type), qlm_simd_name(LEVELS[l]), b);
+    }
+  }
+  free(x), free(ref), free(got);
+}
+
+/* Double quantization's 8-bit codes: the stepped search equals counting the midpoints below each
+ * value (torch.bucketize, right=False), on random values, on every midpoint of the dynamic map and
+ * its float neighbours, and NaN (all 255 below: code 255). */
+static void test_blockwise8_positions(void **state) {
+  (void)state;
+  const float *map = qlm_bnb_dynamic_map();
+  float mid[255];
+  for (int k = 0; k < 255; k++) mid[k] = (map[k] + map[k + 1]) / 2.0f;
+  enum { N = 3 * 255 + 1000 + 3 };
+  float *x = malloc(N * sizeof *x);
+  uint8_t *codes = malloc(N);
+  float absmax[(N + 255) / 256];
+  int n = 0;
+  uint64_t rng = 77;
+  x[n++] = 1.0f; /* first block's absmax 1: its values are scaled by exactly 1 */
+  for (int k = 0; k < 255 && n + 3 <= N; k++) x[n++] = mid[k], x[n++] = nextafterf(mid[k], -2.0f), x[n++] = nextafterf(mid[k], 2.0f);
+  while (n < N - 2) x[n++] = tu_rand_normal(&rng);
+  x[n++] = NAN, x[n++] = -1.0f;
+  qlm_bnb_quantize_blockwise8(x, n, 256, codes, absmax);
+  for (int i = 0; i < n; i++) {
+    int b = i / 256;
+    float am = absmax[b], r = 1.0f / (am < 1e-38f ? 1e-38f : am), v = x[i] * r;
+    v = v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v;
+    int count = 0;
+    for (int k = 0; k < 255; k++) count += !(mid[k] >= v);
+    if (codes[i] != count) fail_msg("value %d (%.9g, scaled %.9g): code %d, %d midpoints below", i, (double)x[i], (double)v, codes[i], count);
+  }
+  free(x), free(codes);
+}
+
 /* Every code at every nibble position reaches the dot: one-hot activations read one weight. */
 static void test_vec_dot_one_hot(void **state) {
   (void)state;
@@ -490,6 +576,7 @@ int main(void) {
       cmocka_unit_test(test_roundtrip_bound),   cmocka_unit_test(test_method_check),
       cmocka_unit_test(test_expand_dq_rejects), cmocka_unit_test(test_vec_dot_levels),
       cmocka_unit_test(test_vec_dot_one_hot),   cmocka_unit_test(test_matmul_equals_vec_dot),
+      cmocka_unit_test(test_quantize_blocks_levels), cmocka_unit_test(test_blockwise8_positions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

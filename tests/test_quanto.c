@@ -20,6 +20,7 @@
 #include "kernels/half_round.h"
 #include "kernels/hqq.h"
 #include "kernels/matmul.h"
+#include "kernels/quanto_rows.h"
 #include "kernels/rtn.h"
 #include "kernels/threadpool.h"
 #include "model/model.h"
@@ -664,11 +665,87 @@ static void test_round_rows(void **state) {
   free(x);
 }
 
+/* quanto's row kernels (kernels/quanto_rows.h) at every SIMD level give the scalar reference's
+ * scales, shifts, zeros and codes bit for bit, and refuse the same rows: random heavy-tailed rows
+ * at scales from 1e-7 (subnormal halves) to 1e3; rows on a grid of 2^-10 (the exact .5 ties of
+ * w / s); all-zero, constant and signed-zero rows (a group minimum of +0 or -0 reaches the stored
+ * zero as shift / s); and rows with NaN, infinity or a value beyond the half range (65520). */
+static void fill_row(float *w, int n, int kind, uint64_t *rng) {
+  float scale = powf(10.0f, -7.0f + 10.0f * tu_rand_uniform(rng));
+  for (int i = 0; i < n; i++) {
+    switch (kind) {
+    case 0: w[i] = scale * tu_rand_normal(rng); break;
+    case 1: w[i] = ldexpf((float)((int)(tu_rand_u64(rng) % 601) - 300), -10); break;
+    case 2: w[i] = 0.0f; break;
+    case 3: w[i] = -0.375f; break;
+    case 4: w[i] = (i % 3 == 0) ? ((i & 1) ? -0.0f : 0.0f) : fabsf(tu_rand_normal(rng)); break; /* min is a zero */
+    default: w[i] = tu_rand_normal(rng); break;
+    }
+  }
+  if (kind == 5) w[n / 2] = NAN;
+  if (kind == 6) w[n - 1] = -INFINITY;
+  if (kind == 7) w[0] = 65520.0f; /* finite, but infinite once rounded to a half */
+}
+
+static void check_rows_equal(const qlm_quanto_rows *k, const qlm_quanto_rows *r, const float *w, int n, int g, int dtype,
+                             const char *what) {
+  float t[2048], s1[2048], s2[2048], h1[2048], h2[2048];
+  uint8_t u1[2048], u2[2048];
+  int z1[2048], z2[2048];
+  for (int op = 0; op < 6; op++) { /* q8, f8, then affine 4-bit, 4-bit int zero, 2-bit, 2-bit int zero */
+    bool a, b;
+    memset(u1, 0xA5, (size_t)n), memset(u2, 0x5A, (size_t)n);
+    memset(s1, 0, sizeof s1), memset(s2, 0, sizeof s2), memset(h1, 0, sizeof h1), memset(h2, 0, sizeof h2);
+    memset(z1, 0, sizeof z1), memset(z2, 0, sizeof z2);
+    int ng = 1, bits = 8;
+    bool iz = false;
+    if (op == 0) a = k->q8(w, n, dtype, t, s1, u1), b = r->q8(w, n, dtype, t, s2, u2);
+    else if (op == 1) a = k->f8(w, n, dtype, t, s1, u1), b = r->f8(w, n, dtype, t, s2, u2);
+    else {
+      bits = op < 4 ? 4 : 2, iz = op & 1, ng = n / g;
+      a = k->affine(w, n, g, bits, iz, dtype, t, s1, h1, z1, u1);
+      b = r->affine(w, n, g, bits, iz, dtype, t, s2, h2, z2, u2);
+    }
+    if (a != b) fail_msg("%s op %d n=%d g=%d dtype %d: accepted %d, reference %d", what, op, n, g, dtype, a, b);
+    if (!a) continue;
+    if (memcmp(u1, u2, (size_t)n) != 0) fail_msg("%s op %d n=%d g=%d bits %d zero %d dtype %d: codes differ", what, op, n, g, bits, iz, dtype);
+    for (int q = 0; q < ng; q++)
+      if (qlm_f32_to_bits(s1[q]) != qlm_f32_to_bits(s2[q]) || qlm_f32_to_bits(h1[q]) != qlm_f32_to_bits(h2[q]) || z1[q] != z2[q])
+        fail_msg("%s op %d n=%d g=%d group %d: scale %a/%a shift %a/%a zero %d/%d", what, op, n, g, q, (double)s1[q],
+                 (double)s2[q], (double)h1[q], (double)h2[q], z1[q], z2[q]);
+  }
+}
+
+static void test_row_kernels_levels(void **state) {
+  (void)state;
+  static const int lens[] = {1, 7, 16, 17, 31, 64, 96, 100, 128, 576, 1536};
+  const qlm_quanto_rows *ref = qlm_quanto_rows_scalar();
+  assert_ptr_equal(qlm_quanto_rows_for(QLM_SIMD_SCALAR), ref);
+  uint64_t rng = 31337;
+  float *w = malloc(2048 * sizeof *w);
+  for (size_t li = 1; li < sizeof LEVELS / sizeof LEVELS[0]; li++) {
+    if (LEVELS[li] > qlm_cpu_detect()) continue;
+    const qlm_quanto_rows *k = qlm_quanto_rows_for(LEVELS[li]);
+    for (size_t ni = 0; ni < sizeof lens / sizeof lens[0]; ni++) {
+      int n = lens[ni];
+      int groups[3] = {n, n % 32 == 0 ? 32 : n, n % 96 == 0 ? 96 : n};
+      for (int kind = 0; kind < 8; kind++)
+        for (int rep = 0; rep < (kind < 2 ? 20 : 2); rep++) {
+          fill_row(w, n, kind, &rng);
+          for (int gi = 0; gi < 3; gi++)
+            for (int dt = QLM_QDTYPE_F16; dt <= QLM_QDTYPE_F32; dt++) check_rows_equal(k, ref, w, n, groups[gi], dt, qlm_simd_name(LEVELS[li]));
+        }
+    }
+  }
+  free(w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_rows), cmocka_unit_test(test_fp8_format),  cmocka_unit_test(test_against_quanto),     cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_fp8_matmul), cmocka_unit_test(test_options_and_errors), cmocka_unit_test(test_stories_end_to_end),
       cmocka_unit_test(test_activations_against_quanto), cmocka_unit_test(test_stories_activations),
+      cmocka_unit_test(test_row_kernels_levels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -69,4 +69,11 @@ float qlm_vec_dot_bnb4_ref(int type, const void *w, const void *a, int64_t n);
 float qlm_vec_dot_bnb4_avx2(int type, const void *w, const void *a, int64_t n);
 float qlm_vec_dot_bnb4_avx512(int type, const void *w, const void *a, int64_t n);
 
+/* Quantize n_blocks blocks of 64 floats x into NF4/FP4 blocks, 16 values at a time: the same bytes
+ * as quant/bnb4.c's scalar block quantizer (qlm_bnb4_quantize_block) for every input.
+ *   mid    the 15 midpoints of the table in sorted order; order: sorted position -> code (NULL for
+ *          NF4, whose table is sorted; FP4's argsort order) */
+void qlm_bnb4_quantize_blocks_avx512(const float mid[15], const uint8_t *order, const float *x, uint8_t *blocks,
+                                     size_t n_blocks);
+
 #endif

@@ -1,7 +1,7 @@
 /* half_round.h — round a row of floats to the nearest IEEE half or bfloat16, in place.
  *
  * optimum-quanto computes its scales and codes in the weight's dtype (f16 or bf16): every +, -,
- * / of two halves is a float result rounded back to a half.  quant/quanto.c reproduces that by
+ * / of two halves is a float result rounded back to a half.  kernels/quanto_rows.c reproduces that by
  * rounding each intermediate row to the dtype.  Done one value at a time (core/fp16.h) this was
  * most of quanto's quantization time; these do a row at a time.
  *

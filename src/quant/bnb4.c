@@ -25,12 +25,14 @@
 #include "quant/bnb4.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/bytes.h"
 #include "kernels/bnb4.h"
+#include "kernels/threadpool.h"
 
 #define QB QLM_BNB4_BLOCK
 
@@ -69,15 +71,16 @@ static float absmax_of(const float *x, int64_t n) {
   return m;
 }
 
-/* torch.bucketize(v, mid, right=False): the number of mid[k] < v (NaN gives n, as torch). */
-static int bucketize(const float *mid, int n, float v) {
-  int lo = 0, hi = n;
-  while (lo < hi) {
-    int m = (lo + hi) / 2;
-    if (!(mid[m] >= v)) lo = m + 1;
-    else hi = m;
-  }
-  return lo;
+/* torch.bucketize(v, mid, right=False) over 255 sorted midpoints, for the values v[0..n): the
+ * number of mid[k] < v (NaN gives 255, as torch).  The predicate !(mid[k] >= v) holds for a
+ * prefix of the midpoints (all of them for NaN), so its length is found by the fixed steps
+ * 128, 64, ..., 1: add the step when the midpoint just past it is still below v.  Done for all the
+ * values step by step, the searches are independent and overlap (one search at a time, each step
+ * waits for the last: that was as slow as the 4-bit quantization that double quantization serves). */
+static void bucketize255(const float mid[255], const float *v, int n, int32_t *pos) {
+  for (int i = 0; i < n; i++) pos[i] = 0;
+  for (int step = 128; step >= 1; step /= 2)
+    for (int i = 0; i < n; i++) pos[i] += step & -(int32_t) !(mid[pos[i] + step - 1] >= v[i]);
 }
 
 /* For the 15 sorted midpoints of a 4-bit table, bucketize's binary search equals counting the
@@ -107,11 +110,18 @@ void qlm_bnb_quantize_blockwise8(const float *x, int64_t n, int blocksize, uint8
   const float *map = qlm_bnb_dynamic_map();
   float mid[255];
   for (int k = 0; k < 255; k++) mid[k] = (map[k] + map[k + 1]) / 2.0f;
+  float v[256];
+  int32_t pos[256];
   for (int64_t b0 = 0, g = 0; b0 < n; b0 += blocksize, g++) {
     int64_t len = n - b0 < blocksize ? n - b0 : blocksize;
     float am = absmax_of(x + b0, len), r = inv_scale(am);
     absmax[g] = am;
-    for (int64_t i = 0; i < len; i++) codes[b0 + i] = (uint8_t)bucketize(mid, 255, clamp1(x[b0 + i] * r));
+    for (int64_t c = 0; c < len; c += 256) { /* pieces of 256 (bnb's double quantization uses 256) */
+      int m = len - c < 256 ? (int)(len - c) : 256;
+      for (int i = 0; i < m; i++) v[i] = clamp1(x[b0 + c + i] * r);
+      bucketize255(mid, v, m, pos);
+      for (int i = 0; i < m; i++) codes[b0 + c + i] = (uint8_t)pos[i];
+    }
   }
 }
 
@@ -178,6 +188,35 @@ static int store_dq(const uint8_t *blocks, size_t n_blocks, qlm_qtensor *out, ql
   return QLM_OK;
 }
 
+void qlm_bnb4_quantize_blocks_at(qlm_simd_level level, int type, const float *x, uint8_t *blocks, size_t n_blocks) {
+  float mid[15];
+  midpoints(type, mid);
+#if defined(__x86_64__) || defined(__i386__)
+  if (level >= QLM_SIMD_AVX512 && qlm_cpu_detect() >= QLM_SIMD_AVX512) {
+    qlm_bnb4_quantize_blocks_avx512(mid, qlm_bnb4_code(type) == qlm_bnb4_fp4_code ? k_fp4_order : NULL, x, blocks,
+                                    n_blocks);
+    return;
+  }
+#endif
+  (void)level;
+  for (size_t b = 0; b < n_blocks; b++) quantize_block_mid(type, mid, x + b * QB, blocks + b * QLM_BNB4_BLOCK_BYTES);
+}
+
+/* The blocks of one tensor, split into contiguous ranges across the driver's threads. */
+typedef struct blocks_job {
+  int type;
+  const float *W;
+  uint8_t *blocks;
+  size_t n_blocks;
+} blocks_job;
+
+static void blocks_task(void *ctx, int ith, int nth) {
+  const blocks_job *j = ctx;
+  size_t b0 = j->n_blocks * (size_t)ith / (size_t)nth, b1 = j->n_blocks * (size_t)(ith + 1) / (size_t)nth;
+  qlm_bnb4_quantize_blocks_at(qlm_cpu_simd_level(), j->type, j->W + b0 * QB, j->blocks + b0 * QLM_BNB4_BLOCK_BYTES,
+                              b1 - b0);
+}
+
 static int bnb4_quantize(const qlm_quant_method *m, const float *W, int64_t rows, int64_t cols,
                          const qlm_quant_opts *o, qlm_qtensor *out, qlm_error *err) {
   int rc = bnb4_check_named(m->name, o, rows, cols, err);
@@ -201,9 +240,8 @@ static int bnb4_quantize(const qlm_quant_method *m, const float *W, int64_t rows
     if ((rc = qlm_qtensor_alloc(&full, type, rows, cols, err))) return rc;
     blocks = full.data;
   }
-  float mid[15];
-  midpoints(type, mid);
-  for (size_t b = 0; b < n_blocks; b++) quantize_block_mid(type, mid, W + b * QB, blocks + b * QLM_BNB4_BLOCK_BYTES);
+  blocks_job j = {.type = type, .W = W, .blocks = blocks, .n_blocks = n_blocks};
+  qlm_pool_run(o->pool && n_blocks >= 1024 ? o->pool : NULL, blocks_task, &j);
   if (o->double_quant) {
     rc = store_dq(blocks, n_blocks, out, err);
     free(blocks);

@@ -44,6 +44,8 @@ typedef struct qlm_quant_opts {
   bool no_true_sequential; /* true_sequential=0: the whole layer on the float layer's inputs (default:
                           q/k/v, o, gate/up, down in turn, each on the earlier ones quantized) */
   int n_threads;         /* threads a method may use (the driver sets it; 0 = its own default) */
+  struct qlm_pool *pool; /* the driver's idle thread pool of n_threads (kernels/threadpool.h; borrowed, NULL:
+                          * none), for methods that split rows across threads without starting their own */
   /* smoothquant / awq (quant/smoothquant.c, quant/awq.c): */
   float alpha;           /* migration strength (smoothquant default 0.5) */
   bool alpha_set;        /* awq: alpha given: no grid search, s = s_x^alpha */

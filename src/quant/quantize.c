@@ -215,7 +215,7 @@ static int load_f32(const qlm_source *src, const qlm_tensor *t, int64_t n, const
 
 /* f32, f16 and llama.cpp block types: rows converted in parallel by the reference quantizers. */
 static int convert_tensor(const qlm_source *src, const qlm_tensor *t, const float *ovr, qlm_pool *pool,
-                          qlm_quant_tensor *rep, qlm_qtensor *o, qlm_error *err) {
+                          qlm_quant_tensor *rep, qlm_qtensor *o, double *method_s, qlm_error *err) {
   int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
   float *f = NULL;
   int rc = load_f32(src, t, n, ovr, &f, err);
@@ -233,7 +233,9 @@ static int convert_tensor(const qlm_source *src, const qlm_tensor *t, const floa
     rc = qlm_fail(err, QLM_ENOMEM, "out of memory quantizing tensor '%s'", t->name);
   } else {
     c.err2 = partial, c.norm2 = partial + nth, c.maxerr = partial + 2 * nth;
-    qlm_pool_run(pool, convert_rows, &c);
+    double t0 = now_s();
+    qlm_pool_run(pool, convert_rows, &c); /* the error sums are made in the same pass */
+    *method_s += now_s() - t0;
     double e2 = 0, n2 = 0, mx = 0;
     for (int i = 0; i < nth; i++) {
       if (c.failed[i]) rc = qlm_fail(err, QLM_ENOMEM, "out of memory quantizing tensor '%s'", t->name);
@@ -257,12 +259,15 @@ static int convert_tensor(const qlm_source *src, const qlm_tensor *t, const floa
 
 /* Any other method: W as f32, the method's quantize, and the error of its dequantized result. */
 static int method_tensor(const qlm_source *src, const qlm_tensor *t, const float *ovr, const qlm_choice *ch,
-                         const qlm_calib *calib, qlm_quant_tensor *rep, qlm_qtensor *o, qlm_error *err) {
+                         const qlm_calib *calib, qlm_quant_tensor *rep, qlm_qtensor *o, double *method_s,
+                         qlm_error *err) {
   int64_t rows = t->ne[1], cols = t->ne[0];
   float *f = NULL, *back = NULL;
   int rc = load_f32(src, t, rows * cols, ovr, &f, err);
   if (rc) return rc;
+  double t0 = now_s();
   rc = ch->method->quantize(f, rows, cols, calib, &ch->opts, o, err);
+  *method_s += now_s() - t0;
   if (rc) {
     qlm_fail_prefix(err, "tensor '%s'", t->name);
   } else if (!(back = qlm_malloc((size_t)(rows * cols) * sizeof *back + 1, "a dequantized tensor", err))) {
@@ -559,10 +564,12 @@ static int do_tensor(driver *d, int i, const qlm_calib *calib, qlm_error *err) {
   qlm_choice ch;
   plan_tensor(d->src, i, d->p, d->bits[i], &ch, &r);
   ch.opts.n_threads = d->p->n_threads;
+  ch.opts.pool = d->pool;
   int rc;
   const float *ovr = d->override[i];
-  if (choice_type(&ch) >= 0) rc = convert_tensor(d->src, t, ovr, d->pool, &r, &d->outs[i], err);
-  else rc = method_tensor(d->src, t, ovr, &ch, calib, &r, &d->outs[i], err);
+  double *ms = &d->sum->method_seconds;
+  if (choice_type(&ch) >= 0) rc = convert_tensor(d->src, t, ovr, d->pool, &r, &d->outs[i], ms, err);
+  else rc = method_tensor(d->src, t, ovr, &ch, calib, &r, &d->outs[i], ms, err);
   if (rc) return rc;
   if (ch.kind == QLM_CHOICE_METHOD) {
     char buf[128];

@@ -64,6 +64,10 @@ typedef struct qlm_quant_summary {
   uint64_t bytes_out;    /* tensor data written */
   uint64_t file_bytes;   /* size of the output file */
   double seconds;        /* wall time of the quantization phase (not the writing) */
+  double method_seconds; /* of which inside the methods' quantize calls (for llama.cpp types: the
+                          * row conversion) on weights already read into memory as f32: the figure
+                          * comparable with a library's quantize calls.  Not in it: reading and
+                          * converting the input weights, calibration, the error report. */
 } qlm_quant_summary;
 
 typedef struct qlm_quant_params {

@@ -4,7 +4,9 @@
  * Every quanto operation rounds to that dtype, so each step below is computed in float and rounded
  * (rd) — exactly what torch does for f16/bf16 tensors (the float result of one +, -, / of two halves
  * rounded once is the correctly rounded half result).  The weights are first rounded to the dtype
- * (what quanto sees in a model loaded in that dtype; exact for an f16 checkpoint).
+ * (what quanto sees in a model loaded in that dtype; exact for an f16 checkpoint).  The per-row
+ * arithmetic is in kernels/quanto_rows.c (scalar reference, AVX-512 for f16); this file chooses the
+ * storage, splits the rows across the driver's threads and reports errors.
  *
  *   qint8    (AbsmaxOptimizer, per output row):  s = rd(max|w| / 127),  q = clamp(round(rd(w / s)), -128, 127)
  *            stored as the RTN absmax type of 8 bits and group = the row (kernels/rtn.h): half d = s (exact:
@@ -65,17 +67,11 @@
 #include "core/bytes.h"
 #include "core/fp16.h"
 #include "kernels/fp8.h"
-#include "kernels/half_round.h"
 #include "kernels/hqq.h"
+#include "kernels/quanto_rows.h"
 #include "kernels/rtn.h"
+#include "kernels/threadpool.h"
 #include "quant/quanto.h"
-
-/* x rounded to the emulated dtype. */
-static float rd(float x, int dtype) {
-  if (dtype == QLM_DTYPE_F16) return qlm_f16_to_f32(qlm_f32_to_f16(x));
-  if (dtype == QLM_DTYPE_BF16) return qlm_bf16_to_f32(qlm_f32_to_bf16(x));
-  return x;
-}
 
 static const char *dtype_name(int dtype) {
   return dtype == QLM_DTYPE_F16 ? "f16" : dtype == QLM_DTYPE_BF16 ? "bf16" : "f32";
@@ -83,23 +79,6 @@ static const char *dtype_name(int dtype) {
 
 static const char *qtype_name(const qlm_quant_opts *o) {
   return o->float8 ? "qfloat8" : o->bits == 8 ? "qint8" : o->bits == 4 ? "qint4" : "qint2";
-}
-
-/* A row of values rounded to the dtype: rd on every element (kernels/half_round.h). */
-static void rd_row(float *x, int64_t n, int dtype) {
-  if (dtype == QLM_DTYPE_F16) qlm_round_f16_row(x, n);
-  else if (dtype == QLM_DTYPE_BF16) qlm_round_bf16_row(x, n);
-}
-
-/* round(v) (ties to even, torch.round) clamped to [lo, hi], integer bounds with |lo|, |hi| < 2^22;
- * NaN (0/0 of a zero scale) gives lo.  Clamping first gives the same result (rounding is monotonic
- * and the bounds are integers) and brings v into the range where adding and subtracting 1.5 * 2^23
- * rounds to an integer in the default rounding mode: plain float operations, so the row loops
- * vectorize (nearbyintf and fmaxf are library calls in a baseline x86-64 build). */
-static inline float round_clamp(float v, float lo, float hi) {
-  v = v > lo ? v : lo; /* NaN > lo is false: lo */
-  v = v < hi ? v : hi;
-  return (v + 12582912.0f) - 12582912.0f;
 }
 
 /* quanto's group size for rows of `cols` weights (0 = per row), for int4/int2. */
@@ -150,103 +129,24 @@ static int64_t first_nonfinite(const float *x, int64_t n) {
   return -1;
 }
 
-/* The row's weights in the dtype (w), checked: finite and within the dtype's range. */
-static int load_row(const float *W, int64_t r, int64_t cols, int dtype, float *w, qlm_error *err) {
+/* The message for row r that a row kernel refused (kernels/quanto_rows.h): its first weight that
+ * is not finite, or not within the dtype's range once rounded. */
+static int row_error(const float *W, int64_t r, int64_t cols, int dtype, qlm_error *err) {
   const float *row = W + r * cols;
   int64_t c = first_nonfinite(row, cols);
   if (c >= 0) return qlm_fail(err, QLM_EFORMAT, "quanto: weight [%lld][%lld] is not finite", (long long)r, (long long)c);
-  memcpy(w, row, (size_t)cols * sizeof *w);
-  rd_row(w, cols, dtype);
-  if ((c = first_nonfinite(w, cols)) >= 0)
-    return qlm_fail(err, QLM_EUNSUPPORTED, "quanto: weight [%lld][%lld] = %g is beyond the range of %s", (long long)r,
-                    (long long)c, (double)row[c], dtype_name(dtype));
-  return QLM_OK;
-}
-
-/* max |w_i| of finite w (the comparison form vectorizes; fmaxf is a library call) */
-static float absmax(const float *w, int64_t n) {
-  float m = 0.0f;
-  for (int64_t i = 0; i < n; i++) {
-    float a = fabsf(w[i]);
-    m = a > m ? a : m;
-  }
-  return m;
-}
-
-/* t[i] = rd(w[i] / s): the quotient rounded to the dtype, a row at a time. */
-static void div_row(const float *w, int n, float s, int dtype, float *t) {
-  for (int i = 0; i < n; i++) t[i] = w[i] / s;
-  rd_row(t, n, dtype);
-}
-
-/* qint8: RTN absmax 8-bit blocks of one row (t: n floats of scratch).  Returns whether the scale
- * was exact in a half. */
-static bool int8_row(const float *w, int cols, int dtype, int type, float *t, uint8_t *u, void *blk) {
-  float s = rd(absmax(w, cols) / 127.0f, dtype);
-  if (s > 0.0f) {
-    div_row(w, cols, s, dtype, t);
-    for (int i = 0; i < cols; i++) u[i] = (uint8_t)(128 + (int)round_clamp(t[i], -128.0f, 127.0f));
-  } else {
-    memset(u, 128, (size_t)cols);
-  }
-  qlm_rtn_pack(type, s, 128, u, blk);
-  return qlm_f16_to_f32(qlm_f32_to_f16(s)) == s;
-}
-
-static void fp8_row(const float *w, int cols, int dtype, float *t, uint8_t *blk) {
-  float s = rd(absmax(w, cols) / QLM_FP8_MAX, dtype);
-  uint32_t bits;
-  memcpy(&bits, &s, sizeof bits);
-  qlm_wr32(blk, bits);
-  if (!(s > 0.0f)) {
-    memset(blk + QLM_FP8_HEADER, 0, (size_t)cols); /* e4m3fn +0 */
-    return;
-  }
-  div_row(w, cols, s, dtype, t);
-  for (int i = 0; i < cols; i++) {
-    float v = t[i] > -QLM_FP8_MAX ? t[i] : -QLM_FP8_MAX;
-    v = v < QLM_FP8_MAX ? v : QLM_FP8_MAX;
-    blk[QLM_FP8_HEADER + i] = qlm_f32_to_e4m3fn(v);
-  }
-}
-
-/* One affine group of g weights: codes u, scale s and float shift (or integer zero z); t: g floats
- * of scratch. */
-static void affine_group(const float *w, int g, int bits, bool int_zero, int dtype, float *t, uint8_t *u, float *s,
-                         float *shift, int *z) {
-  const int qmax = (1 << bits) - 1;
-  float lo = w[0], hi = w[0];
-  for (int i = 1; i < g; i++) lo = w[i] < lo ? w[i] : lo, hi = w[i] > hi ? w[i] : hi;
-  if (hi == lo) lo = fminf(lo, 0.0f), hi = fmaxf(hi, 0.0f); /* quanto: scale 0 and NaN codes */
-  *s = rd(rd(hi - lo, dtype) / (float)qmax, dtype);
-  *shift = -lo;
-  *z = 0;
-  if (!(*s > 0.0f)) { /* an all-zero group */
-    *s = 0.0f, *shift = 0.0f;
-    memset(u, 0, (size_t)g);
-    return;
-  }
-  const float fq = (float)qmax;
-  if (int_zero) {
-    *z = (int)round_clamp(rd(*shift / *s, dtype), 0.0f, fq);
-    /* clamp(round(t) + z, 0, qmax) = round(clamp(t, -z, qmax - z)) + z: z is an integer in [0, qmax] */
-    const float zf = (float)*z;
-    div_row(w, g, *s, dtype, t);
-    for (int i = 0; i < g; i++) u[i] = (uint8_t)((int)round_clamp(t[i], -zf, fq - zf) + *z);
-  } else {
-    for (int i = 0; i < g; i++) t[i] = w[i] + *shift;
-    rd_row(t, g, dtype);
-    div_row(t, g, *s, dtype, t);
-    for (int i = 0; i < g; i++) u[i] = (uint8_t)round_clamp(t[i], 0.0f, fq);
-  }
+  for (c = 0; c < cols; c++)
+    if (!isfinite(qlm_quanto_rd(row[c], dtype))) break;
+  return qlm_fail(err, QLM_EUNSUPPORTED, "quanto: weight [%lld][%lld] = %g is beyond the range of %s", (long long)r,
+                  (long long)c, (double)row[c], dtype_name(dtype));
 }
 
 float qlm_quanto_input_scale(const float *call_absmax, int n, int dtype) {
   float scale = 1.0f;                              /* register_buffer("input_scale", ones(())) */
   const float m = 0.9f, c = (float)(1.0 - 0.9);    /* torch casts the Python scalars to float */
   for (int k = 0; k < n; k++) {
-    float nw = rd(rd(call_absmax[k], dtype) / 127.0f, dtype);
-    scale = scale == 1.0f ? nw : rd(rd(m * scale, dtype) + rd(nw * c, dtype), dtype);
+    float nw = qlm_quanto_rd(qlm_quanto_rd(call_absmax[k], dtype) / 127.0f, dtype);
+    scale = scale == 1.0f ? nw : qlm_quanto_rd(qlm_quanto_rd(m * scale, dtype) + qlm_quanto_rd(nw * c, dtype), dtype);
   }
   return scale;
 }
@@ -268,8 +168,92 @@ static int add_input_scale(const qlm_calib *calib, int dtype, qlm_qtensor *out, 
   return QLM_OK;
 }
 
+/* The rows of one tensor, split into contiguous ranges across the pool's threads. */
+typedef struct quanto_job {
+  const float *W;
+  int64_t rows;
+  int n, g, bits, dtype, type;
+  bool float8, int_zero;
+  uint8_t *out;
+  size_t row_bytes, block_bytes;
+  const qlm_quanto_rows *k;
+  float *scratch;        /* [nth][n + 2 * (n / g)] row, scales, shifts */
+  int *zeros;            /* [nth][n / g] */
+  uint8_t *codes;        /* [nth][n] */
+  int64_t *bad_row;      /* [nth] the thread's first failing row + 1, 0 = none */
+  int *bad_col;          /* [nth] -1: a weight (row_error tells which); else the group whose zero overflows */
+  bool *inexact;         /* [nth] some scale is not exactly a half */
+} quanto_job;
+
+static bool not_half(float s) { return qlm_f16_to_f32(qlm_f32_to_f16(s)) != s; }
+
+/* Quantize row r into its blocks; -2 done, -1 a weight the kernel refused, c >= 0 the column of a
+ * group whose shift / scale does not fit a half zero. */
+static int quanto_row(const quanto_job *j, int ith, int64_t r) {
+  const int n = j->n, ng = n / j->g;
+  float *t = j->scratch + (size_t)ith * (size_t)(n + 2 * ng), *s = t + n, *shift = s + ng;
+  int *z = j->zeros + (size_t)ith * (size_t)ng;
+  uint8_t *u = j->codes + (size_t)ith * (size_t)n, *blk = j->out + (size_t)r * j->row_bytes;
+  const float *w = j->W + r * n;
+  if (j->float8) {
+    if (!j->k->f8(w, n, j->dtype, t, s, blk + QLM_FP8_HEADER)) return -1;
+    uint32_t bits;
+    memcpy(&bits, s, sizeof bits);
+    qlm_wr32(blk, bits);
+    return -2;
+  }
+  if (j->bits == 8) {
+    if (!j->k->q8(w, n, j->dtype, t, s, u)) return -1;
+    qlm_rtn_pack(j->type, s[0], 128, u, blk);
+    if (not_half(s[0])) j->inexact[ith] = true;
+    return -2;
+  }
+  if (!j->k->affine(w, n, j->g, j->bits, j->int_zero, j->dtype, t, s, shift, z, u)) return -1;
+  for (int k = 0; k < ng; k++, blk += j->block_bytes) {
+    if (not_half(s[k])) j->inexact[ith] = true;
+    if (j->int_zero) {
+      qlm_rtn_pack(j->type, s[k], z[k], u + k * j->g, blk);
+      continue;
+    }
+    float zf = s[k] > 0.0f ? shift[k] / s[k] : 0.0f;
+    if (!(fabsf(zf) <= 65504.0f)) return k * j->g;
+    qlm_hqq_pack(j->type, s[k], zf, u + k * j->g, blk);
+  }
+  return -2;
+}
+
+static void quanto_rows_task(void *ctx, int ith, int nth) {
+  quanto_job *j = ctx;
+  int64_t r0 = j->rows * ith / nth, r1 = j->rows * (ith + 1) / nth;
+  for (int64_t r = r0; r < r1; r++) {
+    int c = quanto_row(j, ith, r);
+    if (c != -2) {
+      j->bad_row[ith] = r + 1, j->bad_col[ith] = c;
+      return;
+    }
+  }
+}
+
+/* The failure of the first failing row (the rows are done in order within each thread, so the
+ * smallest first failure over the threads is the sequential order's). */
+static int job_error(const quanto_job *j, int nth, qlm_error *err) {
+  int worst = -1;
+  for (int i = 0; i < nth; i++)
+    if (j->bad_row[i] && (worst < 0 || j->bad_row[i] < j->bad_row[worst])) worst = i;
+  if (worst < 0) return QLM_OK;
+  int64_t r = j->bad_row[worst] - 1;
+  if (j->bad_col[worst] < 0) return row_error(j->W, r, j->n, j->dtype, err);
+  return qlm_fail(err, QLM_EUNSUPPORTED,
+                  "quanto: row %lld, group at column %d: the shift / scale does not fit the half float zero of "
+                  "qlm's storage (a group far from 0 relative to its spread)",
+                  (long long)r, j->bad_col[worst]);
+}
+
 static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm_calib *calib, const qlm_quant_opts *o,
                            qlm_qtensor *out, qlm_error *err) {
+  _Static_assert((int)QLM_QDTYPE_F16 == (int)QLM_DTYPE_F16 && (int)QLM_QDTYPE_BF16 == (int)QLM_DTYPE_BF16 &&
+                     (int)QLM_QDTYPE_F32 == (int)QLM_DTYPE_F32,
+                 "kernels/quanto_rows.h and quant/method.h name the dtypes alike");
   int rc = quanto_check(o, rows, cols, err);
   if (rc) return rc;
   const int dtype = o->dtype ? o->dtype : QLM_DTYPE_F16, n = (int)cols;
@@ -280,47 +264,31 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
   else if (o->int_zero) type = qlm_rtn_type(true, o->bits, g);
   else type = qlm_hqq_type(o->bits, g);
   if ((rc = qlm_qtensor_alloc(out, type, rows, cols, err))) return rc;
-  float *w = qlm_calloc((size_t)n, sizeof *w, "quanto row", err);
-  float *t = qlm_calloc((size_t)n, sizeof *t, "quanto row scratch", err);
-  uint8_t *u = qlm_calloc((size_t)n, 1, "quanto codes", err);
+  qlm_pool *pool = o->pool && rows >= 64 ? o->pool : NULL; /* a few rows are not worth waking threads */
+  const int nth = pool ? qlm_pool_size(pool) : 1, ng = n / g;
+  quanto_job j = {.W = W, .rows = rows, .n = n, .g = g, .bits = o->bits, .dtype = dtype, .type = type,
+                  .float8 = o->float8, .int_zero = o->int_zero, .out = out->data, .row_bytes = out->row_bytes,
+                  .block_bytes = out->row_bytes / (size_t)ng, .k = qlm_quanto_rows_get()};
+  j.scratch = qlm_malloc((size_t)nth * (size_t)(n + 2 * ng) * sizeof *j.scratch, "quanto rows", err);
+  j.zeros = qlm_malloc((size_t)nth * (size_t)ng * sizeof *j.zeros, "quanto rows", err);
+  j.codes = qlm_malloc((size_t)nth * (size_t)n, "quanto codes", err);
+  j.bad_row = qlm_calloc((size_t)nth, sizeof *j.bad_row, "quanto rows", err);
+  j.bad_col = qlm_calloc((size_t)nth, sizeof *j.bad_col, "quanto rows", err);
+  j.inexact = qlm_calloc((size_t)nth, sizeof *j.inexact, "quanto rows", err);
   bool inexact = false;
-  if (!w || !t || !u) {
+  if (!j.scratch || !j.zeros || !j.codes || !j.bad_row || !j.bad_col || !j.inexact) {
     rc = QLM_ENOMEM;
-    goto fail;
+  } else {
+    qlm_pool_run(pool, quanto_rows_task, &j);
+    rc = job_error(&j, nth, err);
+    for (int i = 0; i < nth; i++) inexact |= j.inexact[i];
   }
-  size_t bs = out->row_bytes / (size_t)(n / g);
-  for (int64_t r = 0; r < rows; r++) {
-    uint8_t *blk = (uint8_t *)out->data + (size_t)r * out->row_bytes;
-    if ((rc = load_row(W, r, cols, dtype, w, err))) goto fail;
-    if (o->float8) {
-      fp8_row(w, n, dtype, t, blk);
-      continue;
-    }
-    if (o->bits == 8) {
-      if (!int8_row(w, n, dtype, type, t, u, blk)) inexact = true;
-      continue;
-    }
-    for (int c = 0; c < n; c += g, blk += bs) {
-      float s, shift;
-      int z;
-      affine_group(w + c, g, o->bits, o->int_zero, dtype, t, u, &s, &shift, &z);
-      if (qlm_f16_to_f32(qlm_f32_to_f16(s)) != s) inexact = true;
-      if (o->int_zero) {
-        qlm_rtn_pack(type, s, z, u, blk);
-        continue;
-      }
-      float zf = s > 0.0f ? shift / s : 0.0f;
-      if (!(fabsf(zf) <= 65504.0f)) {
-        rc = qlm_fail(err, QLM_EUNSUPPORTED,
-                      "quanto: row %lld, group at column %d: the shift / scale = %g does not fit the half float zero of "
-                      "qlm's storage (a group far from 0 relative to its spread)",
-                      (long long)r, c, (double)zf);
-        goto fail;
-      }
-      qlm_hqq_pack(type, s, zf, u, blk);
-    }
+  free(j.scratch), free(j.zeros), free(j.codes), free(j.bad_row), free(j.bad_col), free(j.inexact);
+  if (!rc && o->act_int8) rc = add_input_scale(calib, dtype, out, err);
+  if (rc) {
+    qlm_qtensor_free(out);
+    return rc;
   }
-  if (o->act_int8 && (rc = add_input_scale(calib, dtype, out, err))) goto fail;
   qlm_qtensor_set_bpw(out);
   char gs[16];
   if (gq) snprintf(gs, sizeof gs, "%d", gq);
@@ -333,12 +301,7 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
   if (inexact)
     snprintf(out->note, sizeof out->note, "some %s scales are below the half range and were rounded to halves",
              dtype_name(dtype));
-  free(w), free(t), free(u);
   return QLM_OK;
-fail:
-  free(w), free(t), free(u);
-  qlm_qtensor_free(out);
-  return rc;
 }
 
 static bool quanto_wants_calib(const qlm_quant_opts *o) { return o->act_int8; }

@@ -1,0 +1,150 @@
+/* quanto_rows_avx512.c — quanto's row steps (quanto_rows.h) 16 values at a time, for dtype f16.
+ *
+ * Why they equal the scalar reference bit for bit:
+ *   - rounding to f16 is vcvtps2ph (round to nearest even) then vcvtph2ps, the exact IEEE rounding
+ *     the scalar qlm_f32_to_f16 makes; division is IEEE in both;
+ *   - max, min and absmax are exact whatever the order; the one order-dependent detail, the sign of
+ *     a group minimum equal to zero (it reaches the stored zero point as shift / s = -0 or +0), is
+ *     taken from the first zero of the group, as the scalar loop's strict "<" does;
+ *   - round(clamp(v)) uses the same clamp and the same +-1.5 * 2^23 rounding as the scalar code;
+ *   - the e4m3fn cast below is qlm_f32_to_e4m3fn's formula for finite |v| <= 448 (all the row ever
+ *     casts: its values are clamped there). */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/fp8.h"
+#include "kernels/quanto_rows.h"
+
+static inline __mmask16 tail_mask(int left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u); }
+
+static inline __m512 rd16(__m512 v) {
+  return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* round half to even of clamp(v, lo, hi), as an int32 (v not NaN) */
+static inline __m512i round_clamp(__m512 v, __m512 lo, __m512 hi) {
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+  return _mm512_cvtps_epi32(_mm512_sub_ps(_mm512_add_ps(v, magic), magic));
+}
+
+/* t = rd16(w) over the row; false if a value is not finite (before or after rounding). *amax = max|t|. */
+static bool load_row(const float *w, int n, float *t, float *amax) {
+  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  __m512 m = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = tail_mask(n - i);
+    __m512 h = rd16(_mm512_maskz_loadu_ps(k, w + i)), a = _mm512_abs_ps(h);
+    bad |= (__mmask16)(k & ~_mm512_cmp_ps_mask(a, inf, _CMP_LT_OQ)); /* NaN and inf are not < inf */
+    m = _mm512_max_ps(m, a);
+    _mm512_mask_storeu_ps(t + i, k, h);
+  }
+  *amax = _mm512_reduce_max_ps(m);
+  return bad == 0;
+}
+
+static bool q8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t *u) {
+  if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->q8(w, n, dtype, t, s, u);
+  float amax;
+  if (!load_row(w, n, t, &amax)) return false;
+  *s = qlm_quanto_rd(amax / 127.0f, dtype);
+  if (!(*s > 0.0f)) {
+    memset(u, 128, (size_t)n);
+    return true;
+  }
+  const __m512 sv = _mm512_set1_ps(*s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
+  const __m512i off = _mm512_set1_epi32(128);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = tail_mask(n - i);
+    __m512 q = rd16(_mm512_div_ps(_mm512_maskz_loadu_ps(k, t + i), sv));
+    _mm512_mask_cvtepi32_storeu_epi8(u + i, k, _mm512_add_epi32(round_clamp(q, lo, hi), off));
+  }
+  return true;
+}
+
+/* qlm_f32_to_e4m3fn for finite |v| <= 448: below 2^-6 a subnormal code round(|v| * 2^9) (exact
+ * product, so a fused multiply-add could not change it); else the float's exponent and top 3
+ * mantissa bits rounded to nearest even on the bit pattern, exponent rebiased 127 -> 7. */
+static inline __m512i e4m3fn(__m512 v) {
+  const __m512i b = _mm512_castps_si512(v), one = _mm512_set1_epi32(1);
+  const __m512i ab = _mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff));
+  const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(b, 24), _mm512_set1_epi32(0x80));
+  const __mmask16 subn = _mm512_cmplt_epu32_mask(ab, _mm512_set1_epi32(0x3c800000));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  __m512 m = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_castsi512_ps(ab), _mm512_set1_ps(512.0f)), magic), magic);
+  __m512i r = _mm512_add_epi32(ab, _mm512_add_epi32(_mm512_set1_epi32(0x7ffff), _mm512_and_si512(_mm512_srli_epi32(ab, 20), one)));
+  __m512i cn = _mm512_sub_epi32(_mm512_srli_epi32(r, 20), _mm512_set1_epi32(120 << 3));
+  return _mm512_or_si512(_mm512_mask_blend_epi32(subn, cn, _mm512_cvtps_epi32(m)), sign);
+}
+
+static bool f8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t *c) {
+  if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->f8(w, n, dtype, t, s, c);
+  float amax;
+  if (!load_row(w, n, t, &amax)) return false;
+  *s = qlm_quanto_rd(amax / QLM_FP8_MAX, dtype);
+  if (!(*s > 0.0f)) {
+    memset(c, 0, (size_t)n);
+    return true;
+  }
+  const __m512 sv = _mm512_set1_ps(*s), lo = _mm512_set1_ps(-QLM_FP8_MAX), hi = _mm512_set1_ps(QLM_FP8_MAX);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = tail_mask(n - i);
+    __m512 q = rd16(_mm512_div_ps(_mm512_maskz_loadu_ps(k, t + i), sv));
+    q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+    _mm512_mask_cvtepi32_storeu_epi8(c + i, k, e4m3fn(q));
+  }
+  return true;
+}
+
+/* min and max of x[0..g) (finite), the minimum's sign as the scalar loop leaves it */
+static void group_range(const float *x, int g, float *lo, float *hi) {
+  __m512 mn = _mm512_set1_ps(x[0]), mx = mn;
+  for (int i = 0; i < g; i += 16) {
+    __mmask16 k = tail_mask(g - i);
+    __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    mn = _mm512_mask_min_ps(mn, k, mn, v);
+    mx = _mm512_mask_max_ps(mx, k, mx, v);
+  }
+  *lo = _mm512_reduce_min_ps(mn), *hi = _mm512_reduce_max_ps(mx);
+  if (*lo == 0.0f)
+    for (int i = 0; i < g; i++)
+      if (x[i] == 0.0f) {
+        *lo = x[i];
+        break;
+      }
+}
+
+static void affine_group(const float *x, int g, int bits, bool int_zero, float *s, float *shift, int *z, uint8_t *u) {
+  float lo, hi;
+  group_range(x, g, &lo, &hi);
+  qlm_quanto_affine_params(lo, hi, bits, int_zero, QLM_QDTYPE_F16, s, shift, z);
+  if (!(*s > 0.0f)) {
+    memset(u, 0, (size_t)g);
+    return;
+  }
+  const float fq = (float)((1 << bits) - 1);
+  const __m512 sv = _mm512_set1_ps(*s), sh = _mm512_set1_ps(*shift);
+  const __m512 lo_v = _mm512_set1_ps(int_zero ? -(float)*z : 0.0f), hi_v = _mm512_set1_ps(int_zero ? fq - (float)*z : fq);
+  const __m512i zv = _mm512_set1_epi32(int_zero ? *z : 0);
+  for (int i = 0; i < g; i += 16) {
+    __mmask16 k = tail_mask(g - i);
+    __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    if (!int_zero) v = rd16(_mm512_add_ps(v, sh));
+    v = rd16(_mm512_div_ps(v, sv));
+    _mm512_mask_cvtepi32_storeu_epi8(u + i, k, _mm512_add_epi32(round_clamp(v, lo_v, hi_v), zv));
+  }
+}
+
+static bool affine_row(const float *w, int n, int g, int bits, bool int_zero, int dtype, float *t, float *s,
+                       float *shift, int *z, uint8_t *u) {
+  if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->affine(w, n, g, bits, int_zero, dtype, t, s, shift, z, u);
+  float amax;
+  if (!load_row(w, n, t, &amax)) return false;
+  for (int c = 0, k = 0; c < n; c += g, k++) affine_group(t + c, g, bits, int_zero, s + k, shift + k, z + k, u + c);
+  return true;
+}
+
+static const qlm_quanto_rows k_avx512 = {.q8 = q8_row, .f8 = f8_row, .affine = affine_row};
+
+const qlm_quanto_rows *qlm_quanto_rows_avx512(void) { return &k_avx512; }
