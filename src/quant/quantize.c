@@ -235,7 +235,7 @@ static int convert_tensor(const qlm_source *src, const qlm_tensor *t, const floa
     c.err2 = partial, c.norm2 = partial + nth, c.maxerr = partial + 2 * nth;
     double t0 = now_s();
     qlm_pool_run(pool, convert_rows, &c); /* the error sums are made in the same pass */
-    *method_s += now_s() - t0;
+    if (rep->type != QLM_TYPE_F32 && rep->type != QLM_TYPE_F16) *method_s += now_s() - t0; /* kept tensors are not quantized */
     double e2 = 0, n2 = 0, mx = 0;
     for (int i = 0; i < nth; i++) {
       if (c.failed[i]) rc = qlm_fail(err, QLM_ENOMEM, "out of memory quantizing tensor '%s'", t->name);

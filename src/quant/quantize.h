@@ -67,7 +67,8 @@ typedef struct qlm_quant_summary {
   double method_seconds; /* of which inside the methods' quantize calls (for llama.cpp types: the
                           * row conversion) on weights already read into memory as f32: the figure
                           * comparable with a library's quantize calls.  Not in it: reading and
-                          * converting the input weights, calibration, the error report. */
+                          * converting the input weights, calibration, the error report, and the
+                          * tensors kept in f32/f16 (embeddings, norms). */
 } qlm_quant_summary;
 
 typedef struct qlm_quant_params {
