@@ -83,6 +83,19 @@ static int exec(qlm_db *db, const char *sql, const char *what, qlm_error *err) {
   return QLM_OK;
 }
 
+/* Switching a fresh file to WAL upgrades a shared lock to an exclusive one. When two openers
+ * race, SQLite answers SQLITE_BUSY at once instead of calling the busy handler (waiting could
+ * deadlock), so the switch is retried here, 10 ms apart, within the same busy timeout. */
+static int exec_retry_busy(qlm_db *db, const char *sql, const char *what, qlm_error *err) {
+  for (int waited_ms = 0;; waited_ms += 10) {
+    int rc = sqlite3_exec(db->h, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK) return QLM_OK;
+    if ((rc & 0xff) != SQLITE_BUSY || waited_ms >= QLM_DB_BUSY_TIMEOUT_MS) return db_fail(db, err, QLM_EIO, what);
+    struct timespec ten_ms = {0, 10 * 1000 * 1000};
+    nanosleep(&ten_ms, NULL);
+  }
+}
+
 static int user_version(qlm_db *db, int *v, qlm_error *err) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(db->h, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
@@ -142,7 +155,7 @@ int qlm_db_open(const char *path, qlm_db **out, qlm_error *err) {
   /* The first statement reads the header: a non-SQLite file fails here with SQLITE_NOTADB. WAL
    * lets readers run beside the one writer; synchronous=NORMAL is durable to a process kill
    * (only a power loss may drop the last commits, never corrupt). */
-  rc = exec(db, "PRAGMA journal_mode=WAL", "setting WAL mode", err) ||
+  rc = exec_retry_busy(db, "PRAGMA journal_mode=WAL", "setting WAL mode", err) ||
        exec(db, "PRAGMA synchronous=NORMAL", "setting synchronous mode", err) ||
        exec(db, "PRAGMA foreign_keys=ON", "enabling foreign keys", err) || migrate(db, err);
   if (rc) {
