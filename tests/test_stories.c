@@ -149,19 +149,30 @@ static void test_formats_agree(void **st) {
   int32_t seqids[N_STEPS];
   for (int i = 0; i < N_STEPS; i++) seqids[i] = ids[i % n]; /* repeat the text to fill 256 positions */
   free(ids);
-  float *lg = all_logits(&g, seqids, N_STEPS), *lb = all_logits(&b, seqids, N_STEPS), *lh = all_logits(&h, seqids, N_STEPS);
-  size_t total = (size_t)N_STEPS * g.model->hp.n_vocab;
-  double max_gb = 0, max_gh = 0;
-  for (size_t i = 0; i < total; i++) {
-    max_gb = fmax(max_gb, fabs(lg[i] - lb[i]));
-    max_gh = fmax(max_gh, fabs(lg[i] - lh[i]));
+  /* Both attention paths (model.h qlm_state_set_gemm_attention).  The row kernels sum scores in
+   * double, so the HF copy's permuted q/k rows change nothing but the last bits of the products
+   * after it: 1e-5.  The BLAS path (the default for a batch of one sequence) sums q.k in f32 in
+   * the rows' order, which the permutation changes: each score moves by a few ulp, and over five
+   * layers the logits (|logit| up to ~20) by ~1.5e-5 measured; 1e-4 is ~5 ulp of 20. */
+  for (int gemm = 0; gemm < 2; gemm++) {
+    loaded *all[3] = {&g, &b, &h};
+    for (int i = 0; i < 3; i++) assert_int_equal(qlm_state_set_gemm_attention(all[i]->state, gemm, &err), 0);
+    float *lg = all_logits(&g, seqids, N_STEPS), *lb = all_logits(&b, seqids, N_STEPS);
+    float *lh = all_logits(&h, seqids, N_STEPS);
+    size_t total = (size_t)N_STEPS * g.model->hp.n_vocab;
+    double max_gb = 0, max_gh = 0;
+    for (size_t i = 0; i < total; i++) {
+      max_gb = fmax(max_gb, fabs(lg[i] - lb[i]));
+      max_gh = fmax(max_gh, fabs(lg[i] - lh[i]));
+    }
+    print_message("%s attention: max |logit diff| gguf-bin %.3g, gguf-hf %.3g over %zu logits\n",
+                  gemm ? "BLAS" : "row-kernel", max_gb, max_gh, total);
+    assert_true(max_gb <= 1e-5); /* the same weights in the same layout: the same arithmetic */
+    assert_true(max_gh <= (gemm ? 1e-4 : 1e-5));
+    free(lg);
+    free(lb);
+    free(lh);
   }
-  print_message("max |logit diff| gguf-bin %.3g, gguf-hf %.3g over %zu logits\n", max_gb, max_gh, total);
-  assert_true(max_gb <= 1e-5);
-  assert_true(max_gh <= 1e-5);
-  free(lg);
-  free(lb);
-  free(lh);
   unload(&g);
   unload(&b);
   unload(&h);

@@ -108,6 +108,7 @@ static int gemm_q_on(void) {
   return !(e && strcmp(e, "0") == 0);
 }
 static void blas_init(void) { openblas_set_num_threads(1); }
+void qlm_blas_single_threaded(void) { pthread_once(&g_blas_once, blas_init); }
 
 typedef struct mm_task {
   const qlm_mat *W;

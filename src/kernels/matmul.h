@@ -34,4 +34,8 @@ typedef struct qlm_mat {
 /* Y[T x rows] = X[T x cols] * W^T.  Work is split over the pool's threads by rows of W. */
 void qlm_matmul(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool);
 
+/* Keeps OpenBLAS to the calling thread (once per process): qlm splits the work over its own pool
+ * and calls BLAS from inside it, so BLAS's own threads would only oversubscribe the cores. */
+void qlm_blas_single_threaded(void);
+
 #endif

@@ -1,9 +1,8 @@
 /* matmul_avx2.c — f32 GEMV/dot with AVX2 + FMA (compiled with -mavx2 -mfma; only called when
  * kernels/cpu.c found them).
  *
- * Decode is memory-bound: each weight is used once, so the goal is to stream W at full bandwidth.
- * Four rows are processed together so every x load is shared by four FMAs, and each row keeps two
- * accumulators (8 independent FMA chains hide the FMA latency). */
+ * Decode is memory-bound: each weight is used once, so the goal is to stream W at full bandwidth:
+ * rows one after the other (a single stream per thread), two accumulators per row. */
 #include <immintrin.h>
 
 #include "kernels/gemv.h"
@@ -28,48 +27,26 @@ float qlm_dot_f32_avx2(const float *a, const float *b, int64_t n) {
   return s;
 }
 
-static void gemv4(const float *w0, int64_t ldw, const float *x, float *y, int64_t cols) {
-  const float *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+/* One row: two accumulators over 16-column steps, then one 8-wide step, then scalar columns. */
+static inline float gemv_row(const float *w, const float *x, int64_t cols) {
+  __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
   int64_t c = 0;
   for (; c + 16 <= cols; c += 16) {
-    __m256 xa = _mm256_loadu_ps(x + c), xb = _mm256_loadu_ps(x + c + 8);
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), xa, a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + c), xa, a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + c), xa, a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c), xa, a3);
-    b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c + 8), xb, b0);
-    b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + c + 8), xb, b1);
-    b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + c + 8), xb, b2);
-    b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c + 8), xb, b3);
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(w + c), _mm256_loadu_ps(x + c), a);
+    b = _mm256_fmadd_ps(_mm256_loadu_ps(w + c + 8), _mm256_loadu_ps(x + c + 8), b);
   }
   if (c + 8 <= cols) {
-    __m256 xa = _mm256_loadu_ps(x + c);
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), xa, a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + c), xa, a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + c), xa, a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c), xa, a3);
+    a = _mm256_fmadd_ps(_mm256_loadu_ps(w + c), _mm256_loadu_ps(x + c), a);
     c += 8;
   }
-  float s0 = hsum256(_mm256_add_ps(a0, b0)), s1 = hsum256(_mm256_add_ps(a1, b1));
-  float s2 = hsum256(_mm256_add_ps(a2, b2)), s3 = hsum256(_mm256_add_ps(a3, b3));
-  for (; c < cols; c++) {
-    s0 += w0[c] * x[c];
-    s1 += w1[c] * x[c];
-    s2 += w2[c] * x[c];
-    s3 += w3[c] * x[c];
-  }
-  y[0] = s0;
-  y[1] = s1;
-  y[2] = s2;
-  y[3] = s3;
+  float s = hsum256(_mm256_add_ps(a, b));
+  for (; c < cols; c++) s += w[c] * x[c];
+  return s;
 }
 
+/* Rows one after the other (see matmul_avx512.c: one stream per thread prefetches best). */
 void qlm_gemv_f32_avx2(const float *W, int64_t ldw, const float *x, float *y, int64_t rows, int64_t cols) {
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) gemv4(W + r * ldw, ldw, x, y + r, cols);
-  for (; r < rows; r++) y[r] = qlm_dot_f32_avx2(W + r * ldw, x, cols);
+  for (int64_t r = 0; r < rows; r++) y[r] = gemv_row(W + r * ldw, x, cols);
 }
 
 float qlm_dotd_f32_avx2(const float *a, const float *b, int64_t n) {

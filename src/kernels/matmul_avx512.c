@@ -22,40 +22,27 @@ float qlm_dot_f32_avx512(const float *a, const float *b, int64_t n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static void gemv4(const float *w0, int64_t ldw, const float *x, float *y, int64_t cols) {
-  const float *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-  __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+/* One row: two accumulators over 32-column steps, 16-wide (last one masked) steps into the first. */
+static inline float gemv_row(const float *w, const float *x, int64_t cols) {
+  __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 32 <= cols; c += 32) {
-    __m512 xa = _mm512_loadu_ps(x + c), xb = _mm512_loadu_ps(x + c + 16);
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + c), xa, a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + c), xa, a1);
-    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + c), xa, a2);
-    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + c), xa, a3);
-    b0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + c + 16), xb, b0);
-    b1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + c + 16), xb, b1);
-    b2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + c + 16), xb, b2);
-    b3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + c + 16), xb, b3);
+    a = _mm512_fmadd_ps(_mm512_loadu_ps(w + c), _mm512_loadu_ps(x + c), a);
+    b = _mm512_fmadd_ps(_mm512_loadu_ps(w + c + 16), _mm512_loadu_ps(x + c + 16), b);
   }
-  for (; c < cols; c += 16) { /* 16-wide steps, the last one masked */
+  for (; c < cols; c += 16) {
     __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : tail_mask(cols - c);
-    __m512 xa = _mm512_maskz_loadu_ps(m, x + c);
-    a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + c), xa, a0);
-    a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + c), xa, a1);
-    a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + c), xa, a2);
-    a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + c), xa, a3);
+    a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + c), _mm512_maskz_loadu_ps(m, x + c), a);
   }
-  y[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
-  y[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
-  y[2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
-  y[3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+  return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
 }
 
+/* Rows one after the other, in memory order: a single stream per thread is what the hardware
+ * prefetcher follows best.  Four rows interleaved (sharing each x load) measured 48 t/s decoding
+ * SmolLM2-135M in f32 on 2 Zen 4 threads, one row at a time 60-76 t/s (kernels/q4_0_gemv_avx512.c
+ * found the same for Q4_0). */
 void qlm_gemv_f32_avx512(const float *W, int64_t ldw, const float *x, float *y, int64_t rows, int64_t cols) {
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) gemv4(W + r * ldw, ldw, x, y + r, cols);
-  for (; r < rows; r++) y[r] = qlm_dot_f32_avx512(W + r * ldw, x, cols);
+  for (int64_t r = 0; r < rows; r++) y[r] = gemv_row(W + r * ldw, x, cols);
 }
 
 float qlm_dotd_f32_avx512(const float *a, const float *b, int64_t n) {

@@ -88,6 +88,8 @@ typedef enum qlm_state_buf_id {
   QLM_SB_XIN,                                      /* float [B][n_ff + n_embd + n_head*head_dim] */
   QLM_SB_ROPE_COS, QLM_SB_ROPE_SIN,                /* float [B][n_rot/2] */
   QLM_SB_SCORES,                                   /* float [n_threads][n_head/n_head_kv][n_ctx] */
+  QLM_SB_GATT_SCORES,                              /* float [n_threads][min(QLM_GATT_ROWS, B)][n_ctx],
+                                                      none when B = 1 (the BLAS attention's blocks) */
   QLM_SB_COUNT
 } qlm_state_buf_id;
 typedef struct qlm_state_buf {
@@ -211,9 +213,14 @@ int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int 
 int qlm_stage_ffn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *h, float *x,
                            qlm_error *err);
 
-/* Attention of batches whose rows are all of one sequence by BLAS matrix products (f32, ~1e-6
- * relative to the default kernels, whose order is fixed; see forward.c) instead of row by row:
- * the calibration passes switch it on.  Off by default. */
+/* Attention of batches of two or more rows that are all of one sequence (a prompt, a
+ * perplexity window, a calibration sample) by BLAS matrix products over blocks of QLM_GATT_ROWS
+ * query rows, f32 (see forward.c), instead of row by row with the fixed-order kernels of
+ * kernels/attn.h (scores summed in double).  On by default: at a 512-token prompt it is most of
+ * the difference in prefill speed; the two agree to ~1e-6 relative (tests/test_calib.c).  Off:
+ * every batch takes the row kernels, whose results do not depend on how rows are batched (one
+ * token at a time gives the same logits as a whole prompt) nor on the SIMD level. */
+#define QLM_GATT_ROWS 64
 int qlm_state_set_gemm_attention(qlm_state *s, bool on, qlm_error *err);
 
 #endif
