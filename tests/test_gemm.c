@@ -280,6 +280,34 @@ static void test_repack_ksuper_avx512(void **st) {
   }
 }
 
+/* The AVX-512 activation-block repack against the layout of gemm_q.h written out by hand:
+ * step k, act c, row r -> act c's codes 4k..4k+3; corr, d, s of act c in lanes 4c..4c+3. */
+static void test_repack_act_avx512(void **st) {
+  (void)st;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512) skip();
+  uint64_t rng = 1234;
+  uint8_t codes[4][32], o[QLM_GQ_ABLK];
+  int32_t corr[4];
+  float d[4], s[4];
+  for (int c = 0; c < 4; c++) {
+    for (int j = 0; j < 32; j++) codes[c][j] = (uint8_t)(next(&rng) >> 56);
+    corr[c] = (int32_t)(next(&rng) >> 40) - (1 << 23);
+    d[c] = unif(&rng), s[c] = unif(&rng);
+  }
+  const uint8_t *qv[4] = {codes[0], codes[1], codes[2], codes[3]};
+  memset(o, 0xCD, sizeof o);
+  qlm_gemm_q_repack_act_avx512(qv, corr, d, s, o);
+  for (int k = 0; k < 8; k++)
+    for (int c = 0; c < 4; c++)
+      for (int r = 0; r < 4; r++) assert_memory_equal(o + 64 * k + 16 * c + 4 * r, codes[c] + 4 * k, 4);
+  for (int c = 0; c < 4; c++)
+    for (int r = 0; r < 4; r++) {
+      assert_memory_equal(o + 512 + 4 * (4 * c + r), &corr[c], 4);
+      assert_memory_equal(o + 576 + 4 * (4 * c + r), &d[c], 4);
+      assert_memory_equal(o + 640 + 4 * (4 * c + r), &s[c], 4);
+    }
+}
+
 /* LLaMA-7B widths (4096 and 11008 = 43 super-blocks) with odd rows and T, one to three threads:
  * the AVX-512 repacks, the Q8_K quantizer and the VNNI tile against the vec_dot references. */
 static void test_gemm_q_7b_widths(void **st) {
@@ -304,7 +332,7 @@ int main(void) {
       cmocka_unit_test(test_matmul_uses_gemm_q),
       cmocka_unit_test(test_quantize_avx512_same_bytes),
       cmocka_unit_test(test_quantize_q8k_avx512_same_bytes),
-      cmocka_unit_test(test_repack_ksuper_avx512),
+      cmocka_unit_test(test_repack_ksuper_avx512), cmocka_unit_test(test_repack_act_avx512),
       cmocka_unit_test(test_gemm_q_7b_widths),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

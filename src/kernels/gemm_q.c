@@ -146,7 +146,7 @@ static void repack_wgroup(const wtype *wt, const qlm_mat *W, int64_t r0, int n, 
 
 /* Activation rows 0..n-1 (n <= 4) of a group, already quantized to act_type at qa[c] -> the group
  * at dst (rows n..3 zero).  Written block by block, front to back. */
-static void repack_act(const wtype *wt, const uint8_t *const qa[4], int n, int64_t nb, uint8_t *dst) {
+static void repack_act(const wtype *wt, const uint8_t *const qa[4], int n, int64_t nb, uint8_t *dst, int simd) {
   int abytes = wt->act_type == QLM_TYPE_Q8_1 ? 36 : 34, qoff = abytes - QK;
   static const uint8_t zeros[QK];
   for (int64_t b = 0; b < nb; b++) {
@@ -172,6 +172,10 @@ static void repack_act(const wtype *wt, const uint8_t *const qa[4], int n, int64
         s[c] = wt->act_type == QLM_TYPE_Q8_1 ? qlm_rdhalf(y + 2) : 0.0f;
       }
       corr[c] = -wt->off * sum;
+    }
+    if (simd) {
+      qlm_gemm_q_repack_act_avx512(qv, corr, d, s, o);
+      continue;
     }
     for (int k = 0; k < 8; k++)
       for (int c = 0; c < 4; c++)
@@ -268,7 +272,7 @@ static void task_act(void *arg, int ith, int nth) {
       else t->at->quantize_act(x, qc, t->W->cols);
       qa[c] = qc;
     }
-    repack_act(t->wt, qa, n, t->nb, t->act + (size_t)g * gbytes); /* rows past T: d = 0, add nothing */
+    repack_act(t->wt, qa, n, t->nb, t->act + (size_t)g * gbytes, t->q512); /* rows past T: d = 0, add nothing */
   }
 }
 

@@ -55,6 +55,11 @@ void qlm_gemm_q_tile_avx512vnni(const uint8_t *wp, int nrg, const uint8_t *ap, i
 
 /* qlm_quantize_q8_0 (q8_1 = 0) / qlm_quantize_q8_1 (q8_1 = 1) with AVX-512: the same bytes. */
 void qlm_gemm_q_quantize_avx512(const float *x, uint8_t *dst, int64_t n, int q8_1);
+/* The activation-group block (gemm_q.h's ABLK layout) of one block of 4 quantized activations:
+ * codes qv[c] (32 int8 each), corr[c], d[c], s[c] each repeated over the 4 weight rows; the same
+ * bytes as the scalar repack. */
+void qlm_gemm_q_repack_act_avx512(const uint8_t *const qv[4], const int32_t corr[4], const float d[4], const float s[4],
+                                  uint8_t *o);
 /* The repack of one 32-weight block of 4 rows of Q4_0 (q8_0 = 0) / Q8_0 (q8_0 = 1) with AVX-512
  * (rows[r] NULL: a zero row); the same bytes as the scalar repack. */
 void qlm_gemm_q_repack_wblock_avx512(const uint8_t *const rows[4], int q8_0, uint8_t *o);

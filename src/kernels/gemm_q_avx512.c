@@ -107,6 +107,24 @@ void qlm_gemm_q_quantize_avx512(const float *x, uint8_t *dst, int64_t n, int q8_
   }
 }
 
+/* Step k's 64 bytes hold act c's dword k in lanes 4c..4c+3: a two-source dword permute of
+ * [act 0 | act 1] and [act 2 | act 3] with lane j -> dword 8 (j / 4) + k.  The 16-lane tails
+ * (corr, d, s) repeat value c over lanes 4c..4c+3. */
+void qlm_gemm_q_repack_act_avx512(const uint8_t *const qv[4], const int32_t corr[4], const float d[4], const float s[4],
+                                  uint8_t *o) {
+  __m512i a01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)qv[0])),
+                                   _mm256_loadu_si256((const __m256i *)qv[1]), 1);
+  __m512i a23 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)qv[2])),
+                                   _mm256_loadu_si256((const __m256i *)qv[3]), 1);
+  const __m512i base = _mm512_set_epi32(24, 24, 24, 24, 16, 16, 16, 16, 8, 8, 8, 8, 0, 0, 0, 0);
+  for (int k = 0; k < 8; k++)
+    _mm512_storeu_si512(o + 64 * k, _mm512_permutex2var_epi32(a01, _mm512_add_epi32(base, _mm512_set1_epi32(k)), a23));
+  const __m512i rep = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  _mm512_storeu_si512(o + 512, _mm512_permutexvar_epi32(rep, _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)corr))));
+  _mm512_storeu_ps(o + 576, _mm512_permutexvar_ps(rep, _mm512_castps128_ps512(_mm_loadu_ps(d))));
+  _mm512_storeu_ps(o + 640, _mm512_permutexvar_ps(rep, _mm512_castps128_ps512(_mm_loadu_ps(s))));
+}
+
 /* Four rows' 32 codes (u[r], one byte each) -> the 128 code bytes of a weight-group block:
  * step k / row r (bytes 16 k + 4 r) holds row r's codes 4k..4k+3. */
 static inline void interleave_codes(const __m256i u[4], uint8_t *o) {
