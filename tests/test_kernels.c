@@ -18,6 +18,7 @@
 #include "kernels/cpu.h"
 #include "kernels/gemv.h"
 #include "kernels/matmul.h"
+#include "kernels/quants.h"
 #include "kernels/threadpool.h"
 #include "kernels/types.h"
 #include "kernels/vexp.h"
@@ -328,6 +329,52 @@ static void test_vexp(void **state) {
   assert_true(isnan(qlm_silu(NAN)));
 }
 
+/* qlm_matmul_group (q/k/v, gate/up in one dispatch) gives the bytes of separate qlm_matmul calls:
+ * decode (T = 1) in f32 and the quantized decode kernels (Q4_0's packed VNNI GEMV, Q4_K's
+ * whole-slice GEMV, Q8_0's vec_dot), matrices of 3 different heights so the threads' slices
+ * straddle matrix boundaries, 1 and 3 threads; and T = 5 (the fallback: one call each). */
+static void test_matmul_group_same_bytes(void **st) {
+  (void)st;
+  uint64_t rng = 77;
+  const int types[] = {QLM_TYPE_F32, QLM_TYPE_Q4_0, QLM_TYPE_Q8_0, QLM_TYPE_Q4_K};
+  const int64_t rows[3] = {256, 64, 80}, cols = 512;
+  for (int nth = 1; nth <= 3; nth += 2) {
+    qlm_pool *p = qlm_pool_new(nth);
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++)
+      for (int64_t T = 1; T <= 5; T += 4) {
+        qlm_mat M[3];
+        const qlm_mat *W[3];
+        float *Y[3], *Z[3], *X = rand_vec(&rng, (size_t)(T * cols));
+        void *data[3];
+        for (int i = 0; i < 3; i++) {
+          float *w = rand_vec(&rng, (size_t)(rows[i] * cols));
+          size_t rb = qlm_type_row_bytes(types[ty], cols);
+          if (types[ty] == QLM_TYPE_F32) data[i] = w;
+          else {
+            data[i] = malloc(rb * (size_t)rows[i]);
+            for (int64_t r = 0; r < rows[i]; r++)
+              qlm_quantizer_of(types[ty])(w + r * cols, (unsigned char *)data[i] + (size_t)r * rb, cols);
+            free(w);
+          }
+          M[i] = (qlm_mat){.type = types[ty], .rows = rows[i], .cols = cols, .data = data[i], .row_bytes = rb};
+          W[i] = &M[i];
+          Y[i] = malloc((size_t)(T * rows[i]) * 4);
+          Z[i] = malloc((size_t)(T * rows[i]) * 4);
+          qlm_matmul(&M[i], X, T, Z[i], p);
+        }
+        qlm_matmul_group(W, Y, 3, X, T, p);
+        for (int i = 0; i < 3; i++) {
+          if (memcmp(Y[i], Z[i], (size_t)(T * rows[i]) * 4) != 0)
+            fail_msg("%s T %lld threads %d matrix %d: group differs from qlm_matmul", qlm_type_name(types[ty]),
+                     (long long)T, nth, i);
+          free(Y[i]), free(Z[i]), free(data[i]);
+        }
+        free(X);
+      }
+    qlm_pool_free(p);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pool_every_index_once),
@@ -339,6 +386,7 @@ int main(void) {
       cmocka_unit_test(test_vexp),
       cmocka_unit_test(test_gemv_threaded_large),
       cmocka_unit_test(test_gemm_equals_gemvs),
+      cmocka_unit_test(test_matmul_group_same_bytes),
       cmocka_unit_test(test_matmul_f16_fallback),
   };
   if (getenv("QLM_TEST_FILTER")) cmocka_set_test_filter(getenv("QLM_TEST_FILTER")); /* e.g. "test_pool*" */

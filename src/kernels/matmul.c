@@ -140,11 +140,9 @@ static void split_rows(int64_t rows, int ith, int nth, int64_t *r0, int64_t *r1)
   *r1 = b1 * ROW_GRAIN < rows ? b1 * ROW_GRAIN : rows;
 }
 
-static void task_f32(void *arg, int ith, int nth) {
-  const mm_task *t = arg;
+/* Rows [r0, r1) of Y for an f32 W. */
+static void f32_rows(const mm_task *t, int64_t r0, int64_t r1) {
   const qlm_mat *W = t->W;
-  int64_t r0, r1;
-  split_rows(W->rows, ith, nth, &r0, &r1);
   if (r0 >= r1) return;
   int64_t ldw = (int64_t)(W->row_bytes / sizeof(float));
   const float *w = (const float *)W->data + r0 * ldw;
@@ -157,6 +155,13 @@ static void task_f32(void *arg, int ith, int nth) {
   } else {
     for (int64_t i = 0; i < t->T; i++) t->gemv(w, ldw, t->X + i * W->cols, t->Y + i * W->rows + r0, r1 - r0, W->cols);
   }
+}
+
+static void task_f32(void *arg, int ith, int nth) {
+  const mm_task *t = arg;
+  int64_t r0, r1;
+  split_rows(t->W->rows, ith, nth, &r0, &r1);
+  f32_rows(t, r0, r1);
 }
 
 static void task_generic(void *arg, int ith, int nth) {
@@ -193,11 +198,9 @@ static void task_quant_q4p(const mm_task *t, int64_t r0, int64_t r1) {
   }
 }
 
-static void task_quant(void *arg, int ith, int nth) {
-  const mm_task *t = arg;
+/* Rows [r0, r1) of Y for a quantized W whose activations setup_quant prepared. */
+static void quant_rows(const mm_task *t, int64_t r0, int64_t r1) {
   const qlm_mat *W = t->W;
-  int64_t r0, r1;
-  split_rows(W->rows, ith, nth, &r0, &r1);
   if (t->q4p) {
     if (r0 < r1) task_quant_q4p(t, r0, r1);
     return;
@@ -219,6 +222,13 @@ static void task_quant(void *arg, int ith, int nth) {
       }
     }
   }
+}
+
+static void task_quant(void *arg, int ith, int nth) {
+  const mm_task *t = arg;
+  int64_t r0, r1;
+  split_rows(t->W->rows, ith, nth, &r0, &r1);
+  quant_rows(t, r0, r1);
 }
 
 /* Scratch for quantized activations, one per calling thread (matmuls of different states may run
@@ -490,4 +500,53 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
 
 void qlm_matmul(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool) {
   qlm_matmul_ex(W, X, T, Y, pool, qlm_cpu_simd_level(), 1);
+}
+
+/* ---- several matrices of one input in one dispatch (decode) ---- */
+
+typedef struct group_task {
+  const mm_task *t; /* [n], set up alike: the same activation bytes */
+  int n, f32;
+  int64_t rows;     /* of all n together */
+} group_task;
+
+/* Thread ith's slice of the rows of all the matrices one after the other. */
+static void task_group(void *arg, int ith, int nth) {
+  const group_task *g = arg;
+  int64_t r0, r1, base = 0;
+  split_rows(g->rows, ith, nth, &r0, &r1);
+  for (int i = 0; i < g->n; base += g->t[i].W->rows, i++) {
+    int64_t a = r0 > base ? r0 : base, b = r1 < base + g->t[i].W->rows ? r1 : base + g->t[i].W->rows;
+    if (a >= b) continue;
+    if (g->f32) f32_rows(&g->t[i], a - base, b - base);
+    else quant_rows(&g->t[i], a - base, b - base);
+  }
+}
+
+void qlm_matmul_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T, qlm_pool *pool) {
+  int same = n >= 2 && n <= QLM_MATMUL_GROUP_MAX && T == 1;
+  for (int i = 0; same && i < n; i++)
+    same = W[i]->type == W[0]->type && W[i]->cols == W[0]->cols && W[i]->rows > 0 && W[i]->cols > 0 &&
+           QLM_TYPE_FAMILY(W[i]->type) != QLM_FAMILY_INT8_ROW;
+  mm_task t[QLM_MATMUL_GROUP_MAX];
+  group_task g = {.t = t, .n = n, .f32 = W[0]->type == QLM_TYPE_F32};
+  qlm_simd_level level = qlm_cpu_simd_level();
+  if (same) {
+    t[0] = (mm_task){.W = W[0], .X = X, .T = T, .Y = Y[0], .gemv = qlm_gemv_f32_for(level)};
+    if (!g.f32) {
+      t[0].tr = qlm_type_traits_of(W[0]->type);
+      same = t[0].tr && qlm_type_can_dequantize(W[0]->type) && W[0]->cols % t[0].tr->block_size == 0 &&
+             has_quant_path(t[0].tr, W[0]->cols) && setup_quant(&t[0], level);
+    }
+  }
+  if (!same) { /* one matrix at a time, each by its own path */
+    for (int i = 0; i < n; i++) qlm_matmul(W[i], X, T, Y[i], pool);
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    if (i) t[i] = t[0], t[i].W = W[i], t[i].Y = Y[i];
+    g.rows += W[i]->rows;
+  }
+  if ((double)g.rows * (double)W[0]->cols < MIN_PARALLEL_WORK) pool = NULL;
+  qlm_pool_run(pool, task_group, &g);
 }

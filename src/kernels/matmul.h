@@ -34,6 +34,14 @@ typedef struct qlm_mat {
 /* Y[T x rows] = X[T x cols] * W^T.  Work is split over the pool's threads by rows of W. */
 void qlm_matmul(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool);
 
+/* Y[i] = X W[i]^T for n <= QLM_MATMUL_GROUP_MAX matrices of one input (q/k/v, gate/up): the same
+ * results as n qlm_matmul calls.  A decode step (T == 1) with matrices of one type and width
+ * quantizes X once and splits all their rows over the pool in one dispatch (one wait for the
+ * threads instead of n: at SmolLM2's size each wait is a few percent of a token); anything else
+ * is n qlm_matmul calls. */
+#define QLM_MATMUL_GROUP_MAX 4
+void qlm_matmul_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T, qlm_pool *pool);
+
 /* Keeps OpenBLAS to the calling thread (once per process): qlm splits the work over its own pool
  * and calls BLAS from inside it, so BLAS's own threads would only oversubscribe the cores. */
 void qlm_blas_single_threaded(void);

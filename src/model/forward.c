@@ -409,6 +409,19 @@ static void linear(qlm_state *s, const qlm_mat *W, const qlm_lin_in *in, const f
   qlm_matmul(W, X, T, Y, s->pool);
 }
 
+/* Y[i] = X W[i]^T for matrices of one input: one dispatch (qlm_matmul_group) when none has an
+ * input transform, else linear() each. */
+static void linear_group(qlm_state *s, const qlm_mat *const W[], const qlm_lin_in *const in[], int n, const float *X,
+                         int T, float *const Y[]) {
+  bool plain = true;
+  for (int i = 0; i < n; i++) plain = plain && !in[i]->perm && !(in[i]->act_scale > 0.0f);
+  if (plain) {
+    qlm_matmul_group(W, Y, n, X, T, s->pool);
+    return;
+  }
+  for (int i = 0; i < n; i++) linear(s, W[i], in[i], X, T, Y[i]);
+}
+
 /* q, k, v of the normalized input xn [T x n_embd] (biases, rope at the positions of rope_table),
  * their keys/values stored in s's cache at b's positions, and attention over the cache:
  * s->att [T x n_head*head_dim] (the input of wo). */
@@ -416,9 +429,10 @@ static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b
   const qlm_hparams *hp = &m->hp;
   const qlm_layer *L = &m->layers[il];
   int T = b->n, QD = hp->n_head * hp->head_dim, half = hp->n_rot / 2;
-  linear(s, &L->wq, &L->in_q, xn, T, s->q);
-  linear(s, &L->wk, &L->in_k, xn, T, s->k);
-  linear(s, &L->wv, &L->in_v, xn, T, s->v);
+  const qlm_mat *W[3] = {&L->wq, &L->wk, &L->wv};
+  const qlm_lin_in *in[3] = {&L->in_q, &L->in_k, &L->in_v};
+  float *Y[3] = {s->q, s->k, s->v};
+  linear_group(s, W, in, 3, xn, T, Y);
   add_bias(s->q, L->bq, T, QD);
   add_bias(s->k, L->bk, T, s->kv_dim);
   add_bias(s->v, L->bv, T, s->kv_dim);
@@ -463,8 +477,10 @@ static void ffn_activation(const qlm_model *m, qlm_state *s, int il, const float
     add_bias(s->hb, L->b_up, T, F);
     for (size_t i = 0; i < n; i++) s->hb[i] = gelu(s->hb[i]);
   } else {
-    linear(s, &L->w_gate, &L->in_gate, xn, T, s->hb);
-    linear(s, &L->w_up, &L->in_up, xn, T, s->hb2);
+    const qlm_mat *W[2] = {&L->w_gate, &L->w_up};
+    const qlm_lin_in *in[2] = {&L->in_gate, &L->in_up};
+    float *Y[2] = {s->hb, s->hb2};
+    linear_group(s, W, in, 2, xn, T, Y);
     swiglu(s->hb, s->hb2, n);
   }
 }
