@@ -524,6 +524,7 @@ static void task_group(void *arg, int ith, int nth) {
 }
 
 void qlm_matmul_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T, qlm_pool *pool) {
+  if (n < 1) return;
   int same = n >= 2 && n <= QLM_MATMUL_GROUP_MAX && T == 1;
   for (int i = 0; same && i < n; i++)
     same = W[i]->type == W[0]->type && W[i]->cols == W[0]->cols && W[i]->rows > 0 && W[i]->cols > 0 &&
