@@ -582,6 +582,8 @@ int qlm_gguf_open(const char *path, qlm_source **out, qlm_error *err) {
   src->free_priv = gguf_free_priv;
   int rc = qlm_map_file(path, &priv->map, err);
   if (!rc) {
+    src->mapped = priv->map.data;
+    src->mapped_size = priv->map.size;
     reader r = {path, priv->map.data, priv->map.size, 0, err};
     rc = gguf_parse(&r, src);
   }

@@ -107,6 +107,11 @@ typedef struct qlm_source {
   qlm_meta *meta;
   qlm_vocab vocab;         /* tokenizer description; vocab.n_tokens == 0 if none was found */
   void *priv;              /* reader-private state (mappings, owned buffers) */
+  /* The read-only file mapping [mapped, mapped + mapped_size) that tensor data may point into
+   * (GGUF), or NULL: pages there can be dropped from the process and are read again from the file
+   * if touched (the loader does so after making an interleaved copy, model/model.c). */
+  const void *mapped;
+  size_t mapped_size;
   void (*free_priv)(void *priv);
 } qlm_source;
 

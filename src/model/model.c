@@ -13,10 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/memlimit.h"
 #include "kernels/bnb4.h"
+#include "kernels/q4_0x16.h"
 #include "kernels/types.h"
 #include "model/numerics.h"
 
@@ -139,6 +141,48 @@ static int expand_dq(loader *L, const qlm_tensor *t, const char *name, qlm_tenso
   return QLM_OK;
 }
 
+/* Drops the whole pages of [p, p + n) from the process when they lie in the source's read-only
+ * file mapping (MADV_DONTNEED there loses nothing: a later read maps them from the file again,
+ * usually still in the page cache).  After interleaving, the file's Q4_0 pages are rarely read
+ * again, and would otherwise count beside the copy: twice the weights' resident memory. */
+static void release_mapped(const qlm_source *src, const void *p, size_t n) {
+  uintptr_t lo = (uintptr_t)src->mapped, hi = lo + src->mapped_size, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  if (!src->mapped || (uintptr_t)p < lo || (uintptr_t)p + n > hi || (uintptr_t)p + n < (uintptr_t)p) return;
+  uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+  if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Q4_0 matrices also get the 16-row interleaved copy the AVX-512 VNNI kernels read
+ * (kernels/q4_0x16.h): the same bytes again, so counted with the converted weights.  QLM_Q4X16=0
+ * leaves it out (less memory; the matmuls then read the file's layout). */
+static int add_x16(loader *L, const char *name, qlm_mat *out) {
+  const char *env = getenv("QLM_Q4X16");
+  if (out->type != QLM_TYPE_Q4_0 || (env && strcmp(env, "0") == 0) || !qlm_q4_0x16_supported(qlm_cpu_simd_level()))
+    return QLM_OK;
+  size_t nb = qlm_q4_0x16_bytes(out->rows, out->cols);
+  if (nb == 0) return QLM_OK;
+  if (L->dry) {
+    L->need += nb;
+    return QLM_OK;
+  }
+  void *p = aligned_alloc(64, (nb + 63) & ~(size_t)63);
+  if (!p)
+    return qlm_fail(L->err, QLM_ENOMEM, "%s: out of memory interleaving tensor '%s' (%zu bytes)", L->src->path, name,
+                    nb);
+#ifdef MADV_POPULATE_WRITE
+  /* fault the pages in with one call: one fault per page while packing cost more than the packing
+   * (about 1 s for 0.5 GB on a VM) */
+  (void)madvise((void *)((uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1)), nb, MADV_POPULATE_WRITE);
+#endif
+  qlm_q4_0x16_pack(out->data, out->row_bytes, out->rows, out->cols, 0, (out->rows + QLM_Q4X16_ROWS - 1) / QLM_Q4X16_ROWS,
+                   p);
+  int rc = own(L, p);
+  if (rc) return rc;
+  out->x16 = p;
+  release_mapped(L->src, out->data, (size_t)out->rows * out->row_bytes);
+  return QLM_OK;
+}
+
 /* Find `name` with shape [ne0, ne1] (ne1 == 1 for vectors) and make a qlm_mat of it: f32, or its
  * own quantized type when `quant_ok` and keep_quantized() says so.
  * Absent tensors give *out zeroed and QLM_OK if !required. */
@@ -177,7 +221,8 @@ static int get_mat_q(loader *L, const char *name, int64_t ne0, int64_t ne1, bool
     out->type = t->type;
     out->row_bytes = row_bytes;
     out->data = t->data;
-    return QLM_TYPE_FAMILY(t->type) == QLM_FAMILY_INT8_ROW ? int8_threshold(L, name, out) : QLM_OK;
+    if (QLM_TYPE_FAMILY(t->type) == QLM_FAMILY_INT8_ROW) return int8_threshold(L, name, out);
+    return add_x16(L, name, out);
   }
   out->type = QLM_TYPE_F32;
   out->row_bytes = (size_t)ne0 * sizeof(float);
@@ -234,6 +279,10 @@ static qlm_mat mat_rows(const qlm_mat *m, int64_t r0, int64_t n) {
   qlm_mat s = *m;
   s.rows = n;
   s.data = (const unsigned char *)m->data + (size_t)r0 * m->row_bytes;
+  /* the interleaved copy can be sliced only at a group boundary */
+  s.x16 = m->x16 && r0 % QLM_Q4X16_ROWS == 0
+              ? (const unsigned char *)m->x16 + (size_t)(r0 / QLM_Q4X16_ROWS) * (size_t)(m->cols / 32) * QLM_Q4X16_BLK
+              : NULL;
   return s;
 }
 
