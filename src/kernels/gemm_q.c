@@ -50,13 +50,7 @@ static void unpack_k(const wtype *wt, const uint8_t *b, int j, uint8_t *u, float
   const uint8_t *sc = b + 4, *qh = wt->type == QLM_TYPE_Q5_K ? b + 16 : NULL;
   const uint8_t *qs = (qh ? b + 48 : b + 16) + 32 * (j / 2);
   int s, mn;
-  if (j < 4) {
-    s = sc[j] & 63;
-    mn = sc[j + 4] & 63;
-  } else {
-    s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-    mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-  }
+  qlm_k4_scale_min(sc, j, &s, &mn);
   for (int e = 0; e < 32; e++) {
     int q = j % 2 ? qs[e] >> 4 : qs[e] & 0xF;
     if (qh) q |= ((qh[e] >> j) & 1) << 4;

@@ -163,17 +163,6 @@ void qlm_gemm_q_repack_wblock_avx512(const uint8_t *const rows[4], int q8_0, uin
   memset(o + 144, 0, 16);
 }
 
-/* Q4_K/Q5_K super-block j's 6-bit scale and min (as ggml's get_scale_min_k4). */
-static inline void k_scale_min(const uint8_t *sc, int j, int *s, int *mn) {
-  if (j < 4) {
-    *s = sc[j] & 63;
-    *mn = sc[j + 4] & 63;
-  } else {
-    *s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-    *mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-  }
-}
-
 /* One super-block of 4 rows of Q4_K (q5 = 0: 144 bytes d, dmin, scales[12], qs[128]) or Q5_K
  * (q5 = 1: 176 bytes, qh[32] before qs) -> its 8 weight-group blocks (8 x 160 bytes at o), the
  * same bytes as the scalar repack: sub-block j's codes (qs pair j / 2, low nibbles for even j,
@@ -189,7 +178,7 @@ void qlm_gemm_q_repack_ksuper_avx512(const uint8_t *const rows[4], int q5, uint8
     dsup[r] = qlm_f16_to_f32(h);
     memcpy(&h, rows[r] + 2, 2);
     msup[r] = qlm_f16_to_f32(h);
-    for (int j = 0; j < 8; j++) k_scale_min(rows[r] + 4, j, &sc[r][j], &mn[r][j]);
+    for (int j = 0; j < 8; j++) qlm_k4_scale_min(rows[r] + 4, j, &sc[r][j], &mn[r][j]);
   }
   const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
   for (int j = 0; j < 8; j++, o += QLM_GQ_WBLK) {

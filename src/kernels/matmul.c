@@ -13,8 +13,8 @@
  *     dequantize + sgemm path per matrix, bench/gemm_q).
  *     Other prefill (T >= DQ_GEMM_MIN_T) dequantizes tiles of W's rows per thread and uses
  *     sgemm, as for f32: at large T the weight conversion is amortized and BLAS is much faster.
- *   Q4_0 with the 16-row interleaved copy the loader makes on AVX-512 VNNI CPUs (W->x16,
- *     kernels/q4_0x16.h): one kernel for decode and prefill at every T, groups of 16 rows split
+ *   Q4_0 and Q4_K with the 16-row interleaved copy the loader makes on AVX-512 VNNI CPUs (W->x16,
+ *     kernels/x16.h): one kernel for decode and prefill at every T, groups of 16 rows split
  *     over the pool; each output is the same whatever T, the thread count or the grouping.
  *   LLM.int8() weights (QLM_FAMILY_INT8_ROW): bitsandbytes' mixed int8 product at every T (see
  *     matmul_int8row below); never the dequantized sgemm, so prefill gives bnb's numbers too.
@@ -37,7 +37,7 @@
 #include "kernels/gemm_q.h"
 #include "kernels/gemv.h"
 #include "kernels/int8row.h"
-#include "kernels/q4_0x16.h"
+#include "kernels/x16.h"
 #include "kernels/qdot.h"
 #include "kernels/types.h"
 
@@ -459,18 +459,18 @@ static int matmul_int8row(const qlm_mat *W, const float *X, int64_t T, float *Y,
   return 1;
 }
 
-/* ---- Q4_0 with its 16-row interleaved copy (kernels/q4_0x16.h) ---- */
+/* ---- Q4_0 / Q4_K with their 16-row interleaved copy (kernels/x16.h) ---- */
 
 typedef struct x16_task {
-  const qlm_mat *const *W; /* [n], one width, each with x16 */
+  const qlm_mat *const *W; /* [n], one type and width, each with x16 */
   float *const *Y;         /* [n] */
   int n;
   int64_t T, groups;       /* activation rows; 16-row groups of all n together */
   const unsigned char *act;
-  qlm_q4_0x16_gemm_fn gemm;
+  const qlm_x16_kind *kind;
 } x16_task;
 
-static int64_t x16_groups(const qlm_mat *W) { return (W->rows + QLM_Q4X16_ROWS - 1) / QLM_Q4X16_ROWS; }
+static int64_t x16_groups(const qlm_mat *W) { return (W->rows + 15) / 16; }
 
 /* Thread ith's share of the groups of all the matrices one after the other. */
 static void task_x16(void *arg, int ith, int nth) {
@@ -479,29 +479,28 @@ static void task_x16(void *arg, int ith, int nth) {
   for (int i = 0; i < x->n; base += x16_groups(x->W[i]), i++) {
     const qlm_mat *W = x->W[i];
     int64_t a = g0 > base ? g0 : base, b = g1 < base + x16_groups(W) ? g1 : base + x16_groups(W);
-    if (a < b) x->gemm(W->x16, W->cols / 32, W->rows, a - base, b - base, x->act, x->T, x->Y[i], W->rows);
+    if (a < b) x->kind->gemm(W->x16, W->cols / x->kind->blk_cols, W->rows, a - base, b - base, x->act, x->T, x->Y[i], W->rows);
   }
 }
 
-/* Whether the n matrices can go through the x16 kernel together. */
-static int x16_usable(const qlm_mat *const W[], int n, qlm_simd_level level) {
+/* The kind when the n matrices can go through the x16 kernel together, else NULL. */
+static const qlm_x16_kind *x16_usable(const qlm_mat *const W[], int n, qlm_simd_level level) {
   for (int i = 0; i < n; i++)
-    if (!W[i]->x16 || W[i]->type != QLM_TYPE_Q4_0 || W[i]->cols != W[0]->cols || W[i]->cols % 32 != 0 ||
-        W[i]->rows <= 0)
-      return 0;
-  return n >= 1 && qlm_q4_0x16_supported(level);
+    if (!W[i]->x16 || W[i]->type != W[0]->type || W[i]->cols != W[0]->cols || W[i]->rows <= 0) return NULL;
+  return n >= 1 ? qlm_x16_for(W[0]->type, W[0]->cols, level) : NULL;
 }
 
 /* Y[i] = X W[i]^T by the x16 kernel; 0 when out of memory (the caller takes another path). */
-static int matmul_x16(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T, qlm_pool *pool,
-                      qlm_simd_level level) {
+static int matmul_x16(const qlm_x16_kind *kind, const qlm_mat *const W[], float *const Y[], int n, const float *X,
+                      int64_t T, qlm_pool *pool, qlm_simd_level level) {
   int64_t cols = W[0]->cols;
   size_t per, total;
-  if (qlm_mul_overflow((size_t)(cols / 32), QLM_Q4X16_ABLK, &per) || qlm_mul_overflow(per, (size_t)T, &total)) return 0;
+  if (qlm_mul_overflow((size_t)(cols / kind->blk_cols), kind->ablk, &per) || qlm_mul_overflow(per, (size_t)T, &total))
+    return 0;
   unsigned char *act = act_scratch(total);
   if (!act) return 0;
-  for (int64_t t = 0; t < T; t++) qlm_q4_0x16_quantize_act(X + t * cols, cols, act + (size_t)t * per, level);
-  x16_task x = {.W = W, .Y = Y, .n = n, .T = T, .act = act, .gemm = qlm_q4_0x16_gemm_avx512vnni};
+  for (int64_t t = 0; t < T; t++) kind->quantize_act(X + t * cols, cols, act + (size_t)t * per, level);
+  x16_task x = {.W = W, .Y = Y, .n = n, .T = T, .act = act, .kind = kind};
   double work = 0;
   for (int i = 0; i < n; i++) x.groups += x16_groups(W[i]), work += (double)W[i]->rows * (double)cols * (double)T;
   if (work < MIN_PARALLEL_WORK) pool = NULL;
@@ -517,7 +516,8 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
     return;
   }
   if (QLM_TYPE_FAMILY(W->type) == QLM_FAMILY_INT8_ROW && matmul_int8row(W, X, T, Y, pool, level)) return;
-  if (W->x16 && x16_usable(&W, 1, level) && matmul_x16(&W, &Y, 1, X, T, pool, level)) return;
+  const qlm_x16_kind *xk = W->x16 ? x16_usable(&W, 1, level) : NULL;
+  if (xk && matmul_x16(xk, &W, &Y, 1, X, T, pool, level)) return;
   mm_task t = {.W = W, .X = X, .T = T, .Y = Y, .use_blas = use_blas,
                .gemv = qlm_gemv_f32_for(level), .dot = qlm_dot_f32_for(level)};
   qlm_task_fn fn = task_f32;
@@ -580,9 +580,8 @@ static void task_group(void *arg, int ith, int nth) {
 
 void qlm_matmul_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T, qlm_pool *pool) {
   if (n < 1) return;
-  if (n <= QLM_MATMUL_GROUP_MAX && x16_usable(W, n, qlm_cpu_simd_level()) &&
-      matmul_x16(W, Y, n, X, T, pool, qlm_cpu_simd_level()))
-    return;
+  const qlm_x16_kind *xk = n <= QLM_MATMUL_GROUP_MAX ? x16_usable(W, n, qlm_cpu_simd_level()) : NULL;
+  if (xk && matmul_x16(xk, W, Y, n, X, T, pool, qlm_cpu_simd_level())) return;
   int same = n >= 2 && n <= QLM_MATMUL_GROUP_MAX && T == 1;
   for (int i = 0; same && i < n; i++)
     same = W[i]->type == W[0]->type && W[i]->cols == W[0]->cols && W[i]->rows > 0 && W[i]->cols > 0 &&

@@ -222,16 +222,6 @@ static float kdot(const kblock *k, const uint8_t *y) {
   return dy * k->d * (float)isum - dy * k->dmin * (float)imin;
 }
 
-static void k4_scale_min(const uint8_t *sc, int j, int *scale, int *min) {
-  if (j < 4) {
-    *scale = sc[j] & 63;
-    *min = sc[j + 4] & 63;
-  } else {
-    *scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-    *min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-  }
-}
-
 static void unpack_q2_k(const uint8_t *b, kblock *k) {
   const uint8_t *sc = b, *qs = b + 16;
   for (int e = 0; e < QK_K; e++) {
@@ -274,7 +264,7 @@ static void unpack_q45_k(const uint8_t *b, const uint8_t *qh, const uint8_t *qs,
   }
   for (int j = 0; j < 8; j++) {
     int s, m;
-    k4_scale_min(b + 4, j, &s, &m);
+    qlm_k4_scale_min(b + 4, j, &s, &m);
     k->sc[2 * j] = k->sc[2 * j + 1] = s;
     k->mn[2 * j] = k->mn[2 * j + 1] = m;
   }

@@ -178,16 +178,6 @@ static void q3_k_to_float(const void *src, float *dst, int64_t n) {
 /* 6-bit scale and min of sub-block j (0..7) from the 12-byte packing shared by Q4_K and Q5_K:
  *   j < 4: scale = sc[j] & 63,  min = sc[j+4] & 63
  *   j >= 4: scale = (sc[j+4] & 0xF) | (sc[j-4] >> 6) << 4,  min = (sc[j+4] >> 4) | (sc[j] >> 6) << 4 */
-static void k4_scale_min(const uint8_t *sc, int j, int *scale, int *min) {
-  if (j < 4) {
-    *scale = sc[j] & 63;
-    *min = sc[j + 4] & 63;
-  } else {
-    *scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-    *min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-  }
-}
-
 /* ---- Q4_K: 256 weights, 144 bytes; 8 sub-blocks of 32 weights, affine.
  *   [0..2) half d, [2..4) half dmin, [4..16) scales[12] (see k4_scale_min)
  *   [16..144) qs[128]: weight e: chunk c = e/64, byte qs[32*c + e%32], low nibble if e%64 < 32 else high
@@ -199,7 +189,7 @@ static void q4_k_to_float(const void *src, float *dst, int64_t n) {
     const uint8_t *sc = b + 4, *qs = b + 16;
     for (int e = 0; e < QK_K; e++) {
       int sv, mv;
-      k4_scale_min(sc, e / 32, &sv, &mv);
+      qlm_k4_scale_min(sc, e / 32, &sv, &mv);
       uint8_t byte = qs[32 * (e / 64) + e % 32];
       int q = (e % 64) < 32 ? (byte & 0xF) : (byte >> 4);
       dst[e] = (d * (float)sv) * (float)q - dmin * (float)mv;
@@ -218,7 +208,7 @@ static void q5_k_to_float(const void *src, float *dst, int64_t n) {
     const uint8_t *sc = b + 4, *qh = b + 16, *qs = b + 48;
     for (int e = 0; e < QK_K; e++) {
       int sv, mv;
-      k4_scale_min(sc, e / 32, &sv, &mv);
+      qlm_k4_scale_min(sc, e / 32, &sv, &mv);
       uint8_t byte = qs[32 * (e / 64) + e % 32];
       int q = (e % 64) < 32 ? (byte & 0xF) : (byte >> 4);
       q |= ((qh[e % 32] >> (e / 32)) & 1) << 4;

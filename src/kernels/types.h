@@ -120,4 +120,16 @@ const char *qlm_type_name(int type); /* "?" if unknown */
  * *overflow (if non-NULL) on overflow or when n is not a whole number of blocks. */
 size_t qlm_type_row_bytes(int type, int64_t n);
 
+/* Q4_K/Q5_K: sub-block j's (0..7) 6-bit scale and min from the 12 packed bytes sc (ggml's
+ * get_scale_min_k4). */
+static inline void qlm_k4_scale_min(const uint8_t *sc, int j, int *scale, int *min) {
+  if (j < 4) {
+    *scale = sc[j] & 63;
+    *min = sc[j + 4] & 63;
+  } else {
+    *scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+    *min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+  }
+}
+
 #endif

@@ -18,7 +18,7 @@
 
 #include "core/memlimit.h"
 #include "kernels/bnb4.h"
-#include "kernels/q4_0x16.h"
+#include "kernels/x16.h"
 #include "kernels/types.h"
 #include "model/numerics.h"
 
@@ -152,14 +152,13 @@ static void release_mapped(const qlm_source *src, const void *p, size_t n) {
   if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Q4_0 matrices also get the 16-row interleaved copy the AVX-512 VNNI kernels read
- * (kernels/q4_0x16.h): the same bytes again, so counted with the converted weights.  QLM_Q4X16=0
- * leaves it out (less memory; the matmuls then read the file's layout). */
+/* Q4_0 and Q4_K matrices also get the 16-row interleaved copy the AVX-512 VNNI kernels read
+ * (kernels/x16.h): the same bytes again (Q4_K: +2.8%), so counted with the converted weights.
+ * QLM_X16=0 leaves it out (less memory while loading; the matmuls then read the file's layout). */
 static int add_x16(loader *L, const char *name, qlm_mat *out) {
-  const char *env = getenv("QLM_Q4X16");
-  if (out->type != QLM_TYPE_Q4_0 || (env && strcmp(env, "0") == 0) || !qlm_q4_0x16_supported(qlm_cpu_simd_level()))
-    return QLM_OK;
-  size_t nb = qlm_q4_0x16_bytes(out->rows, out->cols);
+  const char *env = getenv("QLM_X16");
+  const qlm_x16_kind *k = env && strcmp(env, "0") == 0 ? NULL : qlm_x16_for(out->type, out->cols, qlm_cpu_simd_level());
+  size_t nb = k ? k->bytes(out->rows, out->cols) : 0;
   if (nb == 0) return QLM_OK;
   if (L->dry) {
     L->need += nb;
@@ -174,8 +173,7 @@ static int add_x16(loader *L, const char *name, qlm_mat *out) {
    * (about 1 s for 0.5 GB on a VM) */
   (void)madvise((void *)((uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1)), nb, MADV_POPULATE_WRITE);
 #endif
-  qlm_q4_0x16_pack(out->data, out->row_bytes, out->rows, out->cols, 0, (out->rows + QLM_Q4X16_ROWS - 1) / QLM_Q4X16_ROWS,
-                   p);
+  k->pack(out->data, out->row_bytes, out->rows, out->cols, 0, (out->rows + 15) / 16, p);
   int rc = own(L, p);
   if (rc) return rc;
   out->x16 = p;
@@ -280,9 +278,8 @@ static qlm_mat mat_rows(const qlm_mat *m, int64_t r0, int64_t n) {
   s.rows = n;
   s.data = (const unsigned char *)m->data + (size_t)r0 * m->row_bytes;
   /* the interleaved copy can be sliced only at a group boundary */
-  s.x16 = m->x16 && r0 % QLM_Q4X16_ROWS == 0
-              ? (const unsigned char *)m->x16 + (size_t)(r0 / QLM_Q4X16_ROWS) * (size_t)(m->cols / 32) * QLM_Q4X16_BLK
-              : NULL;
+  const qlm_x16_kind *k = m->x16 && r0 % 16 == 0 ? qlm_x16_for(m->type, m->cols, qlm_cpu_simd_level()) : NULL;
+  s.x16 = k ? (const unsigned char *)m->x16 + (size_t)(r0 / 16) * (size_t)(m->cols / k->blk_cols) * k->wblk : NULL;
   return s;
 }
 

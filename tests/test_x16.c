@@ -1,5 +1,6 @@
-/* test_q4_0x16.c — the 16-row interleaved Q4_0 layout and its kernels (kernels/q4_0x16.h).
+/* test_x16.c — the 16-row interleaved layouts and their kernels (kernels/x16.h).
  *
+ * Q4_0 (kernels/q4_0x16.h):
  *   layout:  every code and scale of the file's blocks found where the header says, by index
  *            arithmetic on the code number (not the packer's dword copies); padding rows zero;
  *   activations: the Q8_0 quantizer's q and d, and -8 * sum(q);
@@ -11,7 +12,11 @@
  *            matrices (bit for bit);
  *   model:   stories260K quantized to Q4_0 gives bit-identical logits for a 64-token batch with
  *            and without the copy (the batch path then uses the gemm_q tile), and the same
- *            greedy text. */
+ *            greedy text.
+ * Q4_K (kernels/q4_kx16.h): the layout by index arithmetic, the activation blocks from the Q8_K
+ *   quantizer, and both kernels bit-identical to qlm_vec_dot_q4_k_ref (they do its integer sums and
+ *   its unfused float operations in its order), through qlm_matmul_ex too, at every T and thread
+ *   count. */
 #include "testutil.h"
 
 #include <math.h>
@@ -27,6 +32,7 @@
 #include "kernels/gemv.h"
 #include "kernels/matmul.h"
 #include "kernels/q4_0x16.h"
+#include "kernels/q4_kx16.h"
 #include "kernels/qdot.h"
 #include "kernels/threadpool.h"
 #include "kernels/types.h"
@@ -215,11 +221,11 @@ typedef struct run {
 
 static void open_run(const char *path, const char *x16, run *r) {
   qlm_error err = {0};
-  setenv("QLM_Q4X16", x16, 1);
+  setenv("QLM_X16", x16, 1);
   if (qlm_source_open(path, NULL, &r->src, &err) || qlm_model_load(r->src, &r->model, &err) ||
       qlm_state_new(r->model, 1, 256, 64, 2, &r->state, &err))
     fail_msg("%s", err.msg);
-  unsetenv("QLM_Q4X16");
+  unsetenv("QLM_X16");
 }
 
 static void close_run(run *r) {
@@ -285,6 +291,127 @@ static void test_model(void **st) {
   free(model), free(dir);
 }
 
+/* ---- Q4_K */
+
+/* Random Q4_K rows: random bytes (codes and the packed 6-bit scales and mins), sane d and dmin. */
+static uint8_t *random_q4_k(int64_t rows, int64_t cols, uint64_t *rng) {
+  size_t n = qlm_type_row_bytes(QLM_TYPE_Q4_K, cols) * (size_t)rows;
+  uint8_t *b = malloc(n);
+  assert_non_null(b);
+  for (size_t i = 0; i < n; i++) b[i] = (uint8_t)next(rng);
+  for (size_t o = 0; o < n; o += 144) {
+    qlm_wr16(b + o, qlm_f32_to_f16(0.001f + 0.002f * fabsf(unif(rng))));
+    qlm_wr16(b + o + 2, qlm_f32_to_f16(0.001f * fabsf(unif(rng))));
+  }
+  return b;
+}
+
+static uint8_t *packed_k(const uint8_t *w, int64_t rows, int64_t cols) {
+  size_t n = qlm_q4_kx16_bytes(rows, cols);
+  uint8_t *p = malloc(n);
+  assert_non_null(p);
+  memset(p, 0xA5, n);
+  qlm_q4_kx16_pack(w, qlm_type_row_bytes(QLM_TYPE_Q4_K, cols), rows, cols, 0, (rows + 15) / 16, p);
+  return p;
+}
+
+static void test_k_layout(void **st) {
+  (void)st;
+  uint64_t rng = 21;
+  const int64_t rows = 21, cols = 512, nsb = 2;
+  assert_int_equal(qlm_q4_kx16_bytes(rows, cols), 2 * nsb * QLM_Q4KX16_BLK);
+  assert_int_equal(qlm_q4_kx16_bytes(rows, 288), 0);
+  uint8_t *w = random_q4_k(rows, cols, &rng), *p = packed_k(w, rows, cols);
+  for (int64_t r = 0; r < 32; r++)
+    for (int64_t s = 0; s < nsb; s++) {
+      const uint8_t *blk = p + ((size_t)(r / 16) * (size_t)nsb + (size_t)s) * QLM_Q4KX16_BLK;
+      const uint8_t *f = r < rows ? w + ((size_t)r * (size_t)nsb + (size_t)s) * 144 : NULL;
+      int i = (int)(r % 16);
+      for (int e = 0; e < 256; e++) { /* the file: byte qs[32 (e / 64) + e % 32], high nibble in the 2nd half */
+        int want = f ? (e % 64 < 32 ? f[16 + 32 * (e / 64) + e % 32] & 0xF : f[16 + 32 * (e / 64) + e % 32] >> 4) : 0;
+        int j = e / 32, k = e % 32; /* sub-block j, vector 8 (j / 2) + k / 4, byte k % 4 of lane i */
+        uint8_t byte = blk[64 * (8 * (j / 2) + k / 4) + 4 * i + k % 4];
+        assert_int_equal(j % 2 ? byte >> 4 : byte & 0xF, want);
+      }
+      for (int j = 0; j < 8; j++) {
+        int sc = 0, mn = 0;
+        if (f) qlm_k4_scale_min(f + 4, j, &sc, &mn);
+        assert_int_equal(blk[2048 + 16 * j + i], sc);
+        assert_int_equal(blk[2176 + 32 * (j / 2) + 2 * i + j % 2], mn);
+      }
+      assert_int_equal(qlm_rd16(blk + 2304 + 2 * i), f ? qlm_rd16(f) : 0);
+      assert_int_equal(qlm_rd16(blk + 2336 + 2 * i), f ? qlm_rd16(f + 2) : 0);
+    }
+  free(w), free(p);
+}
+
+static void test_k_activations(void **st) {
+  (void)st;
+  uint64_t rng = 22;
+  enum { N = 256 * 3 };
+  float x[N];
+  for (int i = 0; i < N; i++) x[i] = unif(&rng) * (i % 11 == 0 ? 30.0f : 1.0f);
+  uint8_t q8[3 * 292], a[3 * QLM_Q4KX16_ABLK];
+  qlm_quantize_q8_k(x, q8, N);
+  for (int lv = QLM_SIMD_SCALAR; lv <= (int)qlm_cpu_detect(); lv++) {
+    memset(a, 0x5A, sizeof a);
+    qlm_q4_kx16_quantize_act(x, N, a, (qlm_simd_level)lv);
+    for (int s = 0; s < 3; s++) {
+      const uint8_t *y = q8 + 292 * s, *ab = a + QLM_Q4KX16_ABLK * s;
+      assert_memory_equal(ab, y + 4, 256);
+      assert_memory_equal(ab + 256, y, 4);
+      for (int j = 0; j < 8; j++) {
+        int sum = 0;
+        for (int e = 0; e < 32; e++) sum += (int8_t)y[4 + 32 * j + e];
+        assert_int_equal((int16_t)qlm_rd16(ab + 260 + 2 * j), sum);
+      }
+    }
+  }
+}
+
+/* Both kernels, and qlm_matmul_ex with the copy at 1 and 2 threads: the reference's bits. */
+static void check_k(int64_t rows, int64_t cols, int64_t T, qlm_pool *pool, uint64_t *rng) {
+  int64_t nsb = cols / 256;
+  size_t wrow = qlm_type_row_bytes(QLM_TYPE_Q4_K, cols);
+  uint8_t *w = random_q4_k(rows, cols, rng), *p = packed_k(w, rows, cols);
+  float *X = malloc(sizeof(float) * (size_t)(T * cols)), *Y = malloc(sizeof(float) * (size_t)(T * rows));
+  uint8_t *q8 = malloc((size_t)(T * nsb) * 292), *act = malloc((size_t)(T * nsb) * QLM_Q4KX16_ABLK);
+  assert_true(X && Y && q8 && act);
+  for (int64_t i = 0; i < T * cols; i++) X[i] = unif(rng) * (i % 7 == 0 ? 4.0f : 1.0f);
+  for (int64_t t = 0; t < T; t++) {
+    qlm_quantize_q8_k(X + t * cols, q8 + (size_t)(t * nsb) * 292, cols);
+    qlm_q4_kx16_quantize_act(X + t * cols, cols, act + (size_t)(t * nsb) * QLM_Q4KX16_ABLK, QLM_SIMD_SCALAR);
+  }
+  qlm_simd_level lv = qlm_cpu_simd_level();
+  int simd = qlm_q4_0x16_supported(lv);
+  qlm_mat W = {.type = QLM_TYPE_Q4_K, .rows = rows, .cols = cols, .data = w, .row_bytes = wrow, .x16 = p};
+  for (int k = 0; k < 2 + 2 * simd; k++) {
+    for (int64_t i = 0; i < T * rows; i++) Y[i] = NAN;
+    if (k == 0) qlm_q4_kx16_gemm_scalar(p, nsb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
+    else if (k == 1) continue;
+    else if (k == 2) qlm_q4_kx16_gemm_avx512vnni(p, nsb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
+    else qlm_matmul_ex(&W, X, T, Y, pool, lv, 1);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t r = 0; r < rows; r++) {
+        float ref = qlm_vec_dot_q4_k_ref(w + (size_t)r * wrow, q8 + (size_t)(t * nsb) * 292, cols);
+        if (!(Y[t * rows + r] == ref))
+          fail_msg("path %d rows %lld cols %lld T %lld: Y[%lld][%lld] = %.9g, ref %.9g", k, (long long)rows,
+                   (long long)cols, (long long)T, (long long)t, (long long)r, (double)Y[t * rows + r], (double)ref);
+      }
+  }
+  free(w), free(p), free(X), free(Y), free(q8), free(act);
+}
+
+static void test_k_kernels_equal_reference(void **st) {
+  (void)st;
+  uint64_t rng = 23;
+  qlm_pool *pool = qlm_pool_new(2);
+  const int64_t shapes[][3] = {{1, 256, 1}, {16, 512, 2}, {37, 256, 3}, {100, 4096, 9}, {20, 11008, 17}, {5, 768, 8}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int pl = 0; pl < 2; pl++) check_k(shapes[s][0], shapes[s][1], shapes[s][2], pl ? pool : NULL, &rng);
+  qlm_pool_free(pool);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_layout),
@@ -292,6 +419,9 @@ int main(void) {
       cmocka_unit_test(test_kernels_equal_reference),
       cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_model),
+      cmocka_unit_test(test_k_layout),
+      cmocka_unit_test(test_k_activations),
+      cmocka_unit_test(test_k_kernels_equal_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
