@@ -60,6 +60,7 @@
  * qlm divides in f32 where quanto divides in the model dtype.
  * Not done: qfloat8 activations, and the optional HqqOptimizer (use method hqq). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,10 +169,14 @@ static int add_input_scale(const qlm_calib *calib, int dtype, qlm_qtensor *out, 
   return QLM_OK;
 }
 
-/* The rows of one tensor, split into contiguous ranges across the pool's threads. */
+/* The rows of one tensor, handed out to the pool's threads in chunks of consecutive rows, in
+ * increasing order, by an atomic counter: a thread that starts late (a pool worker still waking up
+ * from its sleep between tensors) takes fewer chunks instead of the caller waiting idle for its
+ * fixed half. */
 typedef struct quanto_job {
   const float *W;
-  int64_t rows;
+  int64_t rows, chunk;   /* rows per chunk */
+  _Atomic int64_t next;  /* first row not yet handed out */
   int n, g, bits, dtype, type;
   bool float8, int_zero;
   uint8_t *out;
@@ -222,14 +227,22 @@ static int quanto_row(const quanto_job *j, int ith, int64_t r) {
   return -2;
 }
 
+/* A thread takes its chunks in increasing order, so its first failure is its smallest failing row,
+ * and every row before that row was handed out earlier: job_error's minimum over the threads is
+ * still the first failure in row order. */
 static void quanto_rows_task(void *ctx, int ith, int nth) {
   quanto_job *j = ctx;
-  int64_t r0 = j->rows * ith / nth, r1 = j->rows * (ith + 1) / nth;
-  for (int64_t r = r0; r < r1; r++) {
-    int c = quanto_row(j, ith, r);
-    if (c != -2) {
-      j->bad_row[ith] = r + 1, j->bad_col[ith] = c;
-      return;
+  (void)nth;
+  for (;;) {
+    int64_t r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+    if (r0 >= j->rows) return;
+    int64_t r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
+    for (int64_t r = r0; r < r1; r++) {
+      int c = quanto_row(j, ith, r);
+      if (c != -2) {
+        j->bad_row[ith] = r + 1, j->bad_col[ith] = c;
+        return;
+      }
     }
   }
 }
@@ -266,7 +279,8 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
   if ((rc = qlm_qtensor_alloc(out, type, rows, cols, err))) return rc;
   qlm_pool *pool = o->pool && rows >= 64 ? o->pool : NULL; /* a few rows are not worth waking threads */
   const int nth = pool ? qlm_pool_size(pool) : 1, ng = n / g;
-  quanto_job j = {.W = W, .rows = rows, .n = n, .g = g, .bits = o->bits, .dtype = dtype, .type = type,
+  /* chunks of ~16K weights: a few microseconds each, dozens per thread in a matrix of 1M weights */
+  quanto_job j = {.W = W, .rows = rows, .chunk = n < 16384 ? 16384 / n : 1, .n = n, .g = g, .bits = o->bits, .dtype = dtype, .type = type,
                   .float8 = o->float8, .int_zero = o->int_zero, .out = out->data, .row_bytes = out->row_bytes,
                   .block_bytes = out->row_bytes / (size_t)ng, .k = qlm_quanto_rows_get()};
   j.scratch = qlm_malloc((size_t)nth * (size_t)(n + 2 * ng) * sizeof *j.scratch, "quanto rows", err);
