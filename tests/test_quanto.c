@@ -740,8 +740,28 @@ static void test_row_kernels_levels(void **state) {
   free(w);
 }
 
+/* The AVX-512 kernels divide a half by a positive half scale with a product and one FMA correction
+ * (kernels/quanto_rows_avx512.c): the IEEE quotient, signed zeros included, for every such pair. */
+static void test_div_halves(void **state) {
+  (void)state;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512) skip();
+  float *a = malloc(65536 * sizeof *a), *q = malloc(65536 * sizeof *q);
+  int na = 0;
+  for (uint32_t h = 0; h < 65536; h++)
+    if (isfinite(qlm_f16_to_f32((uint16_t)h))) a[na++] = qlm_f16_to_f32((uint16_t)h);
+  for (uint32_t hs = 1; hs < 0x7c00; hs++) { /* every positive finite half, subnormals included */
+    float s = qlm_f16_to_f32((uint16_t)hs);
+    qlm_quanto_div_halves_avx512(a, na, s, q);
+    for (int i = 0; i < na; i++)
+      if (qlm_f32_to_bits(q[i]) != qlm_f32_to_bits(a[i] / s))
+        fail_msg("%a / %a: %a, want %a", (double)a[i], (double)s, (double)q[i], (double)(a[i] / s));
+  }
+  free(a), free(q);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_div_halves),
       cmocka_unit_test(test_round_rows), cmocka_unit_test(test_fp8_format),  cmocka_unit_test(test_against_quanto),     cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_fp8_matmul), cmocka_unit_test(test_options_and_errors), cmocka_unit_test(test_stories_end_to_end),
       cmocka_unit_test(test_activations_against_quanto), cmocka_unit_test(test_stories_activations),

@@ -46,5 +46,8 @@ void qlm_quanto_affine_params(float lo, float hi, int bits, bool int_zero, int d
 
 const qlm_quanto_rows *qlm_quanto_rows_scalar(void); /* the reference (the SIMD versions' other dtypes) */
 const qlm_quanto_rows *qlm_quanto_rows_avx512(void);
+/* q = a / s, the AVX-512 kernels' division of halves a by a half s > 0 (a product and one FMA
+ * correction, not vdivps): tests check it against IEEE division for every pair of halves. */
+void qlm_quanto_div_halves_avx512(const float *a, int n, float s, float *q);
 
 #endif

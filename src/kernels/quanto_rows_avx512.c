@@ -2,7 +2,10 @@
  *
  * Why they equal the scalar reference bit for bit:
  *   - rounding to f16 is vcvtps2ph (round to nearest even) then vcvtph2ps, the exact IEEE rounding
- *     the scalar qlm_f32_to_f16 makes; division is IEEE in both;
+ *     the scalar qlm_f32_to_f16 makes;
+ *   - every division is of a half by a positive half scale, and div_half's product-and-correction
+ *     gives the IEEE quotient for every such pair (test_quanto checks all 2^31 of them);
+ *   - max |rd(w)| is rd(max |w|): rounding is monotonic and symmetric;
  *   - max, min and absmax are exact whatever the order; the one order-dependent detail, the sign of
  *     a group minimum equal to zero (it reaches the stored zero point as shift / s = -0 or +0), is
  *     taken from the first zero of the group, as the scalar loop's strict "<" does;
@@ -28,6 +31,35 @@ static inline __m512i round_clamp(__m512 v, __m512 lo, __m512 hi) {
   return _mm512_cvtps_epi32(_mm512_sub_ps(_mm512_add_ps(v, magic), magic));
 }
 
+/* a / s for halves a and s > 0, given y = 1 / s (correctly rounded: one scalar division per row or
+ * group): q0 = a y, its remainder r = a - q0 s (exact by FMA: q0 is within an ulp of a / s) and
+ * q0 + r y, the correctly rounded quotient by Markstein's theorem; the sign of a is put back, as
+ * q0 + r y is +0 for a = -0.  Three FMA-unit operations where vdivps takes ~6 cycles per 16 lanes
+ * on Zen 4 (the row kernels' largest single cost). */
+static inline __m512 div_half(__m512 a, __m512 s, __m512 y) {
+  const __m512 q0 = _mm512_mul_ps(a, y);
+  const __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, s, a), y, q0);
+  /* q | (a & sign): the sign of a nonzero quotient is already a's */
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(q), _mm512_castps_si512(a),
+                                                       _mm512_set1_epi32((int)0x80000000u), 0xF8));
+}
+
+/* The row's max |rd16(w)| = rd16(max |w|), from an integer maximum over the magnitudes' bit patterns
+ * (NaN's and infinity's are the largest): one AND and one max per 16 weights, the rounding left to the
+ * pass that divides.  False if some w or rd16(w) is not finite. */
+static bool row_absmax(const float *w, int n, float *amax) {
+  const __m512i mag = _mm512_set1_epi32(0x7fffffff);
+  __m512i m = _mm512_setzero_si512();
+  for (int i = 0; i < n; i += 16)
+    m = _mm512_max_epu32(m, _mm512_and_si512(_mm512_maskz_loadu_epi32(tail_mask(n - i), w + i), mag));
+  uint32_t bits = (uint32_t)_mm512_reduce_max_epu32(m);
+  if (bits >= 0x7f800000u) return false;
+  float a;
+  memcpy(&a, &bits, sizeof a);
+  *amax = qlm_quanto_rd(a, QLM_QDTYPE_F16);
+  return *amax < __builtin_inff();
+}
+
 /* t = rd16(w) over the row; false if a value is not finite (before or after rounding). *amax = max|t|. */
 static bool load_row(const float *w, int n, float *t, float *amax) {
   const __m512 inf = _mm512_set1_ps(__builtin_inff());
@@ -44,21 +76,24 @@ static bool load_row(const float *w, int n, float *t, float *amax) {
   return bad == 0;
 }
 
+/* Two passes over w, none over scratch: the maximum, then each weight rounded, divided, rounded,
+ * rounded to an integer (vcvtps2dq, half to even in the default mode) and saturated to -128..127
+ * (the clamp: |q| <= 2 * 127 as s >= rd(amax / 127) and s > 0), its byte + 128 = byte ^ 0x80. */
 static bool q8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t *u) {
   if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->q8(w, n, dtype, t, s, u);
   float amax;
-  if (!load_row(w, n, t, &amax)) return false;
+  if (!row_absmax(w, n, &amax)) return false;
   *s = qlm_quanto_rd(amax / 127.0f, dtype);
   if (!(*s > 0.0f)) {
     memset(u, 128, (size_t)n);
     return true;
   }
-  const __m512 sv = _mm512_set1_ps(*s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
-  const __m512i off = _mm512_set1_epi32(128);
+  const __m512 sv = _mm512_set1_ps(*s), yv = _mm512_set1_ps(1.0f / *s);
+  const __m128i flip = _mm_set1_epi8((char)0x80);
   for (int i = 0; i < n; i += 16) {
     __mmask16 k = tail_mask(n - i);
-    __m512 q = rd16(_mm512_div_ps(_mm512_maskz_loadu_ps(k, t + i), sv));
-    _mm512_mask_cvtepi32_storeu_epi8(u + i, k, _mm512_add_epi32(round_clamp(q, lo, hi), off));
+    __m512 q = rd16(div_half(rd16(_mm512_maskz_loadu_ps(k, w + i)), sv, yv));
+    _mm_mask_storeu_epi8(u + i, k, _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)), flip));
   }
   return true;
 }
@@ -81,16 +116,17 @@ static inline __m512i e4m3fn(__m512 v) {
 static bool f8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t *c) {
   if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->f8(w, n, dtype, t, s, c);
   float amax;
-  if (!load_row(w, n, t, &amax)) return false;
+  if (!row_absmax(w, n, &amax)) return false;
   *s = qlm_quanto_rd(amax / QLM_FP8_MAX, dtype);
   if (!(*s > 0.0f)) {
     memset(c, 0, (size_t)n);
     return true;
   }
-  const __m512 sv = _mm512_set1_ps(*s), lo = _mm512_set1_ps(-QLM_FP8_MAX), hi = _mm512_set1_ps(QLM_FP8_MAX);
+  const __m512 sv = _mm512_set1_ps(*s), yv = _mm512_set1_ps(1.0f / *s);
+  const __m512 lo = _mm512_set1_ps(-QLM_FP8_MAX), hi = _mm512_set1_ps(QLM_FP8_MAX);
   for (int i = 0; i < n; i += 16) {
     __mmask16 k = tail_mask(n - i);
-    __m512 q = rd16(_mm512_div_ps(_mm512_maskz_loadu_ps(k, t + i), sv));
+    __m512 q = rd16(div_half(rd16(_mm512_maskz_loadu_ps(k, w + i)), sv, yv));
     q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
     _mm512_mask_cvtepi32_storeu_epi8(c + i, k, e4m3fn(q));
   }
@@ -124,14 +160,14 @@ static void affine_group(const float *x, int g, int bits, bool int_zero, float *
     return;
   }
   const float fq = (float)((1 << bits) - 1);
-  const __m512 sv = _mm512_set1_ps(*s), sh = _mm512_set1_ps(*shift);
+  const __m512 sv = _mm512_set1_ps(*s), yv = _mm512_set1_ps(1.0f / *s), sh = _mm512_set1_ps(*shift);
   const __m512 lo_v = _mm512_set1_ps(int_zero ? -(float)*z : 0.0f), hi_v = _mm512_set1_ps(int_zero ? fq - (float)*z : fq);
   const __m512i zv = _mm512_set1_epi32(int_zero ? *z : 0);
   for (int i = 0; i < g; i += 16) {
     __mmask16 k = tail_mask(g - i);
     __m512 v = _mm512_maskz_loadu_ps(k, x + i);
     if (!int_zero) v = rd16(_mm512_add_ps(v, sh));
-    v = rd16(_mm512_div_ps(v, sv));
+    v = rd16(div_half(v, sv, yv));
     _mm512_mask_cvtepi32_storeu_epi8(u + i, k, _mm512_add_epi32(round_clamp(v, lo_v, hi_v), zv));
   }
 }
@@ -143,6 +179,14 @@ static bool affine_row(const float *w, int n, int g, int bits, bool int_zero, in
   if (!load_row(w, n, t, &amax)) return false;
   for (int c = 0, k = 0; c < n; c += g, k++) affine_group(t + c, g, bits, int_zero, s + k, shift + k, z + k, u + c);
   return true;
+}
+
+void qlm_quanto_div_halves_avx512(const float *a, int n, float s, float *q) {
+  const __m512 sv = _mm512_set1_ps(s), yv = _mm512_set1_ps(1.0f / s);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 k = tail_mask(n - i);
+    _mm512_mask_storeu_ps(q + i, k, div_half(_mm512_maskz_loadu_ps(k, a + i), sv, yv));
+  }
 }
 
 static const qlm_quanto_rows k_avx512 = {.q8 = q8_row, .f8 = f8_row, .affine = affine_row};

@@ -207,9 +207,9 @@ static int quanto_row(const quanto_job *j, int ith, int64_t r) {
     qlm_wr32(blk, bits);
     return -2;
   }
-  if (j->bits == 8) {
-    if (!j->k->q8(w, n, j->dtype, t, s, u)) return -1;
-    qlm_rtn_pack(j->type, s[0], 128, u, blk);
+  if (j->bits == 8) { /* 8-bit codes are stored as they are (rtn.h): written in place */
+    if (!j->k->q8(w, n, j->dtype, t, s, blk + qlm_rtn_header_bytes(j->type))) return -1;
+    qlm_rtn_pack_header(j->type, s[0], 128, blk);
     if (not_half(s[0])) j->inexact[ith] = true;
     return -2;
   }
@@ -276,7 +276,9 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
   else if (o->bits == 8) type = qlm_rtn_type(false, 8, n);
   else if (o->int_zero) type = qlm_rtn_type(true, o->bits, g);
   else type = qlm_hqq_type(o->bits, g);
-  if ((rc = qlm_qtensor_alloc(out, type, rows, cols, err))) return rc;
+  /* every byte of every row is written below (headers and codes; 4-bit nibbles and bit streams
+   * fill their bytes), or the tensor is freed */
+  if ((rc = qlm_qtensor_alloc_unzeroed(out, type, rows, cols, err))) return rc;
   qlm_pool *pool = o->pool && rows >= 64 ? o->pool : NULL; /* a few rows are not worth waking threads */
   const int nth = pool ? qlm_pool_size(pool) : 1, ng = n / g;
   /* chunks of ~16K weights: a few microseconds each, dozens per thread in a matrix of 1M weights */
