@@ -9,7 +9,8 @@
  *   - max, min and absmax are exact whatever the order; the one order-dependent detail, the sign of
  *     a group minimum equal to zero (it reaches the stored zero point as shift / s = -0 or +0), is
  *     taken from the first zero of the group, as the scalar loop's strict "<" does;
- *   - round(clamp(v)) uses the same clamp and the same +-1.5 * 2^23 rounding as the scalar code;
+ *   - round(clamp(v)) is the scalar code's clamp, rounded half to even by vcvtps2dq in the default
+ *     mode (the scalar +-1.5 * 2^23 rounding assumes the same mode);
  *   - the e4m3fn cast below is qlm_f32_to_e4m3fn's formula for finite |v| <= 448 (all the row ever
  *     casts: its values are clamped there). */
 #include <immintrin.h>
@@ -23,13 +24,6 @@ static inline __mmask16 tail_mask(int left) { return left >= 16 ? (__mmask16)0xF
 
 static inline __m512 rd16(__m512 v) {
   return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-
-/* round half to even of clamp(v, lo, hi), as an int32 (v not NaN) */
-static inline __m512i round_clamp(__m512 v, __m512 lo, __m512 hi) {
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-  return _mm512_cvtps_epi32(_mm512_sub_ps(_mm512_add_ps(v, magic), magic));
 }
 
 /* a / s for halves a and s > 0, given y = 1 / s (correctly rounded: one scalar division per row or
@@ -177,6 +171,8 @@ static void affine_group(const float *x, int g, int bits, bool int_zero, float *
     memset(u, 0, (size_t)g);
     return;
   }
+  /* round(clamp(v, -z, qmax - z)) + z: the clamped value rounded by vcvtps2dq itself (half to even
+   * in the default mode, as the scalar +-1.5 * 2^23) */
   const float fq = (float)((1 << bits) - 1);
   const __m512 sv = _mm512_set1_ps(*s), yv = _mm512_set1_ps(1.0f / *s), sh = _mm512_set1_ps(*shift);
   const __m512 lo_v = _mm512_set1_ps(int_zero ? -(float)*z : 0.0f), hi_v = _mm512_set1_ps(int_zero ? fq - (float)*z : fq);
@@ -185,8 +181,8 @@ static void affine_group(const float *x, int g, int bits, bool int_zero, float *
     __mmask16 k = tail_mask(g - i);
     __m512 v = _mm512_maskz_loadu_ps(k, x + i);
     if (!int_zero) v = rd16(_mm512_add_ps(v, sh));
-    v = rd16(div_half(v, sv, yv));
-    _mm512_mask_cvtepi32_storeu_epi8(u + i, k, _mm512_add_epi32(round_clamp(v, lo_v, hi_v), zv));
+    v = _mm512_min_ps(_mm512_max_ps(rd16(div_half(v, sv, yv)), lo_v), hi_v);
+    _mm512_mask_cvtepi32_storeu_epi8(u + i, k, _mm512_add_epi32(_mm512_cvtps_epi32(v), zv));
   }
 }
 
