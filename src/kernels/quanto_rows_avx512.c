@@ -28,15 +28,19 @@ static inline __m512 rd16(__m512 v) {
 
 /* a / s for halves a and s > 0, given y = 1 / s (correctly rounded: one scalar division per row or
  * group): q0 = a y, its remainder r = a - q0 s (exact by FMA: q0 is within an ulp of a / s) and
- * q0 + r y, the correctly rounded quotient by Markstein's theorem; the sign of a is put back, as
- * q0 + r y is +0 for a = -0.  Three FMA-unit operations where vdivps takes ~6 cycles per 16 lanes
- * on Zen 4 (the row kernels' largest single cost). */
-static inline __m512 div_half(__m512 a, __m512 s, __m512 y) {
+ * q0 + r y, the correctly rounded quotient by Markstein's theorem, except that a = -0 gives +0
+ * (harmless where the quotient is then rounded to an integer code).  Three FMA-unit operations
+ * where vdivps takes ~6 cycles per 16 lanes on Zen 4 (the row kernels' largest single cost). */
+static inline __m512 div_half_nosign(__m512 a, __m512 s, __m512 y) {
   const __m512 q0 = _mm512_mul_ps(a, y);
-  const __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, s, a), y, q0);
+  return _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, s, a), y, q0);
+}
+
+/* The IEEE quotient a / s, signed zeros included (qfloat8 codes keep the sign of a zero). */
+static inline __m512 div_half(__m512 a, __m512 s, __m512 y) {
   /* q | (a & sign): the sign of a nonzero quotient is already a's */
-  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(q), _mm512_castps_si512(a),
-                                                       _mm512_set1_epi32((int)0x80000000u), 0xF8));
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(div_half_nosign(a, s, y)),
+                                                       _mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u), 0xF8));
 }
 
 /* The row's max |rd16(w)| = rd16(max |w|), from an integer maximum over the magnitudes' bit patterns
@@ -71,9 +75,15 @@ static bool load_row(const float *w, int n, float *t, float *amax) {
   return bad == 0;
 }
 
-/* Two passes over w, none over scratch: the maximum, then each weight rounded, divided, rounded,
- * rounded to an integer (vcvtps2dq, half to even in the default mode) and saturated to -128..127
- * (the clamp: |q| <= 2 * 127 as s >= rd(amax / 127) and s > 0), its byte + 128 = byte ^ 0x80. */
+/* rd16(rd16(w) / s) rounded to an integer by vcvtps2dq (half to even in the default mode; |q| <= 2 * 127
+ * as s is amax / 127 rounded to a half > 0, so no overflow) */
+static inline __m512i q8_int(__m512 w, __m512 sv, __m512 yv) {
+  return _mm512_cvtps_epi32(rd16(div_half_nosign(rd16(w), sv, yv)));
+}
+
+/* Two passes over w, none over scratch: the maximum, then each weight's integer q8_int saturated to
+ * -128..127 (the clamp) and stored as the byte q + 128 = q ^ 0x80.  64 weights at a time are packed
+ * with two saturating pack steps and one permutation instead of four vpmovsdb. */
 static bool q8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t *u) {
   if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->q8(w, n, dtype, t, s, u);
   float amax;
@@ -84,11 +94,19 @@ static bool q8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t
     return true;
   }
   const __m512 sv = _mm512_set1_ps(*s), yv = _mm512_set1_ps(1.0f / *s);
-  const __m128i flip = _mm_set1_epi8((char)0x80);
-  for (int i = 0; i < n; i += 16) {
+  /* vpackssdw and vpacksswb work within 128-bit lanes: dword j of the result holds q[j % 4][4 (j / 4) ..] */
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  int i = 0;
+  for (; i + 64 <= n; i += 64) {
+    __m512i q0 = q8_int(_mm512_loadu_ps(w + i), sv, yv), q1 = q8_int(_mm512_loadu_ps(w + i + 16), sv, yv);
+    __m512i q2 = q8_int(_mm512_loadu_ps(w + i + 32), sv, yv), q3 = q8_int(_mm512_loadu_ps(w + i + 48), sv, yv);
+    __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
+    _mm512_storeu_si512(u + i, _mm512_xor_si512(_mm512_permutexvar_epi32(order, b), _mm512_set1_epi8((char)0x80)));
+  }
+  for (; i < n; i += 16) {
     __mmask16 k = tail_mask(n - i);
-    __m512 q = rd16(div_half(rd16(_mm512_maskz_loadu_ps(k, w + i)), sv, yv));
-    _mm_mask_storeu_epi8(u + i, k, _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)), flip));
+    __m128i b = _mm512_cvtsepi32_epi8(q8_int(_mm512_maskz_loadu_ps(k, w + i), sv, yv));
+    _mm_mask_storeu_epi8(u + i, k, _mm_xor_si128(b, _mm_set1_epi8((char)0x80)));
   }
   return true;
 }
@@ -181,7 +199,7 @@ static void affine_group(const float *x, int g, int bits, bool int_zero, float *
     __mmask16 k = tail_mask(g - i);
     __m512 v = _mm512_maskz_loadu_ps(k, x + i);
     if (!int_zero) v = rd16(_mm512_add_ps(v, sh));
-    v = _mm512_min_ps(_mm512_max_ps(rd16(div_half(v, sv, yv)), lo_v), hi_v);
+    v = _mm512_min_ps(_mm512_max_ps(rd16(div_half_nosign(v, sv, yv)), lo_v), hi_v);
     _mm512_mask_cvtepi32_storeu_epi8(u + i, k, _mm512_add_epi32(_mm512_cvtps_epi32(v), zv));
   }
 }
