@@ -716,6 +716,25 @@ static void check_rows_equal(const qlm_quanto_rows *k, const qlm_quanto_rows *r,
   }
 }
 
+/* affine_hqq: the same return and the same HQQ blocks (bits 4 and 2) */
+static void check_hqq_equal(const qlm_quanto_rows *k, const qlm_quanto_rows *r, const float *w, int n, int g, int dtype,
+                            const char *what) {
+  static uint8_t b1[16384], b2[16384];
+  float t[2048], s[2048], h[2048];
+  uint8_t u[2048];
+  int z[2048];
+  for (int bits = 4; bits >= 2; bits -= 2) {
+    const int type = qlm_hqq_type(bits, g);
+    const size_t bytes = (size_t)(n / g) * qlm_hqq_block_bytes(type);
+    memset(b1, 0xA5, bytes), memset(b2, 0x5A, bytes);
+    int a = k->affine_hqq(w, n, g, bits, dtype, type, t, s, h, z, u, b1);
+    int b = r->affine_hqq(w, n, g, bits, dtype, type, t, s, h, z, u, b2);
+    if (a != b) fail_msg("%s hqq n=%d g=%d bits %d dtype %d: returned %d, reference %d", what, n, g, bits, dtype, a, b);
+    if (a == -2 && memcmp(b1, b2, bytes) != 0)
+      fail_msg("%s hqq n=%d g=%d bits %d dtype %d: blocks differ", what, n, g, bits, dtype);
+  }
+}
+
 static void test_row_kernels_levels(void **state) {
   (void)state;
   static const int lens[] = {1, 7, 16, 17, 31, 64, 96, 100, 128, 576, 1536};
@@ -733,7 +752,10 @@ static void test_row_kernels_levels(void **state) {
         for (int rep = 0; rep < (kind < 2 ? 20 : 2); rep++) {
           fill_row(w, n, kind, &rng);
           for (int gi = 0; gi < 3; gi++)
-            for (int dt = QLM_QDTYPE_F16; dt <= QLM_QDTYPE_F32; dt++) check_rows_equal(k, ref, w, n, groups[gi], dt, qlm_simd_name(LEVELS[li]));
+            for (int dt = QLM_QDTYPE_F16; dt <= QLM_QDTYPE_F32; dt++) {
+              check_rows_equal(k, ref, w, n, groups[gi], dt, qlm_simd_name(LEVELS[li]));
+              if (dt != QLM_QDTYPE_F32) check_hqq_equal(k, ref, w, n, groups[gi], dt, qlm_simd_name(LEVELS[li]));
+            }
         }
     }
   }

@@ -17,7 +17,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "kernels/fp8.h"
+#include "kernels/hqq.h"
 #include "kernels/quanto_rows.h"
 
 static inline __mmask16 tail_mask(int left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u); }
@@ -213,6 +215,49 @@ static bool affine_row(const float *w, int n, int g, int bits, bool int_zero, in
   return true;
 }
 
+/* The 4-bit codes of one group (32 | g, s > 0) straight into the nibble layout of hqq.h (byte j of
+ * each 32 = u_j | u_{j+16} << 4): one vpmovdb per 32 weights and no code bytes in between.  The
+ * steps are affine_group's (its clamp at 0 too: rd(t + shift) >= 0 anyway). */
+static void group_nibbles(const float *x, int g, float s, float shift, uint8_t *p) {
+  const __m512 sv = _mm512_set1_ps(s), yv = _mm512_set1_ps(1.0f / s), sh = _mm512_set1_ps(shift);
+  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(15.0f);
+  for (int i = 0; i < g; i += 32, p += 16) {
+    __m512i c[2];
+    for (int h = 0; h < 2; h++) {
+      __m512 v = rd16(_mm512_add_ps(_mm512_loadu_ps(x + i + 16 * h), sh));
+      c[h] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(rd16(div_half_nosign(v, sv, yv)), lo), hi));
+    }
+    _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(_mm512_or_si512(c[0], _mm512_slli_epi32(c[1], 4))));
+  }
+}
+
+static inline uint16_t half_bits(float x) { return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+/* qint4 with 32 | g in f16: affine_row's steps and qlm_quanto_hqq_blocks' headers (the same IEEE
+ * conversions, by F16C) in one pass over the groups; other cases are affine_row + those blocks. */
+static int affine_hqq_row(const float *w, int n, int g, int bits, int dtype, int type, float *t, float *s,
+                          float *shift, int *z, uint8_t *u, uint8_t *blk) {
+  if (dtype != QLM_QDTYPE_F16 || bits != 4 || g % 32 != 0) {
+    if (!affine_row(w, n, g, bits, false, dtype, t, s, shift, z, u)) return -1;
+    return qlm_quanto_hqq_blocks(type, n, g, s, shift, u, blk);
+  }
+  float amax;
+  if (!load_row(w, n, t, &amax)) return -1;
+  const size_t bb = QLM_HQQ_HEADER + (size_t)g / 2;
+  for (int c = 0, k = 0; c < n; c += g, k++, blk += bb) {
+    float lo, hi;
+    group_range(t + c, g, &lo, &hi);
+    affine_params(lo, hi, 4, false, s + k, shift + k, z + k);
+    float zf = s[k] > 0.0f ? shift[k] / s[k] : 0.0f;
+    if (!(fabsf(zf) <= 65504.0f)) return k;
+    qlm_wr16(blk, half_bits(s[k]));
+    qlm_wr16(blk + 2, half_bits(zf));
+    if (s[k] > 0.0f) group_nibbles(t + c, g, s[k], shift[k], blk + QLM_HQQ_HEADER);
+    else memset(blk + QLM_HQQ_HEADER, 0, (size_t)g / 2);
+  }
+  return -2;
+}
+
 void qlm_quanto_div_halves_avx512(const float *a, int n, float s, float *q) {
   const __m512 sv = _mm512_set1_ps(s), yv = _mm512_set1_ps(1.0f / s);
   for (int i = 0; i < n; i += 16) {
@@ -221,6 +266,6 @@ void qlm_quanto_div_halves_avx512(const float *a, int n, float s, float *q) {
   }
 }
 
-static const qlm_quanto_rows k_avx512 = {.q8 = q8_row, .f8 = f8_row, .affine = affine_row};
+static const qlm_quanto_rows k_avx512 = {.q8 = q8_row, .f8 = f8_row, .affine = affine_row, .affine_hqq = affine_hqq_row};
 
 const qlm_quanto_rows *qlm_quanto_rows_avx512(void) { return &k_avx512; }

@@ -213,17 +213,16 @@ static int quanto_row(const quanto_job *j, int ith, int64_t r) {
     if (not_half(s[0])) j->inexact[ith] = true;
     return -2;
   }
-  if (!j->k->affine(w, n, j->g, j->bits, j->int_zero, j->dtype, t, s, shift, z, u)) return -1;
-  for (int k = 0; k < ng; k++, blk += j->block_bytes) {
-    if (not_half(s[k])) j->inexact[ith] = true;
-    if (j->int_zero) {
-      qlm_rtn_pack(j->type, s[k], z[k], u + k * j->g, blk);
-      continue;
-    }
-    float zf = s[k] > 0.0f ? shift[k] / s[k] : 0.0f;
-    if (!(fabsf(zf) <= 65504.0f)) return k * j->g;
-    qlm_hqq_pack(j->type, s[k], zf, u + k * j->g, blk);
+  if (j->int_zero) {
+    if (!j->k->affine(w, n, j->g, j->bits, true, j->dtype, t, s, shift, z, u)) return -1;
+    for (int k = 0; k < ng; k++, blk += j->block_bytes) qlm_rtn_pack(j->type, s[k], z[k], u + k * j->g, blk);
+  } else {
+    int k = j->k->affine_hqq(w, n, j->g, j->bits, j->dtype, j->type, t, s, shift, z, u, blk);
+    if (k != -2) return k < 0 ? -1 : k * j->g;
   }
+  if (j->dtype != QLM_DTYPE_F16) /* an f16 scale is a half (rounded to one) */
+    for (int k = 0; k < ng; k++)
+      if (not_half(s[k])) j->inexact[ith] = true;
   return -2;
 }
 
