@@ -218,8 +218,8 @@ static bool affine_row(const float *w, int n, int g, int bits, bool int_zero, in
 /* The 4-bit codes of one group (32 | g, s > 0) straight into the nibble layout of hqq.h (byte j of
  * each 32 = u_j | u_{j+16} << 4): one vpmovdb per 32 weights and no code bytes in between.  The
  * steps are affine_group's (its clamp at 0 too: rd(t + shift) >= 0 anyway). */
-static void group_nibbles(const float *x, int g, float s, float shift, uint8_t *p) {
-  const __m512 sv = _mm512_set1_ps(s), yv = _mm512_set1_ps(1.0f / s), sh = _mm512_set1_ps(shift);
+static void group_nibbles(const float *x, int g, float s, float y, float shift, uint8_t *p) {
+  const __m512 sv = _mm512_set1_ps(s), yv = _mm512_set1_ps(y), sh = _mm512_set1_ps(shift);
   const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(15.0f);
   for (int i = 0; i < g; i += 32, p += 16) {
     __m512i c[2];
@@ -231,10 +231,33 @@ static void group_nibbles(const float *x, int g, float s, float shift, uint8_t *
   }
 }
 
-static inline uint16_t half_bits(float x) { return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* affine_params (4 bits, no integer zero, f16) of up to 16 groups at once, lanes k < m, from their
+ * ranges lo, hi; with y = 1 / s and the block header's halves of s and of z = shift / s (0 for an
+ * all-zero group).  Every step is the scalar one: the IEEE division and rounding, and the widening
+ * of a constant group (vminps(lo, 0) and fminf agree but on the sign of a zero lo, and then s = 0
+ * resets the shift to +0 either way).  Returns a mask of the groups whose z is beyond the half range. */
+static __mmask16 params16(const float *lo_a, const float *hi_a, int m, float *s, float *shift, float *y,
+                          uint16_t *hs, uint16_t *hz) {
+  const __mmask16 k = tail_mask(m);
+  const __m512 zero = _mm512_setzero_ps(), sign = _mm512_set1_ps(-0.0f);
+  __m512 lo = _mm512_maskz_loadu_ps(k, lo_a), hi = _mm512_maskz_loadu_ps(k, hi_a);
+  const __mmask16 eq = _mm512_cmp_ps_mask(hi, lo, _CMP_EQ_OQ);
+  lo = _mm512_mask_min_ps(lo, eq, lo, zero), hi = _mm512_mask_max_ps(hi, eq, hi, zero);
+  __m512 sv = rd16(_mm512_div_ps(rd16(_mm512_sub_ps(hi, lo)), _mm512_set1_ps(15.0f)));
+  const __mmask16 ok = _mm512_cmp_ps_mask(sv, zero, _CMP_GT_OQ);
+  sv = _mm512_maskz_mov_ps(ok, sv);
+  const __m512 sh = _mm512_maskz_xor_ps(ok, lo, sign);
+  const __m512 one = _mm512_set1_ps(1.0f), zv = _mm512_maskz_div_ps(ok, sh, sv);
+  _mm512_mask_storeu_ps(s, k, sv);
+  _mm512_mask_storeu_ps(shift, k, sh);
+  _mm512_mask_storeu_ps(y, k, _mm512_maskz_div_ps(ok, one, sv));
+  _mm256_mask_storeu_epi16(hs, k, _mm512_cvtps_ph(sv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  _mm256_mask_storeu_epi16(hz, k, _mm512_cvtps_ph(zv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return (__mmask16)(k & ~_mm512_cmp_ps_mask(_mm512_abs_ps(zv), _mm512_set1_ps(65504.0f), _CMP_LE_OQ));
+}
 
-/* qint4 with 32 | g in f16: affine_row's steps and qlm_quanto_hqq_blocks' headers (the same IEEE
- * conversions, by F16C) in one pass over the groups; other cases are affine_row + those blocks. */
+/* qint4 with 32 | g in f16: affine_row's steps and qlm_quanto_hqq_blocks' headers, 16 groups' scales
+ * at a time; other cases are affine_row + those blocks. */
 static int affine_hqq_row(const float *w, int n, int g, int bits, int dtype, int type, float *t, float *s,
                           float *shift, int *z, uint8_t *u, uint8_t *blk) {
   if (dtype != QLM_QDTYPE_F16 || bits != 4 || g % 32 != 0) {
@@ -243,17 +266,23 @@ static int affine_hqq_row(const float *w, int n, int g, int bits, int dtype, int
   }
   float amax;
   if (!load_row(w, n, t, &amax)) return -1;
+  const int ng = n / g;
   const size_t bb = QLM_HQQ_HEADER + (size_t)g / 2;
-  for (int c = 0, k = 0; c < n; c += g, k++, blk += bb) {
-    float lo, hi;
-    group_range(t + c, g, &lo, &hi);
-    affine_params(lo, hi, 4, false, s + k, shift + k, z + k);
-    float zf = s[k] > 0.0f ? shift[k] / s[k] : 0.0f;
-    if (!(fabsf(zf) <= 65504.0f)) return k;
-    qlm_wr16(blk, half_bits(s[k]));
-    qlm_wr16(blk + 2, half_bits(zf));
-    if (s[k] > 0.0f) group_nibbles(t + c, g, s[k], shift[k], blk + QLM_HQQ_HEADER);
-    else memset(blk + QLM_HQQ_HEADER, 0, (size_t)g / 2);
+  for (int k0 = 0; k0 < ng; k0 += 16) {
+    const int m = ng - k0 < 16 ? ng - k0 : 16;
+    float lo[16], hi[16], y[16];
+    uint16_t hs[16], hz[16];
+    for (int k = 0; k < m; k++) group_range(t + (size_t)(k0 + k) * (size_t)g, g, &lo[k], &hi[k]);
+    __mmask16 bad = params16(lo, hi, m, s + k0, shift + k0, y, hs, hz);
+    if (bad) return k0 + __builtin_ctz(bad);
+    for (int k = 0; k < m; k++) {
+      uint8_t *b = blk + (size_t)(k0 + k) * bb;
+      z[k0 + k] = 0;
+      qlm_wr16(b, hs[k]);
+      qlm_wr16(b + 2, hz[k]);
+      if (s[k0 + k] > 0.0f) group_nibbles(t + (size_t)(k0 + k) * (size_t)g, g, s[k0 + k], y[k], shift[k0 + k], b + QLM_HQQ_HEADER);
+      else memset(b + QLM_HQQ_HEADER, 0, (size_t)g / 2);
+    }
   }
   return -2;
 }
