@@ -781,8 +781,34 @@ static void test_div_halves(void **state) {
   free(a), free(q);
 }
 
+/* qfloat8 codes of every half in [-448, 448] at every level: rows led by 448 have scale 1, so each
+ * weight is its own quotient and every e4m3fn rounding case (ties, subnormals, zeros) is met. */
+static void test_f8_all_halves(void **state) {
+  (void)state;
+  enum { N = 1024 };
+  float w[N], t[N], s1, s2;
+  uint8_t c1[N], c2[N];
+  const qlm_quanto_rows *ref = qlm_quanto_rows_scalar();
+  for (size_t li = 1; li < sizeof LEVELS / sizeof LEVELS[0]; li++) {
+    if (LEVELS[li] > qlm_cpu_detect()) continue;
+    const qlm_quanto_rows *k = qlm_quanto_rows_for(LEVELS[li]);
+    uint32_t h = 0;
+    while (h < 0x10000) {
+      int n = 0;
+      w[n++] = 448.0f;
+      for (; n < N && h < 0x10000; h++)
+        if (fabsf(qlm_f16_to_f32((uint16_t)h)) <= 448.0f) w[n++] = qlm_f16_to_f32((uint16_t)h);
+      assert_true(k->f8(w, n, QLM_QDTYPE_F16, t, &s1, c1) && ref->f8(w, n, QLM_QDTYPE_F16, t, &s2, c2));
+      assert_true(s1 == 1.0f && s2 == 1.0f);
+      for (int i = 0; i < n; i++)
+        if (c1[i] != c2[i]) fail_msg("%s: %a -> 0x%02x, reference 0x%02x", qlm_simd_name(LEVELS[li]), (double)w[i], c1[i], c2[i]);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_f8_all_halves),
       cmocka_unit_test(test_div_halves),
       cmocka_unit_test(test_round_rows), cmocka_unit_test(test_fp8_format),  cmocka_unit_test(test_against_quanto),     cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_fp8_matmul), cmocka_unit_test(test_options_and_errors), cmocka_unit_test(test_stories_end_to_end),

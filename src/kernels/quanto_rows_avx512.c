@@ -128,6 +128,32 @@ static inline __m512i e4m3fn(__m512 v) {
   return _mm512_or_si512(_mm512_mask_blend_epi32(subn, cn, _mm512_cvtps_epi32(m)), sign);
 }
 
+/* 16 codes by e4m3fn from the halves h (rounded quotients), clamped to +-448: the general path */
+static inline __m128i e4m3fn_halves(__m256i h) {
+  const __m512 q = _mm512_cvtph_ps(h);
+  return _mm512_cvtepi32_epi8(e4m3fn(_mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-QLM_FP8_MAX)), _mm512_set1_ps(QLM_FP8_MAX))));
+}
+
+/* e4m3fn's formula on the bit patterns of 32 halves whose magnitude, clamped to 448 (0x5F00), is at
+ * least 2^-6 (0x2400, e4m3's normal range): the top 3 of the 10 mantissa bits rounded to nearest even,
+ * the exponent rebiased 15 -> 7, the sign moved to bit 7; the same code as from the float, whose
+ * low 13 mantissa bits are zero.  *small: the lanes below 2^-6 (zeros, e4m3 subnormals). */
+static inline __m512i e4m3fn_normal(__m512i h, __mmask32 *small) {
+  const __m512i m = _mm512_min_epu16(_mm512_and_si512(h, _mm512_set1_epi16(0x7fff)), _mm512_set1_epi16(0x5F00));
+  *small = _mm512_cmplt_epu16_mask(m, _mm512_set1_epi16(0x2400));
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi16(m, 7), _mm512_set1_epi16(1));
+  const __m512i r = _mm512_add_epi16(m, _mm512_add_epi16(odd, _mm512_set1_epi16(0x3F)));
+  const __m512i c = _mm512_sub_epi16(_mm512_srli_epi16(r, 7), _mm512_set1_epi16(8 << 3));
+  return _mm512_or_si512(c, _mm512_srli_epi16(_mm512_and_si512(h, _mm512_set1_epi16((short)0x8000)), 8));
+}
+
+/* The halves of rd16(rd16(w) / s) for 16 weights (the sign of a zero kept: it is the code's). */
+static inline __m256i f8_quotients(__m512 w, __m512 sv, __m512 yv) {
+  return _mm512_cvtps_ph(div_half(rd16(w), sv, yv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+/* 32 weights at a time: the quotients' half bit patterns are converted 32 to a vector by
+ * e4m3fn_normal; a block with a lane below 2^-6 (rare: |w| < amax / 2^15) takes the general path. */
 static bool f8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t *c) {
   if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->f8(w, n, dtype, t, s, c);
   float amax;
@@ -138,12 +164,21 @@ static bool f8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t
     return true;
   }
   const __m512 sv = _mm512_set1_ps(*s), yv = _mm512_set1_ps(1.0f / *s);
-  const __m512 lo = _mm512_set1_ps(-QLM_FP8_MAX), hi = _mm512_set1_ps(QLM_FP8_MAX);
-  for (int i = 0; i < n; i += 16) {
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i h0 = f8_quotients(_mm512_loadu_ps(w + i), sv, yv), h1 = f8_quotients(_mm512_loadu_ps(w + i + 16), sv, yv);
+    __mmask32 small;
+    const __m512i code = e4m3fn_normal(_mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1), &small);
+    if (!small) {
+      _mm256_storeu_si256((__m256i *)(c + i), _mm512_cvtepi16_epi8(code));
+      continue;
+    }
+    _mm_storeu_si128((__m128i *)(c + i), e4m3fn_halves(h0));
+    _mm_storeu_si128((__m128i *)(c + i + 16), e4m3fn_halves(h1));
+  }
+  for (; i < n; i += 16) {
     __mmask16 k = tail_mask(n - i);
-    __m512 q = rd16(div_half(rd16(_mm512_maskz_loadu_ps(k, w + i)), sv, yv));
-    q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
-    _mm512_mask_cvtepi32_storeu_epi8(c + i, k, e4m3fn(q));
+    _mm_mask_storeu_epi8(c + i, k, e4m3fn_halves(f8_quotients(_mm512_maskz_loadu_ps(k, w + i), sv, yv)));
   }
   return true;
 }
