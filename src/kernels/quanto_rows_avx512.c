@@ -28,6 +28,9 @@ static inline __m512 rd16(__m512 v) {
   return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+/* x rounded to a half, by F16C (qlm_quanto_rd's IEEE rounding without its branches) */
+static inline float rd16s(float x) { return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
+
 /* a / s for halves a and s > 0, given y = 1 / s (correctly rounded: one scalar division per row or
  * group): q0 = a y, its remainder r = a - q0 s (exact by FMA: q0 is within an ulp of a / s) and
  * q0 + r y, the correctly rounded quotient by Markstein's theorem, except that a = -0 gives +0
@@ -57,7 +60,7 @@ static bool row_absmax(const float *w, int n, float *amax) {
   if (bits >= 0x7f800000u) return false;
   float a;
   memcpy(&a, &bits, sizeof a);
-  *amax = qlm_quanto_rd(a, QLM_QDTYPE_F16);
+  *amax = rd16s(a);
   return *amax < __builtin_inff();
 }
 
@@ -90,7 +93,7 @@ static bool q8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t
   if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->q8(w, n, dtype, t, s, u);
   float amax;
   if (!row_absmax(w, n, &amax)) return false;
-  *s = qlm_quanto_rd(amax / 127.0f, dtype);
+  *s = rd16s(amax / 127.0f);
   if (!(*s > 0.0f)) {
     memset(u, 128, (size_t)n);
     return true;
@@ -158,7 +161,7 @@ static bool f8_row(const float *w, int n, int dtype, float *t, float *s, uint8_t
   if (dtype != QLM_QDTYPE_F16) return qlm_quanto_rows_scalar()->f8(w, n, dtype, t, s, c);
   float amax;
   if (!row_absmax(w, n, &amax)) return false;
-  *s = qlm_quanto_rd(amax / QLM_FP8_MAX, dtype);
+  *s = rd16s(amax / QLM_FP8_MAX);
   if (!(*s > 0.0f)) {
     memset(c, 0, (size_t)n);
     return true;
@@ -200,8 +203,6 @@ static void group_range(const float *x, int g, float *lo, float *hi) {
         break;
       }
 }
-
-static inline float rd16s(float x) { return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
 
 /* qlm_quanto_affine_params for dtype f16, step for step, rounding by F16C instead of the scalar
  * conversions (whose data-dependent branches made this call a quarter of qint4's time). */
