@@ -190,7 +190,8 @@ typedef struct quanto_job {
   bool *inexact;         /* [nth] some scale is not exactly a half */
 } quanto_job;
 
-static bool not_half(float s) { return qlm_f16_to_f32(qlm_f32_to_f16(s)) != s; }
+/* An f16 scale is a half by construction (rounded to one); a bf16 scale below 2^-14 or so is not. */
+static bool not_half(int dtype, float s) { return dtype != QLM_DTYPE_F16 && qlm_f16_to_f32(qlm_f32_to_f16(s)) != s; }
 
 /* Quantize row r into its blocks; -2 done, -1 a weight the kernel refused, c >= 0 the column of a
  * group whose shift / scale does not fit a half zero. */
@@ -210,7 +211,7 @@ static int quanto_row(const quanto_job *j, int ith, int64_t r) {
   if (j->bits == 8) { /* 8-bit codes are stored as they are (rtn.h): written in place */
     if (!j->k->q8(w, n, j->dtype, t, s, blk + qlm_rtn_header_bytes(j->type))) return -1;
     qlm_rtn_pack_header(j->type, s[0], 128, blk);
-    if (not_half(s[0])) j->inexact[ith] = true;
+    if (not_half(j->dtype, s[0])) j->inexact[ith] = true;
     return -2;
   }
   if (j->int_zero) {
@@ -220,9 +221,8 @@ static int quanto_row(const quanto_job *j, int ith, int64_t r) {
     int k = j->k->affine_hqq(w, n, j->g, j->bits, j->dtype, j->type, t, s, shift, z, u, blk);
     if (k != -2) return k < 0 ? -1 : k * j->g;
   }
-  if (j->dtype != QLM_DTYPE_F16) /* an f16 scale is a half (rounded to one) */
-    for (int k = 0; k < ng; k++)
-      if (not_half(s[k])) j->inexact[ith] = true;
+  for (int k = 0; k < ng; k++)
+    if (not_half(j->dtype, s[k])) j->inexact[ith] = true;
   return -2;
 }
 
