@@ -716,6 +716,25 @@ static void check_rows_equal(const qlm_quanto_rows *k, const qlm_quanto_rows *r,
   }
 }
 
+/* affine_hqq: the same return and the same HQQ blocks (bits 4 and 2) */
+static void check_hqq_equal(const qlm_quanto_rows *k, const qlm_quanto_rows *r, const float *w, int n, int g, int dtype,
+                            const char *what) {
+  static uint8_t b1[16384], b2[16384];
+  float t[2048], s[2048], h[2048];
+  uint8_t u[2048];
+  int z[2048];
+  for (int bits = 4; bits >= 2; bits -= 2) {
+    const int type = qlm_hqq_type(bits, g);
+    const size_t bytes = (size_t)(n / g) * qlm_hqq_block_bytes(type);
+    memset(b1, 0xA5, bytes), memset(b2, 0x5A, bytes);
+    int a = k->affine_hqq(w, n, g, bits, dtype, type, t, s, h, z, u, b1);
+    int b = r->affine_hqq(w, n, g, bits, dtype, type, t, s, h, z, u, b2);
+    if (a != b) fail_msg("%s hqq n=%d g=%d bits %d dtype %d: returned %d, reference %d", what, n, g, bits, dtype, a, b);
+    if (a == -2 && memcmp(b1, b2, bytes) != 0)
+      fail_msg("%s hqq n=%d g=%d bits %d dtype %d: blocks differ", what, n, g, bits, dtype);
+  }
+}
+
 static void test_row_kernels_levels(void **state) {
   (void)state;
   static const int lens[] = {1, 7, 16, 17, 31, 64, 96, 100, 128, 576, 1536};
@@ -733,15 +752,64 @@ static void test_row_kernels_levels(void **state) {
         for (int rep = 0; rep < (kind < 2 ? 20 : 2); rep++) {
           fill_row(w, n, kind, &rng);
           for (int gi = 0; gi < 3; gi++)
-            for (int dt = QLM_QDTYPE_F16; dt <= QLM_QDTYPE_F32; dt++) check_rows_equal(k, ref, w, n, groups[gi], dt, qlm_simd_name(LEVELS[li]));
+            for (int dt = QLM_QDTYPE_F16; dt <= QLM_QDTYPE_F32; dt++) {
+              check_rows_equal(k, ref, w, n, groups[gi], dt, qlm_simd_name(LEVELS[li]));
+              if (dt != QLM_QDTYPE_F32) check_hqq_equal(k, ref, w, n, groups[gi], dt, qlm_simd_name(LEVELS[li]));
+            }
         }
     }
   }
   free(w);
 }
 
+/* The AVX-512 kernels divide a half by a positive half scale with a product and one FMA correction
+ * (kernels/quanto_rows_avx512.c): the IEEE quotient, signed zeros included, for every such pair. */
+static void test_div_halves(void **state) {
+  (void)state;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512) skip();
+  float *a = malloc(65536 * sizeof *a), *q = malloc(65536 * sizeof *q);
+  int na = 0;
+  for (uint32_t h = 0; h < 65536; h++)
+    if (isfinite(qlm_f16_to_f32((uint16_t)h))) a[na++] = qlm_f16_to_f32((uint16_t)h);
+  for (uint32_t hs = 1; hs < 0x7c00; hs++) { /* every positive finite half, subnormals included */
+    float s = qlm_f16_to_f32((uint16_t)hs);
+    qlm_quanto_div_halves_avx512(a, na, s, q);
+    for (int i = 0; i < na; i++)
+      if (qlm_f32_to_bits(q[i]) != qlm_f32_to_bits(a[i] / s))
+        fail_msg("%a / %a: %a, want %a", (double)a[i], (double)s, (double)q[i], (double)(a[i] / s));
+  }
+  free(a), free(q);
+}
+
+/* qfloat8 codes of every half in [-448, 448] at every level: rows led by 448 have scale 1, so each
+ * weight is its own quotient and every e4m3fn rounding case (ties, subnormals, zeros) is met. */
+static void test_f8_all_halves(void **state) {
+  (void)state;
+  enum { N = 1024 };
+  float w[N], t[N], s1, s2;
+  uint8_t c1[N], c2[N];
+  const qlm_quanto_rows *ref = qlm_quanto_rows_scalar();
+  for (size_t li = 1; li < sizeof LEVELS / sizeof LEVELS[0]; li++) {
+    if (LEVELS[li] > qlm_cpu_detect()) continue;
+    const qlm_quanto_rows *k = qlm_quanto_rows_for(LEVELS[li]);
+    uint32_t h = 0;
+    while (h < 0x10000) {
+      int n = 0;
+      w[n++] = 448.0f;
+      for (; n < N && h < 0x10000; h++)
+        if (fabsf(qlm_f16_to_f32((uint16_t)h)) <= 448.0f) w[n++] = qlm_f16_to_f32((uint16_t)h);
+      assert_true(k->f8(w, n, QLM_QDTYPE_F16, t, &s1, c1) && ref->f8(w, n, QLM_QDTYPE_F16, t, &s2, c2));
+      assert_true(s1 == 1.0f && s2 == 1.0f);
+      for (int i = 0; i < n; i++)
+        if (c1[i] != c2[i]) fail_msg("%s: %a -> 0x%02x, reference 0x%02x", qlm_simd_name(LEVELS[li]), (double)w[i], c1[i], c2[i]);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_f8_all_halves),
+      cmocka_unit_test(test_div_halves),
       cmocka_unit_test(test_round_rows), cmocka_unit_test(test_fp8_format),  cmocka_unit_test(test_against_quanto),     cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_fp8_matmul), cmocka_unit_test(test_options_and_errors), cmocka_unit_test(test_stories_end_to_end),
       cmocka_unit_test(test_activations_against_quanto), cmocka_unit_test(test_stories_activations),

@@ -7,6 +7,7 @@
 #include "core/fp16.h"
 #include "kernels/fp8.h"
 #include "kernels/half_round.h"
+#include "kernels/hqq.h"
 
 float qlm_quanto_rd(float x, int dtype) {
   if (dtype == QLM_QDTYPE_F16) return qlm_f16_to_f32(qlm_f32_to_f16(x));
@@ -128,7 +129,24 @@ static bool affine_scalar(const float *w, int n, int g, int bits, bool int_zero,
   return true;
 }
 
-static const qlm_quanto_rows k_scalar = {.q8 = q8_scalar, .f8 = f8_scalar, .affine = affine_scalar};
+int qlm_quanto_hqq_blocks(int type, int n, int g, const float *s, const float *shift, const uint8_t *u, uint8_t *blk) {
+  const size_t bb = qlm_hqq_block_bytes(type);
+  for (int k = 0; k < n / g; k++, blk += bb) {
+    float zf = s[k] > 0.0f ? shift[k] / s[k] : 0.0f;
+    if (!(fabsf(zf) <= 65504.0f)) return k;
+    qlm_hqq_pack(type, s[k], zf, u + (size_t)k * (size_t)g, blk);
+  }
+  return -2;
+}
+
+static int affine_hqq_scalar(const float *w, int n, int g, int bits, int dtype, int type, float *t, float *s,
+                             float *shift, int *z, uint8_t *u, uint8_t *blk) {
+  if (!affine_scalar(w, n, g, bits, false, dtype, t, s, shift, z, u)) return -1;
+  return qlm_quanto_hqq_blocks(type, n, g, s, shift, u, blk);
+}
+
+static const qlm_quanto_rows k_scalar = {.q8 = q8_scalar, .f8 = f8_scalar, .affine = affine_scalar,
+                                         .affine_hqq = affine_hqq_scalar};
 
 const qlm_quanto_rows *qlm_quanto_rows_for(qlm_simd_level level) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -34,6 +34,13 @@ typedef struct qlm_quanto_rows {
   /* s, shift, z: [n / g] per group */
   bool (*affine)(const float *w, int n, int g, int bits, bool int_zero, int dtype, float *t, float *s, float *shift,
                  int *z, uint8_t *u);
+  /* affine without int_zero, stored as qlm's HQQ blocks of `type` (kernels/hqq.h: half s, half
+   * z = shift / s, the codes), block k of the row at blk + k * qlm_hqq_block_bytes(type); s and shift
+   * as affine's, u and z scratch.  Returns -2 done, -1 a weight refused (as affine's false), or the
+   * first group k whose shift / s is beyond the half range (quant/quanto.c's message); the blocks
+   * are then undefined. */
+  int (*affine_hqq)(const float *w, int n, int g, int bits, int dtype, int type, float *t, float *s, float *shift,
+                    int *z, uint8_t *u, uint8_t *blk);
 } qlm_quanto_rows;
 
 const qlm_quanto_rows *qlm_quanto_rows_for(qlm_simd_level level); /* one level (tests) */
@@ -43,8 +50,13 @@ const qlm_quanto_rows *qlm_quanto_rows_get(void);                 /* at qlm_cpu_
 float qlm_quanto_rd(float x, int dtype);                     /* x rounded to the dtype */
 float qlm_quanto_round_clamp(float v, float lo, float hi);   /* round half even of clamp(v, lo, hi); NaN: lo */
 void qlm_quanto_affine_params(float lo, float hi, int bits, bool int_zero, int dtype, float *s, float *shift, int *z);
+/* affine_hqq's blocks from affine's results (every level's fallback). */
+int qlm_quanto_hqq_blocks(int type, int n, int g, const float *s, const float *shift, const uint8_t *u, uint8_t *blk);
 
 const qlm_quanto_rows *qlm_quanto_rows_scalar(void); /* the reference (the SIMD versions' other dtypes) */
 const qlm_quanto_rows *qlm_quanto_rows_avx512(void);
+/* q = a / s, the AVX-512 kernels' division of halves a by a half s > 0 (a product and one FMA
+ * correction, not vdivps): tests check it against IEEE division for every pair of halves. */
+void qlm_quanto_div_halves_avx512(const float *a, int n, float s, float *q);
 
 #endif

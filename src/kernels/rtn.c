@@ -71,10 +71,15 @@ static void unpack_codes(int bits, int g, const uint8_t *p, uint8_t *u) {
   }
 }
 
-void qlm_rtn_pack(int type, float d, int z, const uint8_t *u, void *block) {
+void qlm_rtn_pack_header(int type, float d, int z, void *block) {
   uint8_t *b = block;
   qlm_wr16(b, qlm_f32_to_f16(d));
   if (is_asym(type)) qlm_wr16(b + 2, (uint16_t)(int16_t)z);
+}
+
+void qlm_rtn_pack(int type, float d, int z, const uint8_t *u, void *block) {
+  uint8_t *b = block;
+  qlm_rtn_pack_header(type, d, z, b);
   pack_codes(QLM_TYPE_BITS(type), QLM_TYPE_BLOCK(type), u, b + qlm_rtn_header_bytes(type));
 }
 

@@ -39,6 +39,8 @@ int qlm_rtn_code_bytes(int type);
 
 /* Write one block: scale d, zero z (ignored for symmetric types), codes u[g] (each < 2^bits). */
 void qlm_rtn_pack(int type, float d, int z, const uint8_t *u, void *block);
+/* Write only the header: for 8-bit types, whose code bytes are the codes, a caller can write them in place. */
+void qlm_rtn_pack_header(int type, float d, int z, void *block);
 /* Read one block back: d, z (2^(b-1) for symmetric types) and the codes. */
 void qlm_rtn_unpack(int type, const void *block, float *d, int *z, uint8_t *u);
 

@@ -133,18 +133,27 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
   return QLM_OK;
 }
 
-int qlm_qtensor_alloc(qlm_qtensor *q, int type, int64_t rows, int64_t cols, qlm_error *err) {
+static int qtensor_alloc(qlm_qtensor *q, int type, int64_t rows, int64_t cols, bool zero, qlm_error *err) {
   size_t rb = qlm_type_row_bytes(type, cols), total;
   if (rb == 0 || rows < 0 || qlm_mul_overflow(rb, (size_t)rows, &total))
     return qlm_fail(err, QLM_ELIMIT, "tensor of %lld x %lld does not fit type %s", (long long)rows, (long long)cols,
                     qlm_type_name(type));
-  q->data = qlm_calloc(total ? total : 1, 1, "quantized tensor", err);
+  q->data = zero ? qlm_calloc(total ? total : 1, 1, "quantized tensor", err)
+                 : qlm_malloc(total ? total : 1, "quantized tensor", err);
   if (!q->data) return QLM_ENOMEM;
   q->type = type;
   q->rows = rows;
   q->cols = cols;
   q->row_bytes = rb;
   return QLM_OK;
+}
+
+int qlm_qtensor_alloc(qlm_qtensor *q, int type, int64_t rows, int64_t cols, qlm_error *err) {
+  return qtensor_alloc(q, type, rows, cols, true, err);
+}
+
+int qlm_qtensor_alloc_unzeroed(qlm_qtensor *q, int type, int64_t rows, int64_t cols, qlm_error *err) {
+  return qtensor_alloc(q, type, rows, cols, false, err);
 }
 
 qlm_qaux *qlm_qtensor_add_aux(qlm_qtensor *q, const char *suffix, int type, int64_t n, qlm_error *err) {

@@ -146,6 +146,10 @@ int qlm_quant_opts_parse_kv(qlm_quant_opts *o, const char *key, const char *valu
 
 /* Helpers for methods. */
 int qlm_qtensor_alloc(qlm_qtensor *q, int type, int64_t rows, int64_t cols, qlm_error *err);
+/* The same without zeroing, for a method that writes every byte of every row (or frees the tensor):
+ * no zeroing pass over the output in the calling thread, and fresh pages are first touched by the
+ * threads that write them. */
+int qlm_qtensor_alloc_unzeroed(qlm_qtensor *q, int type, int64_t rows, int64_t cols, qlm_error *err);
 qlm_qaux *qlm_qtensor_add_aux(qlm_qtensor *q, const char *suffix, int type, int64_t n, qlm_error *err);
 /* Sets q->bpw from the bytes of the main tensor and its companions. */
 void qlm_qtensor_set_bpw(qlm_qtensor *q);

@@ -60,6 +60,7 @@
  * qlm divides in f32 where quanto divides in the model dtype.
  * Not done: qfloat8 activations, and the optional HqqOptimizer (use method hqq). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,10 +169,14 @@ static int add_input_scale(const qlm_calib *calib, int dtype, qlm_qtensor *out, 
   return QLM_OK;
 }
 
-/* The rows of one tensor, split into contiguous ranges across the pool's threads. */
+/* The rows of one tensor, handed out to the pool's threads in chunks of consecutive rows, in
+ * increasing order, by an atomic counter: a thread that starts late (a pool worker still waking up
+ * from its sleep between tensors) takes fewer chunks instead of the caller waiting idle for its
+ * fixed half. */
 typedef struct quanto_job {
   const float *W;
-  int64_t rows;
+  int64_t rows, chunk;   /* rows per chunk */
+  _Atomic int64_t next;  /* first row not yet handed out */
   int n, g, bits, dtype, type;
   bool float8, int_zero;
   uint8_t *out;
@@ -185,7 +190,8 @@ typedef struct quanto_job {
   bool *inexact;         /* [nth] some scale is not exactly a half */
 } quanto_job;
 
-static bool not_half(float s) { return qlm_f16_to_f32(qlm_f32_to_f16(s)) != s; }
+/* An f16 scale is a half by construction (rounded to one); a bf16 scale below 2^-14 or so is not. */
+static bool not_half(int dtype, float s) { return dtype != QLM_DTYPE_F16 && qlm_f16_to_f32(qlm_f32_to_f16(s)) != s; }
 
 /* Quantize row r into its blocks; -2 done, -1 a weight the kernel refused, c >= 0 the column of a
  * group whose shift / scale does not fit a half zero. */
@@ -202,34 +208,40 @@ static int quanto_row(const quanto_job *j, int ith, int64_t r) {
     qlm_wr32(blk, bits);
     return -2;
   }
-  if (j->bits == 8) {
-    if (!j->k->q8(w, n, j->dtype, t, s, u)) return -1;
-    qlm_rtn_pack(j->type, s[0], 128, u, blk);
-    if (not_half(s[0])) j->inexact[ith] = true;
+  if (j->bits == 8) { /* 8-bit codes are stored as they are (rtn.h): written in place */
+    if (!j->k->q8(w, n, j->dtype, t, s, blk + qlm_rtn_header_bytes(j->type))) return -1;
+    qlm_rtn_pack_header(j->type, s[0], 128, blk);
+    if (not_half(j->dtype, s[0])) j->inexact[ith] = true;
     return -2;
   }
-  if (!j->k->affine(w, n, j->g, j->bits, j->int_zero, j->dtype, t, s, shift, z, u)) return -1;
-  for (int k = 0; k < ng; k++, blk += j->block_bytes) {
-    if (not_half(s[k])) j->inexact[ith] = true;
-    if (j->int_zero) {
-      qlm_rtn_pack(j->type, s[k], z[k], u + k * j->g, blk);
-      continue;
-    }
-    float zf = s[k] > 0.0f ? shift[k] / s[k] : 0.0f;
-    if (!(fabsf(zf) <= 65504.0f)) return k * j->g;
-    qlm_hqq_pack(j->type, s[k], zf, u + k * j->g, blk);
+  if (j->int_zero) {
+    if (!j->k->affine(w, n, j->g, j->bits, true, j->dtype, t, s, shift, z, u)) return -1;
+    for (int k = 0; k < ng; k++, blk += j->block_bytes) qlm_rtn_pack(j->type, s[k], z[k], u + k * j->g, blk);
+  } else {
+    int k = j->k->affine_hqq(w, n, j->g, j->bits, j->dtype, j->type, t, s, shift, z, u, blk);
+    if (k != -2) return k < 0 ? -1 : k * j->g;
   }
+  for (int k = 0; k < ng; k++)
+    if (not_half(j->dtype, s[k])) j->inexact[ith] = true;
   return -2;
 }
 
+/* A thread takes its chunks in increasing order, so its first failure is its smallest failing row,
+ * and every row before that row was handed out earlier: job_error's minimum over the threads is
+ * still the first failure in row order. */
 static void quanto_rows_task(void *ctx, int ith, int nth) {
   quanto_job *j = ctx;
-  int64_t r0 = j->rows * ith / nth, r1 = j->rows * (ith + 1) / nth;
-  for (int64_t r = r0; r < r1; r++) {
-    int c = quanto_row(j, ith, r);
-    if (c != -2) {
-      j->bad_row[ith] = r + 1, j->bad_col[ith] = c;
-      return;
+  (void)nth;
+  for (;;) {
+    int64_t r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+    if (r0 >= j->rows) return;
+    int64_t r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
+    for (int64_t r = r0; r < r1; r++) {
+      int c = quanto_row(j, ith, r);
+      if (c != -2) {
+        j->bad_row[ith] = r + 1, j->bad_col[ith] = c;
+        return;
+      }
     }
   }
 }
@@ -263,10 +275,13 @@ static int quanto_quantize(const float *W, int64_t rows, int64_t cols, const qlm
   else if (o->bits == 8) type = qlm_rtn_type(false, 8, n);
   else if (o->int_zero) type = qlm_rtn_type(true, o->bits, g);
   else type = qlm_hqq_type(o->bits, g);
-  if ((rc = qlm_qtensor_alloc(out, type, rows, cols, err))) return rc;
+  /* every byte of every row is written below (headers and codes; 4-bit nibbles and bit streams
+   * fill their bytes), or the tensor is freed */
+  if ((rc = qlm_qtensor_alloc_unzeroed(out, type, rows, cols, err))) return rc;
   qlm_pool *pool = o->pool && rows >= 64 ? o->pool : NULL; /* a few rows are not worth waking threads */
   const int nth = pool ? qlm_pool_size(pool) : 1, ng = n / g;
-  quanto_job j = {.W = W, .rows = rows, .n = n, .g = g, .bits = o->bits, .dtype = dtype, .type = type,
+  /* chunks of ~16K weights: a few microseconds each, dozens per thread in a matrix of 1M weights */
+  quanto_job j = {.W = W, .rows = rows, .chunk = n < 16384 ? 16384 / n : 1, .n = n, .g = g, .bits = o->bits, .dtype = dtype, .type = type,
                   .float8 = o->float8, .int_zero = o->int_zero, .out = out->data, .row_bytes = out->row_bytes,
                   .block_bytes = out->row_bytes / (size_t)ng, .k = qlm_quanto_rows_get()};
   j.scratch = qlm_malloc((size_t)nth * (size_t)(n + 2 * ng) * sizeof *j.scratch, "quanto rows", err);
