@@ -12,26 +12,16 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/bytes.h"
+#include "core/fp16.h"
 #include "kernels/q4_kx16.h"
+#include "kernels/x16.h"
 
-#define NA_MAX 8           /* activation rows per pass over a group's weights */
-#define WBATCH_BYTES (256 * 1024) /* weights of the groups one batch of activation rows passes over */
-
-static inline int32_t rd32(const uint8_t *p) {
-  int32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-
-static inline float rdf(const uint8_t *p) {
-  float v;
-  memcpy(&v, p, 4);
-  return v;
-}
+#define NA_MAX QLM_X16_NA_MAX /* activation rows per pass over a group's weights */
 
 static inline __attribute__((always_inline)) void group_pass(const uint8_t *wg, int64_t nsb, const uint8_t *a,
                                                              size_t astride, const int NA, float *y, int64_t ldy,
-                                                             __mmask16 msk) {
+                                                             uint16_t msk) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[NA_MAX];
   for (int t = 0; t < NA; t++) acc[t] = _mm512_setzero_ps();
@@ -49,8 +39,8 @@ static inline __attribute__((always_inline)) void group_pass(const uint8_t *wg, 
         const uint8_t *q = a + (size_t)t * astride + 32 * j;
         __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
         for (int r = 0; r < 8; r += 2) {
-          s0 = _mm512_dpbusd_epi32(s0, w[r], _mm512_set1_epi32(rd32(q + 4 * r)));
-          s1 = _mm512_dpbusd_epi32(s1, w[r + 1], _mm512_set1_epi32(rd32(q + 4 * r + 4)));
+          s0 = _mm512_dpbusd_epi32(s0, w[r], _mm512_set1_epi32((int32_t)qlm_rd32(q + 4 * r)));
+          s1 = _mm512_dpbusd_epi32(s1, w[r + 1], _mm512_set1_epi32((int32_t)qlm_rd32(q + 4 * r + 4)));
         }
         isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
       }
@@ -58,12 +48,12 @@ static inline __attribute__((always_inline)) void group_pass(const uint8_t *wg, 
     for (int k = 0; k < 4; k++) {
       __m512i mn = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(wg + 2176 + 32 * k)));
       for (int t = 0; t < NA; t++)
-        imin[t] = _mm512_dpwssd_epi32(imin[t], mn, _mm512_set1_epi32(rd32(a + (size_t)t * astride + 260 + 4 * k)));
+        imin[t] = _mm512_dpwssd_epi32(imin[t], mn, _mm512_set1_epi32((int32_t)qlm_rd32(a + (size_t)t * astride + 260 + 4 * k)));
     }
     __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wg + 2304)));
     __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wg + 2336)));
     for (int t = 0; t < NA; t++) {
-      __m512 dy = _mm512_set1_ps(rdf(a + (size_t)t * astride + 256));
+      __m512 dy = _mm512_set1_ps(qlm_bits_to_f32(qlm_rd32(a + (size_t)t * astride + 256)));
       __m512 hi = _mm512_mul_ps(_mm512_mul_ps(dy, d), _mm512_cvtepi32_ps(isum[t]));
       __m512 lo = _mm512_mul_ps(_mm512_mul_ps(dy, dmin), _mm512_cvtepi32_ps(imin[t]));
       acc[t] = _mm512_add_ps(acc[t], _mm512_sub_ps(hi, lo));
@@ -72,34 +62,9 @@ static inline __attribute__((always_inline)) void group_pass(const uint8_t *wg, 
   for (int t = 0; t < NA; t++) _mm512_mask_storeu_ps(y + t * ldy, msk, acc[t]);
 }
 
-static void pass(const uint8_t *wg, int64_t nsb, const uint8_t *a, size_t astride, int64_t na, float *y, int64_t ldy,
-                 __mmask16 m) {
-  switch (na) {
-  case 1: group_pass(wg, nsb, a, astride, 1, y, ldy, m); break;
-  case 2: group_pass(wg, nsb, a, astride, 2, y, ldy, m); break;
-  case 3: group_pass(wg, nsb, a, astride, 3, y, ldy, m); break;
-  case 4: group_pass(wg, nsb, a, astride, 4, y, ldy, m); break;
-  case 5: group_pass(wg, nsb, a, astride, 5, y, ldy, m); break;
-  case 6: group_pass(wg, nsb, a, astride, 6, y, ldy, m); break;
-  case 7: group_pass(wg, nsb, a, astride, 7, y, ldy, m); break;
-  default: group_pass(wg, nsb, a, astride, 8, y, ldy, m); break;
-  }
-}
+QLM_X16_PASS(pass, group_pass)
 
 void qlm_q4_kx16_gemm_avx512vnni(const void *wx, int64_t nsb, int64_t rows, int64_t g0, int64_t g1, const void *act,
                                  int64_t T, float *Y, int64_t ldy) {
-  size_t gbytes = (size_t)nsb * QLM_Q4KX16_BLK, astride = (size_t)nsb * QLM_Q4KX16_ABLK;
-  int64_t batch = gbytes ? (int64_t)(WBATCH_BYTES / gbytes) : 1;
-  if (batch < 1 || T <= NA_MAX) batch = T <= NA_MAX ? g1 - g0 : 1;
-  for (int64_t gb = g0; gb < g1; gb += batch) {
-    int64_t ge = g1 - gb < batch ? g1 : gb + batch;
-    for (int64_t t0 = 0; t0 < T; t0 += NA_MAX) {
-      int64_t na = T - t0 < NA_MAX ? T - t0 : NA_MAX;
-      for (int64_t g = gb; g < ge; g++) {
-        int64_t r0 = g * 16, nv = rows - r0 < 16 ? rows - r0 : 16;
-        pass((const uint8_t *)wx + (size_t)g * gbytes, nsb, (const uint8_t *)act + (size_t)t0 * astride, astride, na,
-             Y + t0 * ldy + r0, ldy, (__mmask16)((1u << nv) - 1));
-      }
-    }
-  }
+  qlm_x16_drive(pass, QLM_Q4KX16_BLK, QLM_Q4KX16_ABLK, wx, nsb, rows, g0, g1, act, T, Y, ldy);
 }

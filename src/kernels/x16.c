@@ -18,3 +18,23 @@ const qlm_x16_kind *qlm_x16_for(int type, int64_t cols, qlm_simd_level level) {
     if (KINDS[i].type == type) return cols > 0 && cols % KINDS[i].blk_cols == 0 ? &KINDS[i] : NULL;
   return NULL;
 }
+
+#define WBATCH_BYTES (256 * 1024)
+
+void qlm_x16_drive(qlm_x16_pass_fn pass, size_t wblk, size_t ablk, const void *wx, int64_t nb, int64_t rows, int64_t g0,
+                   int64_t g1, const void *act, int64_t T, float *Y, int64_t ldy) {
+  size_t gbytes = (size_t)nb * wblk, astride = (size_t)nb * ablk;
+  int64_t batch = gbytes ? (int64_t)(WBATCH_BYTES / gbytes) : 1;
+  if (batch < 1 || T <= QLM_X16_NA_MAX) batch = T <= QLM_X16_NA_MAX ? g1 - g0 : 1;
+  for (int64_t gb = g0; gb < g1; gb += batch) {
+    int64_t ge = g1 - gb < batch ? g1 : gb + batch;
+    for (int64_t t0 = 0; t0 < T; t0 += QLM_X16_NA_MAX) {
+      int64_t na = T - t0 < QLM_X16_NA_MAX ? T - t0 : QLM_X16_NA_MAX;
+      for (int64_t g = gb; g < ge; g++) {
+        int64_t r0 = g * 16, nv = rows - r0 < 16 ? rows - r0 : 16;
+        pass((const uint8_t *)wx + (size_t)g * gbytes, nb, (const uint8_t *)act + (size_t)t0 * astride, astride, na,
+             Y + t0 * ldy + r0, ldy, (uint16_t)((1u << nv) - 1));
+      }
+    }
+  }
+}

@@ -25,4 +25,30 @@ typedef struct qlm_x16_kind {
  * kernel (AVX-512 VNNI) and the columns are whole blocks; NULL otherwise. */
 const qlm_x16_kind *qlm_x16_for(int type, int64_t cols, qlm_simd_level level);
 
+/* The loop both AVX-512 kernels share: groups are taken a batch at a time (about 256 KiB of
+ * weights, kept in L2), and every 8 activation rows pass over the whole batch, so activations are
+ * read once per batch, not once per group (at 128 rows x 11008 columns they are 1.8 MB, more than
+ * L2).  pass(group, nb, act rows, stride, na <= 8, y, ldy, mask of the group's existing rows). */
+typedef void (*qlm_x16_pass_fn)(const uint8_t *wg, int64_t nb, const uint8_t *a, size_t astride, int64_t na, float *y,
+                                int64_t ldy, uint16_t mask);
+void qlm_x16_drive(qlm_x16_pass_fn pass, size_t wblk, size_t ablk, const void *wx, int64_t nb, int64_t rows, int64_t g0,
+                   int64_t g1, const void *act, int64_t T, float *Y, int64_t ldy);
+#define QLM_X16_NA_MAX 8
+
+/* The pass function of a kernel file: its group_pass(..., NA, ...) for a compile-time NA. */
+#define QLM_X16_PASS(name, group_pass)                                                                                 \
+  static void name(const uint8_t *wg, int64_t nb, const uint8_t *a, size_t astride, int64_t na, float *y, int64_t ldy, \
+                   uint16_t m) {                                                                                       \
+    switch (na) {                                                                                                      \
+    case 1: group_pass(wg, nb, a, astride, 1, y, ldy, m); break;                                                       \
+    case 2: group_pass(wg, nb, a, astride, 2, y, ldy, m); break;                                                       \
+    case 3: group_pass(wg, nb, a, astride, 3, y, ldy, m); break;                                                       \
+    case 4: group_pass(wg, nb, a, astride, 4, y, ldy, m); break;                                                       \
+    case 5: group_pass(wg, nb, a, astride, 5, y, ldy, m); break;                                                       \
+    case 6: group_pass(wg, nb, a, astride, 6, y, ldy, m); break;                                                       \
+    case 7: group_pass(wg, nb, a, astride, 7, y, ldy, m); break;                                                       \
+    default: group_pass(wg, nb, a, astride, 8, y, ldy, m); break;                                                      \
+    }                                                                                                                  \
+  }
+
 #endif
