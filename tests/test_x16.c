@@ -35,6 +35,7 @@
 #include "kernels/q4_kx16.h"
 #include "kernels/qdot.h"
 #include "kernels/threadpool.h"
+#include "kernels/x16.h"
 #include "kernels/types.h"
 #include "model/model.h"
 
@@ -146,7 +147,7 @@ static void check_kernels(int64_t rows, int64_t cols, int64_t T, uint64_t *rng) 
     qlm_quantize_q8_0(X + t * cols, q8 + (size_t)(t * nb) * 34, cols);
     qlm_q4_0x16_quantize_act(X + t * cols, cols, act + (size_t)(t * nb) * QLM_Q4X16_ABLK, QLM_SIMD_SCALAR);
   }
-  int simd = qlm_q4_0x16_supported(QLM_SIMD_AVX512);
+  int simd = qlm_x16_supported(QLM_SIMD_AVX512);
   for (int k = 0; k < 1 + simd; k++) {
     for (int64_t i = 0; i < T * rows; i++) Y[i] = NAN;
     (k ? qlm_q4_0x16_gemm_avx512vnni : qlm_q4_0x16_gemm_scalar)(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
@@ -176,7 +177,7 @@ static void test_kernels_equal_reference(void **st) {
 static void test_matmul(void **st) {
   (void)st;
   qlm_simd_level lv = qlm_cpu_simd_level();
-  if (!qlm_q4_0x16_supported(lv)) skip();
+  if (!qlm_x16_supported(lv)) skip();
   uint64_t rng = 14;
   const int64_t rows = 200, rows2 = 40, cols = 512, T = 19;
   uint8_t *w = random_q4_0(rows, cols, &rng), *w2 = random_q4_0(rows2, cols, &rng);
@@ -262,7 +263,7 @@ static void greedy(run *r, int32_t *out, int n) {
 
 static void test_model(void **st) {
   (void)st;
-  if (!qlm_q4_0x16_supported(qlm_cpu_simd_level())) skip();
+  if (!qlm_x16_supported(qlm_cpu_simd_level())) skip();
   char *model = tu_shared("models/stories260K/stories260K.gguf"), *dir = tu_tmpdir(), args[2048], out[512];
   snprintf(out, sizeof out, "%s/q4_0.gguf", dir);
   snprintf(args, sizeof args, "quantize -m '%s' -o '%s' --type q4_0", model, out);
@@ -383,13 +384,13 @@ static void check_k(int64_t rows, int64_t cols, int64_t T, qlm_pool *pool, uint6
     qlm_q4_kx16_quantize_act(X + t * cols, cols, act + (size_t)(t * nsb) * QLM_Q4KX16_ABLK, QLM_SIMD_SCALAR);
   }
   qlm_simd_level lv = qlm_cpu_simd_level();
-  int simd = qlm_q4_0x16_supported(lv);
+  int simd = qlm_x16_supported(lv);
   qlm_mat W = {.type = QLM_TYPE_Q4_K, .rows = rows, .cols = cols, .data = w, .row_bytes = wrow, .x16 = p};
-  for (int k = 0; k < 2 + 2 * simd; k++) {
+  /* paths: 0 the scalar kernel; with AVX-512 VNNI also 1 its kernel and 2 qlm_matmul_ex */
+  for (int k = 0; k < (simd ? 3 : 1); k++) {
     for (int64_t i = 0; i < T * rows; i++) Y[i] = NAN;
     if (k == 0) qlm_q4_kx16_gemm_scalar(p, nsb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
-    else if (k == 1) continue;
-    else if (k == 2) qlm_q4_kx16_gemm_avx512vnni(p, nsb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
+    else if (k == 1) qlm_q4_kx16_gemm_avx512vnni(p, nsb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
     else qlm_matmul_ex(&W, X, T, Y, pool, lv, 1);
     for (int64_t t = 0; t < T; t++)
       for (int64_t r = 0; r < rows; r++) {

@@ -18,11 +18,6 @@ size_t qlm_q4_0x16_bytes(int64_t rows, int64_t cols) {
   return total;
 }
 
-int qlm_q4_0x16_supported(qlm_simd_level level) {
-  qlm_simd_level hw = qlm_cpu_detect();
-  return (level < hw ? level : hw) == QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni();
-}
-
 void qlm_q4_0x16_pack(const void *w, size_t row_bytes, int64_t rows, int64_t cols, int64_t g0, int64_t g1, void *dst) {
   int64_t nb = cols / QK;
   for (int64_t g = g0; g < g1; g++) {

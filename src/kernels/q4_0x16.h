@@ -38,8 +38,6 @@
 
 /* Bytes of the interleaved form of a rows x cols Q4_0 matrix (cols a multiple of 32; 0 on overflow). */
 size_t qlm_q4_0x16_bytes(int64_t rows, int64_t cols);
-/* Whether the x16 kernels run here (AVX-512 with VNNI, at the given level capped by the CPU). */
-int qlm_q4_0x16_supported(qlm_simd_level level);
 /* Interleave groups [g0, g1) of a Q4_0 matrix (rows of row_bytes at w) into dst (the whole
  * interleaved matrix: group g is written at its own offset). */
 void qlm_q4_0x16_pack(const void *w, size_t row_bytes, int64_t rows, int64_t cols, int64_t g0, int64_t g1, void *dst);

@@ -12,8 +12,13 @@ static const qlm_x16_kind KINDS[] = {
      qlm_q4_kx16_gemm_avx512vnni},
 };
 
+int qlm_x16_supported(qlm_simd_level level) {
+  qlm_simd_level hw = qlm_cpu_detect();
+  return (level < hw ? level : hw) == QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni();
+}
+
 const qlm_x16_kind *qlm_x16_for(int type, int64_t cols, qlm_simd_level level) {
-  if (!qlm_q4_0x16_supported(level)) return NULL;
+  if (!qlm_x16_supported(level)) return NULL;
   for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++)
     if (KINDS[i].type == type) return cols > 0 && cols % KINDS[i].blk_cols == 0 ? &KINDS[i] : NULL;
   return NULL;

@@ -21,6 +21,9 @@ typedef struct qlm_x16_kind {
                int64_t ldy);
 } qlm_x16_kind;
 
+/* Whether the x16 kernels run here (AVX-512 with VNNI, at `level` capped by the CPU). */
+int qlm_x16_supported(qlm_simd_level level);
+
 /* The kind for weights of `type` with `cols` columns when the CPU (capped at `level`) runs its
  * kernel (AVX-512 VNNI) and the columns are whole blocks; NULL otherwise. */
 const qlm_x16_kind *qlm_x16_for(int type, int64_t cols, qlm_simd_level level);

@@ -143,7 +143,7 @@ static int expand_dq(loader *L, const qlm_tensor *t, const char *name, qlm_tenso
 
 /* Drops the whole pages of [p, p + n) from the process when they lie in the source's read-only
  * file mapping (MADV_DONTNEED there loses nothing: a later read maps them from the file again,
- * usually still in the page cache).  After interleaving, the file's Q4_0 pages are rarely read
+ * usually still in the page cache).  After interleaving, the file's Q4_0/Q4_K pages are rarely read
  * again, and would otherwise count beside the copy: twice the weights' resident memory. */
 static void release_mapped(const qlm_source *src, const void *p, size_t n) {
   uintptr_t lo = (uintptr_t)src->mapped, hi = lo + src->mapped_size, page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -171,7 +171,8 @@ static int add_x16(loader *L, const char *name, qlm_mat *out) {
 #ifdef MADV_POPULATE_WRITE
   /* fault the pages in with one call: one fault per page while packing cost more than the packing
    * (about 1 s for 0.5 GB on a VM) */
-  (void)madvise((void *)((uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1)), nb, MADV_POPULATE_WRITE);
+  uintptr_t first = (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
+  (void)madvise((void *)first, nb + ((uintptr_t)p - first), MADV_POPULATE_WRITE);
 #endif
   k->pack(out->data, out->row_bytes, out->rows, out->cols, 0, (out->rows + 15) / 16, p);
   int rc = own(L, p);
