@@ -2,7 +2,10 @@
  * the batch size and the SIMD level.
  *
  *   f32, T == 1 (decode): our GEMV kernels (scalar / AVX2 / AVX-512), W's rows split over the pool.
- *   f32, T  > 1 (prefill): OpenBLAS sgemm, again one slice of W's rows per pool thread.
+ *   f32, T  > 1 (prefill): one slice of W's rows per pool thread, multiplied by our AVX-512 tile
+ *     kernel (kernels/sgemm.h) up to OWN_SGEMM_MAX_T rows of X, by OpenBLAS sgemm beyond that or
+ *     without AVX-512 (QLM_SGEMM=0: always OpenBLAS, to compare).  Our kernel's outputs have the
+ *     AVX-512 decode GEMV's bits, whatever T.
  *   types with a vec_dot (Q4_0..Q8_0, k-quants; kernels/qdot.h): the T rows of X are quantized
  *     once per call to the type's vec_dot_type (into a per-thread scratch that only grows), then
  *     every thread dots its slice of W's rows with all T quantized rows, straight from the
@@ -37,6 +40,7 @@
 #include "kernels/gemm_q.h"
 #include "kernels/gemv.h"
 #include "kernels/int8row.h"
+#include "kernels/sgemm.h"
 #include "kernels/x16.h"
 #include "kernels/qdot.h"
 #include "kernels/types.h"
@@ -57,6 +61,10 @@
  * SIMD tile kernel, goes through the blocked int8 GEMM instead (QLM_GEMM_Q=0 turns it off, to
  * compare the two paths). */
 #define GEMM_Q_MIN_T 16
+/* f32 prefill with at most this many activation rows takes kernels/sgemm.h's AVX-512 kernel:
+ * 1.1-1.2x OpenBLAS 0.3.21's sgemm at T = 16..256 on the LLaMA-7B shapes, 0.9-1.0x at T = 512
+ * (bench/sgemm, one Zen 4 core), where OpenBLAS's packed panels pay off. */
+#define OWN_SGEMM_MAX_T 256
 /* Floats per thread in a dequantized tile of W rows (256 KiB: stays in L2 during the sgemm). */
 #define DQ_TILE_FLOATS (64 * 1024)
 
@@ -111,6 +119,10 @@ static int gemm_q_on(void) {
   const char *e = getenv("QLM_GEMM_Q");
   return !(e && strcmp(e, "0") == 0);
 }
+static int own_sgemm_on(void) {
+  const char *e = getenv("QLM_SGEMM");
+  return !(e && strcmp(e, "0") == 0);
+}
 static void blas_init(void) { openblas_set_num_threads(1); }
 void qlm_blas_single_threaded(void) { pthread_once(&g_blas_once, blas_init); }
 
@@ -120,6 +132,7 @@ typedef struct mm_task {
   int64_t T;
   float *Y;
   int use_blas;
+  int own_sgemm;             /* f32 prefill: kernels/sgemm.h's kernel instead of OpenBLAS */
   qlm_gemv_f32_fn gemv;
   qlm_dot_f32_fn dot;
   const qlm_type_traits *tr; /* generic path */
@@ -152,6 +165,8 @@ static void f32_rows(const mm_task *t, int64_t r0, int64_t r1) {
   const float *w = (const float *)W->data + r0 * ldw;
   if (t->T == 1) {
     t->gemv(w, ldw, t->X, t->Y + r0, r1 - r0, W->cols);
+  } else if (t->own_sgemm) {
+    qlm_sgemm_xwt_avx512(t->X, W->cols, w, ldw, t->Y + r0, W->rows, t->T, r1 - r0, W->cols);
   } else if (t->use_blas) {
     /* Y[:, r0:r1] = X * W[r0:r1]^T, written in place with ldc = rows */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t->T, (int)(r1 - r0), (int)W->cols, 1.0f, t->X,
@@ -533,7 +548,11 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
     t.chunk = DQ_CHUNK / t.tr->block_size * t.tr->block_size;
     fn = has_quant_path(t.tr, W->cols) ? task_quant : task_generic;
   } else if (T > 1 && use_blas) {
-    pthread_once(&g_blas_once, blas_init);
+    /* Not chosen by W's alignment, though rows off 64-byte lines (GGUF aligns tensors to 32
+     * bytes) split every load and cost our kernel 5-11% (bench/sgemm): the bits of a product
+     * must not depend on where a matrix happens to be allocated. */
+    t.own_sgemm = T <= OWN_SGEMM_MAX_T && clamp_level(level) >= QLM_SIMD_AVX512 && own_sgemm_on();
+    if (!t.own_sgemm) pthread_once(&g_blas_once, blas_init);
   }
   if (fn != task_f32 && use_blas && T >= GEMM_Q_MIN_T && qlm_gemm_q_fast(W->type, level)) {
     if (gemm_q_on() && qlm_gemm_q(W, X, T, Y, pool, level)) return;
