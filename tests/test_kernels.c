@@ -21,6 +21,7 @@
 #include "kernels/quants.h"
 #include "kernels/threadpool.h"
 #include "kernels/types.h"
+#include "kernels/vecf64.h"
 #include "kernels/vexp.h"
 
 static const int SIZES[] = {1, 7, 31, 33, 65, 172, 257, 1000};
@@ -375,8 +376,33 @@ static void test_matmul_group_same_bytes(void **st) {
   }
 }
 
+/* GPTQ's in-block update y -= a x: the AVX-512 kernel (product rounded, then subtracted) gives the
+ * scalar loop's bits at every length, tails included, on values of mixed magnitude; neither
+ * writes past n. */
+static void test_sub_scaled_f64(void **st) {
+  (void)st;
+  uint64_t rng = 17;
+  for (int n = 0; n <= 70; n++) {
+    double *x = malloc(sizeof(double) * (size_t)(n + 1)), *y0 = malloc(sizeof(double) * (size_t)(n + 1)),
+           *ys = malloc(sizeof(double) * (size_t)(n + 1)), *yv = malloc(sizeof(double) * (size_t)(n + 1));
+    double a = (double)tu_rand_normal(&rng) * 1e3;
+    for (int i = 0; i <= n; i++)
+      x[i] = (double)tu_rand_normal(&rng) * ldexp(1.0, i % 40 - 20), y0[i] = (double)tu_rand_normal(&rng);
+    memcpy(ys, y0, sizeof(double) * (size_t)(n + 1)), memcpy(yv, y0, sizeof(double) * (size_t)(n + 1));
+    qlm_sub_scaled_f64_scalar(ys, a, x, n);
+    for (int i = 0; i < n; i++) assert_true(ys[i] == y0[i] - (double)(a * x[i]));
+    assert_true(ys[n] == y0[n]); /* nothing past n */
+    if (qlm_cpu_detect() >= QLM_SIMD_AVX512) {
+      qlm_sub_scaled_f64_avx512(yv, a, x, n);
+      assert_memory_equal(yv, ys, sizeof(double) * (size_t)(n + 1));
+    }
+    free(x), free(y0), free(ys), free(yv);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sub_scaled_f64),
       cmocka_unit_test(test_pool_every_index_once),
       cmocka_unit_test(test_pool_wakes_sleepers),
       cmocka_unit_test(test_cpu_levels),

@@ -12,7 +12,8 @@
  *   2. static_groups: every group's grid from these weights, before any update or permutation
  *   3. act_order: permute columns (of W and both sides of H) by decreasing diag(H), stably
  *   4. H += damp * mean(diag H) * I;  U = upper Cholesky factor of H^-1 (H^-1 = U^T U), from
- *      LAPACK: L L^T = H (dpotrf), H^-1 (dpotri), U^T U = H^-1 (dpotrf)
+ *      LAPACK: the Cholesky factor of H with its order reversed (dpotrf) and that factor's
+ *      inverse (dtrtri) — see inverse_cholesky
  *   5. columns in lazy blocks of B (128): for column i of the block, q = quant(w_i),
  *      e = (w_i - q) / U_ii, the block's later columns -= e U_i,j; after the block, all later
  *      columns -= E_block U_block,later (one dgemm).  Loss = sum (w - q)^2 / U_ii^2 / 2.
@@ -61,12 +62,14 @@
 #include "core/fp16.h"
 #include "kernels/rtn.h"
 #include "kernels/threadpool.h"
+#include "kernels/vecf64.h"
 #include "quant/gptq.h"
 
 /* LAPACK from OpenBLAS, Fortran convention: arguments by reference, column-major storage, and
  * a hidden length argument for each character argument. */
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
-extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+extern void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info,
+                    size_t uplo_len, size_t diag_len);
 
 #define GPTQ_DAMP_DEFAULT 0.01f
 #define GPTQ_BLOCK_DEFAULT 128
@@ -157,6 +160,7 @@ typedef struct gptq_work {
   gptq_grid *cur;   /* [rows] dynamic groups: the grid in use */
   uint8_t *codes;   /* [rows x n] codes in original column order (act_order + dynamic groups: in
                        the permuted order, the order they are stored in) */
+  qlm_sub_scaled_f64_fn sub_scaled; /* the in-block update, same bits at every SIMD level */
 } gptq_work;
 
 static void work_free(gptq_work *w) {
@@ -209,26 +213,38 @@ static int apply_perm(gptq_work *w, int64_t rows, int64_t n, qlm_error *err) {
   return QLM_OK;
 }
 
-/* H (dampened, symmetric) -> U, the upper Cholesky factor of H^-1, row-major with zeros below. */
+/* Reverse the n*n array in place: for a square matrix (row- or column-major alike) element (i, j)
+ * moves to (n-1-i, n-1-j), i.e. J A J with J the reversal permutation. */
+static void reverse_square(double *A, int64_t n) {
+  for (int64_t a = 0, b = n * n - 1; a < b; a++, b--) {
+    double t = A[a];
+    A[a] = A[b];
+    A[b] = t;
+  }
+}
+
+/* H (dampened, symmetric) -> U, the upper triangular factor with U^T U = H^-1, row-major with
+ * zeros below the diagonal: what the reference computes as cholesky(H) -> cholesky_inverse ->
+ * cholesky(upper), in half its flops (2n^3/3 instead of 4n^3/3; on SmolLM2-135M's 1536-wide
+ * down projections this was most of GPTQ's solve time).  With J the reversal permutation and
+ * J H J = L L^T (lower Cholesky, dpotrf), R = J L J is upper triangular and H = R R^T, so
+ * H^-1 = R^-T R^-1 = U^T U with U = R^-1 = J L^-1 J (dtrtri): upper with a positive diagonal,
+ * hence the same unique factor as the reference's (equal up to rounding). */
 static int inverse_cholesky(double *H, int64_t n64, float damp, qlm_error *err) {
   int n = (int)n64, info = 0;
+  reverse_square(H, n64);
   dpotrf_("L", &n, H, &n, &info, 1);
   if (info > 0)
     return qlm_fail(err, QLM_EUSAGE,
-                    "gptq: the Hessian is not positive definite after dampening (damp=%g; leading minor %d): "
-                    "use a larger damp or more calibration tokens",
+                    "gptq: the Hessian is not positive definite after dampening (damp=%g; leading minor %d of "
+                    "the reversed order): use a larger damp or more calibration tokens",
                     (double)damp, info);
-  if (info == 0) dpotri_("L", &n, H, &n, &info, 1);
+  if (info == 0) dtrtri_("L", "N", &n, H, &n, &info, 1, 1);
   if (info > 0) return qlm_fail(err, QLM_EUSAGE, "gptq: the dampened Hessian is singular (damp=%g)", (double)damp);
-  /* column-major: the inverse is in the lower triangle A[i + j n], i >= j; mirror it up */
-  for (int64_t j = 0; j < n; j++)
-    for (int64_t i = j + 1; i < n; i++) H[j + i * n] = H[i + j * n];
-  if (info == 0) dpotrf_("U", &n, H, &n, &info, 1);
-  if (info > 0)
-    return qlm_fail(err, QLM_EUSAGE, "gptq: the inverse Hessian is not positive definite (damp=%g): use a larger damp",
-                    (double)damp);
   if (info < 0) return qlm_fail(err, QLM_EINTERNAL, "gptq: LAPACK argument %d is invalid", -info);
-  /* U(i, j) = A[i + j n] for i <= j: transpose into row-major and clear below the diagonal */
+  /* column-major L^-1 in the lower triangle; reversed, U(i, j) = A[i + j n] for i <= j */
+  reverse_square(H, n64);
+  /* transpose into row-major and clear below the diagonal */
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = i + 1; j < n; j++) {
       double t = H[i * n + j];
@@ -298,6 +314,9 @@ static int quant_block_row(gptq_work *w, const qlm_quant_opts *o, int64_t r, int
   bool dynamic = g < n && !o->static_groups;
   double *w1 = w->W1 + r * B, *e = w->E + r * B;
   const double *U = w->H;
+  /* the running loss in a register, stored once: through the pointer, every column's update was
+   * a store to a line the other threads' losses share (rows_task.loss) */
+  double acc = *loss;
   memcpy(w1, w->W + r * n + i1, (size_t)(i2 - i1) * sizeof(double));
   for (int64_t c = i1; c < i2; c++) {
     int64_t i = c - i1, orig = w->perm[c];
@@ -315,11 +334,12 @@ static int quant_block_row(gptq_work *w, const qlm_quant_opts *o, int64_t r, int
     double q = quant(w1[i], gr, maxq, &u), d = U[c * n + c], err = (w1[i] - q) / d;
     w->codes[r * n + (dynamic && o->act_order ? c : orig)] = u;
     if (w_hat) w_hat[r * n + orig] = (float)q;
-    *loss += err * err / 2.0;
+    acc += err * err / 2.0;
     e[i] = err;
     const double *urow = U + c * n + i1;
-    for (int64_t j = i + 1; j < i2 - i1; j++) w1[j] -= err * urow[j];
+    w->sub_scaled(w1 + i + 1, err, urow + i + 1, i2 - i1 - (i + 1)); /* w1[j] -= err * urow[j], j > i */
   }
+  *loss = acc;
   return 0;
 }
 
@@ -375,7 +395,7 @@ static int gptq_run(const float *W, int64_t rows, int64_t n, const qlm_calib *ca
   int64_t B = o->block > 0 ? o->block : GPTQ_BLOCK_DEFAULT;
   if (B > n) B = n;
   int64_t ng = n / g;
-  gptq_work w = {0};
+  gptq_work w = {.sub_scaled = qlm_sub_scaled_f64_best()};
   int rc = work_alloc(&w, rows, n, B, ng, err);
   if (!rc) rc = prepare(&w, W, rows, n, calib->hessian, o, g, err);
   double loss = 0.0;
