@@ -345,9 +345,9 @@ static void test_writer_metadata(void **state) {
   struct stat st;
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal((uint64_t)st.st_size, size);
-  assert_int_equal(size % 32, 0);
+  assert_int_equal(size % QLM_GGUF_ALIGNMENT, 0);
   qlm_source *s = open_src(path);
-  assert_int_equal(qlm_source_meta(s, "general.alignment")->v.u, 32);
+  assert_int_equal(qlm_source_meta(s, "general.alignment")->v.u, QLM_GGUF_ALIGNMENT);
   assert_int_equal(qlm_source_meta(s, "u8")->v.u, 200);
   assert_int_equal(qlm_source_meta(s, "i8")->v.i, -5);
   assert_int_equal(qlm_source_meta(s, "u16")->v.u, 65000);

@@ -12,7 +12,11 @@
 #include "core/error.h"
 #include "formats/source.h"
 
-enum { QLM_GGUF_ALIGNMENT = 32 };
+/* Tensor data alignment of the files qlm writes (general.alignment; GGUF's default is 32).  64
+ * puts every tensor on a cache line, so rows of f32/f16 matrices whose length is a multiple of
+ * 16/32 are too: AVX-512 loads then never straddle two lines (-5..11% for the f32 prefill kernel,
+ * bench/sgemm).  llama.cpp and gguf-py honour the key. */
+enum { QLM_GGUF_ALIGNMENT = 64 };
 
 typedef struct qlm_gguf_writer qlm_gguf_writer;
 
