@@ -548,9 +548,9 @@ void qlm_matmul_ex(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_po
     t.chunk = DQ_CHUNK / t.tr->block_size * t.tr->block_size;
     fn = has_quant_path(t.tr, W->cols) ? task_quant : task_generic;
   } else if (T > 1 && use_blas) {
-    /* Not chosen by W's alignment, though rows off 64-byte lines (GGUF aligns tensors to 32
-     * bytes) split every load and cost our kernel 5-11% (bench/sgemm): the bits of a product
-     * must not depend on where a matrix happens to be allocated. */
+    /* Not chosen by W's alignment, though rows off 64-byte lines (GGUF's default alignment is 32
+     * bytes; qlm writes 64) split every load and cost our kernel 5-11% (bench/sgemm): the bits
+     * of a product must not depend on where a matrix happens to be allocated. */
     t.own_sgemm = T <= OWN_SGEMM_MAX_T && clamp_level(level) >= QLM_SIMD_AVX512 && own_sgemm_on();
     if (!t.own_sgemm) pthread_once(&g_blas_once, blas_init);
   }
