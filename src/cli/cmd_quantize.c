@@ -1,6 +1,7 @@
 /* cmd_quantize.c — `qlm quantize` (any method, selective precision) and `qlm export-gguf`
  * (llama.cpp block types only, a file llama.cpp loads). */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,7 +232,17 @@ static void print_alloc(void *ctx, int n, double bpw) {
   fflush(stdout);
 }
 
+/* The driver loads, quantizes and frees one tensor after another.  With glibc's adaptive mmap
+ * threshold, some of those buffers still come from fresh mappings whose every page faults on
+ * first touch (~2.5 us a page on the VM measured); from the heap, the previous tensor's freed
+ * buffers are reused, already faulted.  Measured on SmolLM2-135M, quanto qint8 (the methods'
+ * calls): 0.021-0.027 s by default, 0.017-0.020 s with this, peak RSS unchanged (752 MiB); a
+ * 32 MiB threshold measured slower than the default (0.030 s).  Should glibc refuse the value,
+ * its default stays: only speed depends on it. */
+static void heap_for_large_buffers(void) { (void)mallopt(M_MMAP_THRESHOLD, 1 << 30); }
+
 static int run(int argc, char **argv, bool export_gguf) {
+  heap_for_large_buffers();
   qlm_error err = {0};
   quant_opts o = {.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads(), .export_gguf = export_gguf,
                   .calib = default_calib(), .calib_samples = 128, .calib_len = 2048};
