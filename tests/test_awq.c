@@ -16,6 +16,7 @@
 #include "kernels/rtn.h"
 #include "kernels/types.h"
 #include "model/model.h"
+#include "kernels/threadpool.h"
 #include "quant/awq.h"
 #include "quant/method.h"
 #include "quant/quantize.h"
@@ -178,6 +179,17 @@ static void test_outliers(void **st) {
     float s[C], alpha;
     double errs[QLM_AWQ_GRID];
     assert_int_equal(qlm_awq_search(W, R, C, &cal, &o, s, &alpha, errs, &err), 0);
+    /* the search's products on a pool (R = 96: two row chunks) give the same bits at 2 and 3 threads */
+    for (int nth = 2; nth <= 3; nth++) {
+      qlm_quant_opts op = o;
+      op.pool = qlm_pool_new(nth);
+      float sp[C], alpha_p;
+      double errs_p[QLM_AWQ_GRID];
+      assert_int_equal(qlm_awq_search(W, R, C, &cal, &op, sp, &alpha_p, errs_p, &err), 0);
+      assert_memory_equal(errs_p, errs, sizeof errs);
+      assert_memory_equal(sp, s, sizeof s);
+      qlm_pool_free(op.pool);
+    }
     /* scaled weights, quantized with and without clipping, against x / s */
     float *Ws = malloc(sizeof(float) * R * C);
     for (int r = 0; r < R; r++)

@@ -784,6 +784,7 @@ static int smooth_slot(calib_ctx *c, int il, qlm_linear_slot slot, const qlm_lay
     for (int j = 0; j < cols; j++) am[j] = st->absmax[slot][j], ab[j] = (float)(st->abssum[slot][j] * inv);
     for (size_t e = 0; h && e < (size_t)cols * cols; e++) h[e] = st->hessian[slot][e] * inv;
     qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_absmean = ab, .hessian = h};
+    first.opts.n_threads = d->p->n_threads, first.opts.pool = d->pool; /* AWQ's search runs its products on it */
     rc = method->input_scales(stack, rows_total, cols, &cal, &first.opts, sv, err);
   }
   for (int k = 0, r0 = 0; k < n && !rc; k++) { /* columns * s */
