@@ -90,18 +90,24 @@ static uint8_t code_of(float x, float d, int z, int qmax) {
   return (uint8_t)(u < 0 ? 0 : u > qmax ? qmax : u);
 }
 
+/* min/max by comparison: the weights are finite (checked), and unlike fminf/fmaxf (library calls
+ * on baseline x86-64, 11% of an AWQ run) these inline; they can differ from fminf/fmaxf only in the
+ * sign of a zero, which changes neither the grid (z = -round(lo / d) is 0 either way) nor a code. */
+static inline float min_f(float a, float b) { return b < a ? b : a; }
+static inline float max_f(float a, float b) { return b > a ? b : a; }
+
 /* Quantize x[g] (optionally clamped to +-m first, m >= 0; m < 0: no clamp): codes u, params, and
  * (deq not NULL) the dequantized values. */
 static int quant_group(const float *x, int g, int bits, float m, float *d, int *z, uint8_t *u, float *deq) {
   float lo = INFINITY, hi = -INFINITY;
   for (int i = 0; i < g; i++) {
-    float v = m >= 0.0f ? fminf(fmaxf(x[i], -m), m) : x[i];
-    lo = fminf(lo, v), hi = fmaxf(hi, v);
+    float v = m >= 0.0f ? min_f(max_f(x[i], -m), m) : x[i];
+    lo = min_f(lo, v), hi = max_f(hi, v);
   }
   if (group_params(lo, hi, bits, d, z)) return -1;
   int qmax = (1 << bits) - 1;
   for (int i = 0; i < g; i++) {
-    float v = m >= 0.0f ? fminf(fmaxf(x[i], -m), m) : x[i];
+    float v = m >= 0.0f ? min_f(max_f(x[i], -m), m) : x[i];
     u[i] = code_of(v, *d, *z, qmax);
     if (deq) deq[i] = *d * (float)(u[i] - *z);
   }
