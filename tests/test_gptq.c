@@ -210,6 +210,45 @@ static void test_threads_identical(void **state) {
   free_layer(&L);
 }
 
+/* (3c) The memo (qlm_calib.memo): matrices that share an input share GPTQ's factor.  Two weight
+ * matrices of different heights on one Hessian, quantized through one memo, give the bytes they
+ * give without it, for each option set the factor depends on (damp, act_order); a memo made for
+ * other options is replaced, not reused (the option sets follow each other through one memo). */
+static void test_memo_shared_factor(void **state) {
+  (void)state;
+  const int dead[] = {5, 77};
+  layer A, B;
+  make_layer(&A, 48, 192, 400, 61, dead, 2);
+  make_layer(&B, 80, 192, 400, 62, dead, 2);
+  /* B's weights on A's statistics; B's own Hessian (same dead inputs) is handed in with the memo
+   * for B, so the bytes match only if B's factor really came from the memo */
+  struct { float damp; bool act_order; int group; } cfg[] = {{0.01f, false, 64}, {0.01f, true, 64}, {0.1f, true, 64}, {0.01f, false, 0}};
+  qlm_calib_memo memo = {0};
+  for (int k = 0; k < 4; k++) {
+    qlm_quant_opts o = gopts(4, cfg[k].group, true);
+    o.damp = cfg[k].damp, o.damp_set = true, o.act_order = cfg[k].act_order;
+    const layer *Ls[2] = {&A, &B};
+    for (int m = 0; m < 2; m++) {
+      const layer *L = Ls[m];
+      qlm_calib plain = calib_of(&A), shared = plain;
+      shared.memo = &memo;
+      if (m == 1) shared.hessian = B.H;
+      qlm_qtensor q0 = {0}, q1 = {0};
+      qlm_error err = {0};
+      assert_int_equal(qlm_gptq_quantize_ex(L->W, L->rows, L->cols, &plain, &o, &q0, NULL, NULL, &err), QLM_OK);
+      assert_int_equal(qlm_gptq_quantize_ex(L->W, L->rows, L->cols, &shared, &o, &q1, NULL, NULL, &err), QLM_OK);
+      assert_non_null(memo.data); /* filled by the first matrix of this option set, kept by the second */
+      assert_int_equal(q1.n_aux, q0.n_aux);
+      assert_memory_equal(q1.data, q0.data, (size_t)q0.rows * q0.row_bytes);
+      for (int a = 0; a < q0.n_aux; a++) assert_memory_equal(q1.aux[a].data, q0.aux[a].data, (size_t)q0.aux[a].n * 4);
+      qlm_qtensor_free(&q0), qlm_qtensor_free(&q1);
+    }
+  }
+  qlm_calib_memo_clear(&memo);
+  assert_null(memo.data);
+  free_layer(&A), free_layer(&B);
+}
+
 /* (3) act-order with static groups: the stored tensor gives exactly the algorithm's Ŵ (the
  * permutation undone), each group's grid is that of the original group, and act-order changes
  * (and here improves) the result. */
@@ -508,7 +547,8 @@ static void test_stories_act_order(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_huge_damp_is_rounding), cmocka_unit_test(test_beats_rtn),
-      cmocka_unit_test(test_act_order_static), cmocka_unit_test(test_threads_identical),      cmocka_unit_test(test_dead_inputs),
+      cmocka_unit_test(test_act_order_static), cmocka_unit_test(test_threads_identical),
+      cmocka_unit_test(test_memo_shared_factor),      cmocka_unit_test(test_dead_inputs),
       cmocka_unit_test(test_act_order_dynamic),     cmocka_unit_test(test_stories_act_order),
       cmocka_unit_test(test_errors),                cmocka_unit_test(test_reference),
   };

@@ -16,6 +16,12 @@ static const qlm_quant_method *const k_methods[] = {
 
 const qlm_quant_method *const *qlm_quant_methods(void) { return k_methods; }
 
+void qlm_calib_memo_clear(qlm_calib_memo *m) {
+  if (!m) return;
+  if (m->data && m->free_data) m->free_data(m->data);
+  m->data = NULL, m->free_data = NULL, m->key[0] = 0;
+}
+
 const qlm_quant_method *qlm_quant_method_find(const char *name) {
   for (int i = 0; k_methods[i]; i++)
     if (strcasecmp(k_methods[i]->name, name) == 0) return k_methods[i];

@@ -59,6 +59,20 @@ typedef struct qlm_quant_opts {
   bool duo;              /* duo=1: AutoAWQ's duo scaling s = s_x^a / s_w^(1-a) (s_w: mean of normalized |W|) */
 } qlm_quant_opts;
 
+/* Work a method derived from one input's statistics alone and may reuse for the next matrix that
+ * reads the same input (q/k/v share one input, gate/up another): GPTQ's inverse-Hessian factor.
+ * The caller owns the memo, scopes it to one set of statistics and clears it after the last
+ * matrix; the method fills it and checks `key` (its name and the options the work depends on)
+ * before reusing it. */
+typedef struct qlm_calib_memo {
+  char key[96];          /* what `data` was made for ("" = empty) */
+  void *data;            /* the method's, freed by free_data */
+  void (*free_data)(void *data);
+} qlm_calib_memo;
+
+/* Empty the memo (free its data). */
+void qlm_calib_memo_clear(qlm_calib_memo *m);
+
 /* Calibration statistics of one linear layer's input, gathered by running the model on
  * calibration text (issue 4's methods use them; the methods of issue 3 ignore them). */
 typedef struct qlm_calib {
@@ -71,6 +85,7 @@ typedef struct qlm_calib {
   int n_calls;           /* forward calls that fed the statistics (one per calibration window) */
   const float *call_absmax;/* [n_calls] max |x| over each call's whole input, in order (quanto's
                           per-batch absmax that its momentum rule averages), or NULL */
+  qlm_calib_memo *memo;  /* shared by the matrices that read this input (see above), or NULL */
 } qlm_calib;
 
 /* A companion tensor: stored in the model file as "<weight name><suffix>". */

@@ -896,7 +896,8 @@ static int swap_into_model(calib_ctx *c, int il, int k, const qlm_tensor *t, con
 /* Quantize layer il's matrix of stem k (k_slot_of) on the statistics of its slot (of x / sv when
  * the slot was smoothed by sv, else sv NULL) and put it into the model; a matrix without a
  * calibrated method is left for the driver's later pass. */
-static int quantize_stem(calib_ctx *c, int il, int k, const qlm_layer_stats *st, const float *sv, qlm_error *err) {
+static int quantize_stem(calib_ctx *c, int il, int k, const qlm_layer_stats *st, const float *sv, qlm_calib_memo *memo,
+                         qlm_error *err) {
   driver *d = c->d;
   char name[96];
   snprintf(name, sizeof name, "blk.%d.%s.weight", il, k_slot_of[k].stem);
@@ -916,7 +917,8 @@ static int quantize_stem(calib_ctx *c, int il, int k, const qlm_layer_stats *st,
     scaled_stats(st, slot, sv, h, am, sq, ab);
     /* per-call maxima are of the unsmoothed input: not given for a smoothed slot */
     qlm_calib cal = {.cols = cols, .n_tokens = st->n_tokens, .act_absmax = am, .act_sqmean = sq, .act_absmean = ab,
-                     .hessian = h, .n_calls = sv ? 0 : st->n_calls, .call_absmax = sv ? NULL : st->call_absmax[slot]};
+                     .hessian = h, .n_calls = sv ? 0 : st->n_calls, .call_absmax = sv ? NULL : st->call_absmax[slot],
+                     .memo = memo};
     rc = do_tensor(d, (int)(t - d->src->tensors), &cal, err);
   }
   free(h), free(sq), free(am), free(ab);
@@ -929,11 +931,12 @@ static int quantize_stem(calib_ctx *c, int il, int k, const qlm_layer_stats *st,
 static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err) {
   calib_ctx *c = ctx;
   float *sv[QLM_N_SLOTS] = {0};
+  qlm_calib_memo memo[QLM_N_SLOTS] = {0}; /* one per input: its matrices share the statistics */
   int rc = QLM_OK;
   for (int slot = 0; slot < QLM_N_SLOTS && !rc; slot++) rc = smooth_slot(c, il, (qlm_linear_slot)slot, st, &sv[slot], err);
   for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]) && !rc; k++)
-    rc = quantize_stem(c, il, k, st, sv[k_slot_of[k].slot], err);
-  for (int k = 0; k < QLM_N_SLOTS; k++) free(sv[k]);
+    rc = quantize_stem(c, il, k, st, sv[k_slot_of[k].slot], &memo[k_slot_of[k].slot], err);
+  for (int k = 0; k < QLM_N_SLOTS; k++) free(sv[k]), qlm_calib_memo_clear(&memo[k]);
   return rc;
 }
 
@@ -941,9 +944,11 @@ static int on_layer(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err
  * `slot` and put them into the model, so the layer's later stages run on them (no smoothing:
  * that folds into ops the earlier stages have already used). */
 static int on_slot(void *ctx, int il, qlm_linear_slot slot, const qlm_layer_stats *st, qlm_error *err) {
+  qlm_calib_memo memo = {0};
   int rc = QLM_OK;
   for (int k = 0; k < (int)(sizeof k_slot_of / sizeof k_slot_of[0]) && !rc; k++)
-    if (k_slot_of[k].slot == slot) rc = quantize_stem(ctx, il, k, st, NULL, err);
+    if (k_slot_of[k].slot == slot) rc = quantize_stem(ctx, il, k, st, NULL, &memo, err);
+  qlm_calib_memo_clear(&memo);
   return rc;
 }
 
