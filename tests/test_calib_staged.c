@@ -273,8 +273,26 @@ static void test_noop_equals_whole_layer(void **st) {
       assert_memory_equal(x_got, x_ref, nx * sizeof(float));
       recorder_free(&got);
     }
+    /* hessian_only (what the GPTQ driver asks for): the same Hessians, token and call counts and
+     * residual; the column statistics are not gathered (zero) */
+    recorder ho = {.ns = NS, .only_layer = -1};
+    qlm_calib_opts oh = {.want_hessian = true, .hessian_only = true, .x_out = x_got};
+    if (qlm_calib_run_staged(m, tok, NS, T, &oh, 2, on_slot_record, &ho, &err)) fail_msg("%s", err.msg);
+    for (int il = 0; il < hp->n_layer; il++)
+      for (int k = 0; k < QLM_N_SLOTS; k++) {
+        const slot_rec *a = &ho.r[il][k], *b = &ref.r[il][k];
+        size_t c = (size_t)cols[k];
+        assert_true(a->have);
+        assert_true(a->n_tokens == b->n_tokens && a->n_calls == b->n_calls);
+        assert_memory_equal(a->h, b->h, c * c * sizeof(double));
+        for (size_t j = 0; j < c; j++) assert_true(a->amax[j] == 0.0f && a->sq[j] == 0.0 && a->ab[j] == 0.0);
+        for (int j = 0; j < NS; j++) assert_true(a->call[j] == 0.0f);
+      }
+    assert_memory_equal(x_got, x_ref, nx * sizeof(float));
+    recorder_free(&ho);
     print_message("%s: staged pass without quantization = whole-layer pass (statistics of %d layers x 4 slots, "
-                  "final residual), bit for bit, stores none/att/all/auto/auto-without-memory\n",
+                  "final residual), bit for bit, stores none/att/all/auto/auto-without-memory; hessian_only: same "
+                  "Hessians, no column statistics\n",
                   g_name[mi], hp->n_layer);
     recorder_free(&ref);
     free(tok), free(x_ref), free(x_got);

@@ -136,6 +136,7 @@ typedef struct acc_ctx {
   int max_calls;         /* capacity of st->call_absmax */
   int calls[QLM_N_SLOTS];/* calls seen per slot in this layer (index into call_absmax) */
   bool want_hessian;
+  bool hessian_only;     /* no column statistics (qlm_calib_opts) */
   qlm_pool *pool;        /* the accumulation's threads (the forward's pool is idle meanwhile) */
   double stats_s;        /* wall seconds in accumulate (the phase report, QLM_CALIB_TIMES) */
 } acc_ctx;
@@ -239,7 +240,7 @@ static void accumulate(void *ctx, int layer, qlm_linear_slot slot, const float *
   double t0 = wall_s();
   qlm_layer_stats *st = a->st;
   col_task ct = {.st = st, .slot = slot, .X = X, .T = T, .cols = cols};
-  qlm_pool_run(a->pool, col_worker, &ct);
+  if (!a->hessian_only) qlm_pool_run(a->pool, col_worker, &ct);
   float call_max = 0.0f;
   for (int i = 0; i < (a->pool ? qlm_pool_size(a->pool) : 1); i++) call_max = fmaxf(call_max, ct.call_max[i]);
   if (slot == QLM_SLOT_QKV) st->n_tokens += T, st->n_calls++; /* q/k/v's input comes first in every call */
@@ -381,8 +382,8 @@ static int pass_open(calib_pass *p, qlm_model *m, const int32_t *tokens, int n_s
   if (nt > CALIB_MAX_THREADS) nt = CALIB_MAX_THREADS;
   p->pool = !rc && nt > 1 ? qlm_pool_new(nt) : NULL;
   if (!rc && nt > 1 && !p->pool) rc = qlm_fail(err, QLM_ENOMEM, "calibration: cannot create a pool of %d threads", nt);
-  p->a = (acc_ctx){.st = &p->st, .tmp = p->tmp, .want_hessian = o->want_hessian, .max_calls = n_samples,
-                   .pool = p->pool};
+  p->a = (acc_ctx){.st = &p->st, .tmp = p->tmp, .want_hessian = o->want_hessian, .hessian_only = o->hessian_only,
+                   .max_calls = n_samples, .pool = p->pool};
   if (rc) pass_close(p);
   return rc;
 }

@@ -45,6 +45,8 @@ typedef struct qlm_calib_opts {
   int seq_len;            /* tokens per window (default 2048; capped by the model's context and the text) */
   uint64_t seed;          /* window offsets */
   bool want_hessian;      /* accumulate X^T X (cols^2 doubles per slot) */
+  bool hessian_only;      /* skip the per-column statistics (absmax, sums of x^2 and |x|, per-call
+                             maxima: left zero) for a method that reads only the Hessian (GPTQ) */
   int store;              /* qlm_calib_run_staged: QLM_CALIB_STORE_* (0 = auto) */
   float *x_out;           /* not NULL: receives the residual streams after the last layer
                              [n_samples x seq_len x n_embd] (seq_len as passed to the run) */

@@ -976,6 +976,7 @@ static int run_calibration(driver *d, bool hessian, qlm_calib_layer_fn fn, qlm_c
                            qlm_model **model_out, qlm_error *err) {
   qlm_calib_opts o = d->p->calib;
   o.want_hessian = hessian;
+  o.hessian_only = slot_fn != NULL; /* the staged pass quantizes with GPTQ alone (calibrated_pass) */
   int32_t *tokens = NULL;
   int L = 0;
   qlm_model *m = NULL;
