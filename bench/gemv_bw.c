@@ -1,5 +1,5 @@
 /* gemv_bw.c — how close decode's matrix-vector product comes to the memory system: qlm_matmul_ex
- * with one activation row (the decode path: f32 GEMV, Q8_0 vec_dot rows, the 16-row interleaved
+ * with one activation row (the decode path: f32 GEMV, vec_dot rows of the legacy types, the 16-row interleaved
  * Q4_0/Q4_K kernels of kernels/x16.h with their load-time copy made here as the loader makes it)
  * on a matrix of seeded random weights, next to a plain read of the same weight bytes by the same
  * pool threads (4 independent 64-bit sums each).  The two alternate per repetition and each keeps
@@ -8,7 +8,7 @@
  * rows 11008 x cols 4096 (LLaMA-2-7B's gate/up; 26-180 MB by type) may sit partly in a large L3;
  * the default rows 44032 (4x) reads from DRAM.  Block scales are set to 0.01 so sums stay finite.
  *
- * usage: gemv_bw [type=q4_K|q4_0|q8_0|f32] [rows=44032] [cols=4096] [threads=2] [reps=10] */
+ * usage: gemv_bw [type=q4_K|q4_0|q4_1|q5_0|q5_1|q8_0|f32] [rows=44032] [cols=4096] [threads=2] [reps=10] */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +44,7 @@ static void read_share(void *arg, int ith, int nth) {
   p->sink[ith % 256] = s0 + s1 + s2 + s3;
 }
 
-/* Seeded random bytes; every block's half scale (and Q4_K's dmin) 0.01; f32: small floats. */
+/* Seeded random bytes; every block's half scale (and Q4_K's dmin, Q4_1/Q5_1's m) 0.01; f32: small floats. */
 static void fill_weights(int type, uint8_t *w, size_t row_bytes, int64_t rows, int64_t cols) {
   uint64_t s = 42;
   size_t n = row_bytes * (size_t)rows;
@@ -64,7 +64,7 @@ static void fill_weights(int type, uint8_t *w, size_t row_bytes, int64_t rows, i
     for (int64_t b = 0; b < cols / blk; b++) {
       uint8_t *p = w + (size_t)r * row_bytes + (size_t)b * bb;
       memcpy(p, &h, 2);
-      if (type == QLM_TYPE_Q4_K) memcpy(p + 2, &h, 2);
+      if (type == QLM_TYPE_Q4_K || type == QLM_TYPE_Q4_1 || type == QLM_TYPE_Q5_1) memcpy(p + 2, &h, 2); /* dmin, m */
     }
 }
 
@@ -73,12 +73,13 @@ int main(int argc, char **argv) {
   int64_t rows = argc > 2 ? atoll(argv[2]) : 44032, cols = argc > 3 ? atoll(argv[3]) : 4096;
   int threads = argc > 4 ? atoi(argv[4]) : 2, reps = argc > 5 ? atoi(argv[5]) : 10;
   const struct { const char *name; int type; } types[] = {
-      {"f32", QLM_TYPE_F32}, {"q8_0", QLM_TYPE_Q8_0}, {"q4_0", QLM_TYPE_Q4_0}, {"q4_K", QLM_TYPE_Q4_K}};
+      {"f32", QLM_TYPE_F32}, {"q8_0", QLM_TYPE_Q8_0}, {"q5_0", QLM_TYPE_Q5_0}, {"q5_1", QLM_TYPE_Q5_1},
+      {"q4_0", QLM_TYPE_Q4_0}, {"q4_1", QLM_TYPE_Q4_1}, {"q4_K", QLM_TYPE_Q4_K}};
   int type = -1;
   for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
     if (!strcmp(tn, types[i].name)) type = types[i].type;
   if (type < 0 || rows < 16 || cols % 256 || threads < 1 || threads > 256 || reps < 1) {
-    fprintf(stderr, "gemv_bw: type f32|q8_0|q4_0|q4_K, rows >= 16, cols a multiple of 256, 1..256 threads "
+    fprintf(stderr, "gemv_bw: type f32|q8_0|q5_0|q5_1|q4_0|q4_1|q4_K, rows >= 16, cols a multiple of 256, 1..256 threads "
                     "(usage at the top of bench/gemv_bw.c)\n");
     return 2;
   }

@@ -446,6 +446,55 @@ static void test_q4_k_gemv(void **st) {
   for (int p = 0; p < 3; p++) qlm_pool_free(pools[p]);
 }
 
+/* The Q4_1 / Q5_0 / Q5_1 decode GEMV (legacy_gemv_avx512.c): with the activation packed once,
+ * every row on any split of the rows equals the type's one-row VNNI dot bit for bit, on even and
+ * odd block counts (an odd last block goes to the reference, as in the dot) and LLaMA-7B's row
+ * length; and qlm_matmul_ex at T = 1 (which takes this GEMV) gives the same bits with 1, 2 and 3
+ * threads. */
+static void test_legacy_gemv(void **st) {
+  (void)st;
+  if (qlm_cpu_detect() < QLM_SIMD_AVX512 || !qlm_cpu_has_avx512_vnni()) {
+    print_message("no AVX-512 VNNI on this CPU: the Q4_1/Q5_0/Q5_1 GEMV is not run\n");
+    return;
+  }
+  uint64_t rng = 31;
+  qlm_pool *pools[3] = {qlm_pool_new(1), qlm_pool_new(2), qlm_pool_new(3)};
+  static const int TYPES_L[] = {QLM_TYPE_Q4_1, QLM_TYPE_Q5_0, QLM_TYPE_Q5_1};
+  static const int64_t COLS[] = {32, 96, 544, 4096};
+  for (int ti = 0; ti < 3; ti++)
+    for (int ci = 0; ci < 4; ci++) {
+      int type = TYPES_L[ti];
+      const qlm_type_traits *tr = qlm_type_traits_of(type);
+      int64_t cols = COLS[ci], rows = 37;
+      size_t rb = qlm_type_row_bytes(type, cols);
+      uint8_t *wb = random_blocks(type, rows * cols, &rng, 0);
+      float *x = random_x(cols, &rng), *y = malloc((size_t)rows * sizeof *y), *ym = malloc((size_t)rows * sizeof *ym);
+      uint8_t *a = quant_act(type, x, cols);
+      uint8_t *pk = malloc(qlm_legacy_packed_act_bytes(cols) + 1);
+      qlm_legacy_pack_act_avx512(type, a, pk, cols);
+      qlm_vec_dot_fn dot = qlm_vec_dot_for(type, QLM_SIMD_AVX512);
+      for (int64_t r0 = 0; r0 < rows; r0 += 5) { /* calls of 5 rows and a shorter last one */
+        int64_t cnt = rows - r0 < 5 ? rows - r0 : 5;
+        qlm_gemv_legacy_avx512vnni(type, wb + rb * (size_t)r0, rb, cnt, pk, a, cols, y + r0);
+      }
+      for (int64_t r = 0; r < rows; r++) {
+        float want = dot(wb + rb * (size_t)r, a, cols);
+        if (memcmp(&want, &y[r], sizeof want) != 0)
+          fail_msg("%s gemv cols=%lld row %lld: %.9g, vec_dot %.9g", tr->name, (long long)cols, (long long)r,
+                   (double)y[r], (double)want);
+      }
+      qlm_mat W = {.type = type, .rows = rows, .cols = cols, .data = wb, .row_bytes = rb};
+      for (int p = 0; p < 3; p++) {
+        memset(ym, 0xFF, (size_t)rows * sizeof *ym);
+        qlm_matmul_ex(&W, x, 1, ym, pools[p], QLM_SIMD_AVX512, 1);
+        if (memcmp(y, ym, (size_t)rows * sizeof *y) != 0)
+          fail_msg("%s matmul cols=%lld threads %d differs from the GEMV", tr->name, (long long)cols, p + 1);
+      }
+      free(wb), free(x), free(y), free(ym), free(a), free(pk);
+    }
+  for (int p = 0; p < 3; p++) qlm_pool_free(pools[p]);
+}
+
 /* The activation quantizers: |q| <= 127, d = amax / 127 as stored, sums as stored. */
 static void test_quantize_act_format(void **st) {
   (void)st;
@@ -676,6 +725,7 @@ int main(void) {
       cmocka_unit_test(test_q4_0_packed_gemv),
       cmocka_unit_test(test_quantize_q8_k_avx512_bytes),
       cmocka_unit_test(test_q4_k_gemv),
+      cmocka_unit_test(test_legacy_gemv),
       cmocka_unit_test(test_matmul_quant_prefill_equals_dequantized),
       cmocka_unit_test(test_smollm2_quantized_close_to_f32),
   };

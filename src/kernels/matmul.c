@@ -145,6 +145,8 @@ typedef struct mm_task {
   size_t q4p_row_bytes;
   /* decode (T == 1) with a whole-slice GEMV kernel (Q4_K + AVX-512 VNNI): y[r0..r1) from act */
   void (*gemv_q)(const void *w, size_t row_bytes, int64_t rows, const void *a, int64_t n, float *y);
+  /* decode of Q4_1/Q5_0/Q5_1 with AVX-512 VNNI: act's packed form (qdot.h), or NULL */
+  const unsigned char *legacy_pack;
   float *dq;                 /* prefill path: dq_rows x cols floats per thread */
   int64_t dq_rows;
 } mm_task;
@@ -228,6 +230,12 @@ static void quant_rows(const mm_task *t, int64_t r0, int64_t r1) {
     if (r0 < r1) t->gemv_q((const unsigned char *)W->data + (size_t)r0 * W->row_bytes, W->row_bytes, r1 - r0, t->act, W->cols, t->Y + r0);
     return;
   }
+  if (t->legacy_pack) {
+    if (r0 < r1)
+      qlm_gemv_legacy_avx512vnni(W->type, (const unsigned char *)W->data + (size_t)r0 * W->row_bytes, W->row_bytes,
+                                 r1 - r0, t->legacy_pack, t->act, W->cols, t->Y + r0);
+    return;
+  }
   for (int64_t i0 = 0; i0 < t->T; i0 += ACT_TILE) {
     int64_t i1 = i0 + ACT_TILE < t->T ? i0 + ACT_TILE : t->T;
     for (int64_t r = r0; r < r1; r++) {
@@ -285,10 +293,14 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
   size_t row = qlm_type_row_bytes(tr->vec_dot_type, t->W->cols), total, q4p_row = 0, q4p_total = 0;
   if (row == 0 || qlm_mul_overflow(row, (size_t)t->T, &total)) return 0;
   /* Q4_0 with VNNI: the Q8_0 rows are followed by their packed form (qdot.h) */
-  int q4p = t->W->type == QLM_TYPE_Q4_0 && clamp_level(level) == QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni();
+  int vnni = clamp_level(level) == QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni();
+  int q4p = t->W->type == QLM_TYPE_Q4_0 && vnni;
+  /* decode of Q4_1/Q5_0/Q5_1: the activation's packed form follows in the same place */
+  int legacy = t->T == 1 && vnni &&
+               (t->W->type == QLM_TYPE_Q4_1 || t->W->type == QLM_TYPE_Q5_0 || t->W->type == QLM_TYPE_Q5_1);
   size_t q4p_off = (total + 63) & ~(size_t)63;
-  if (q4p) {
-    q4p_row = qlm_q4_0_packed_act_bytes(t->W->cols);
+  if (q4p || legacy) {
+    q4p_row = q4p ? qlm_q4_0_packed_act_bytes(t->W->cols) : qlm_legacy_packed_act_bytes(t->W->cols);
     if (q4p_off < total || qlm_mul_overflow(q4p_row, (size_t)t->T, &q4p_total) ||
         qlm_add_overflow(q4p_off, q4p_total, &total))
       return 0;
@@ -310,6 +322,10 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
       qlm_q4_0_pack_act_avx512(buf + (size_t)i * row, buf + q4p_off + (size_t)i * q4p_row, t->W->cols / 32);
     t->q4p = buf + q4p_off;
     t->q4p_row_bytes = q4p_row;
+  }
+  if (legacy) {
+    qlm_legacy_pack_act_avx512(t->W->type, buf, buf + q4p_off, t->W->cols);
+    t->legacy_pack = buf + q4p_off;
   }
   if (tr->vec_dot_t) t->vec_dot_t = qlm_vec_dot_t_for(t->W->type, level);
   else t->vec_dot = qlm_vec_dot_for(t->W->type, level);

@@ -95,6 +95,19 @@ void qlm_q4_0_pack_act_avx512(const void *a, void *dst, int64_t nb);
 /* y[r] = dot(row r of w, activation) for r in [0, rows); rows are row_bytes apart, n values. */
 void qlm_gemv_q4_0_avx512vnni(const void *w, size_t row_bytes, int64_t rows, const void *packed, int64_t n, float *y);
 
+/* ---- Q4_1 / Q5_0 / Q5_1 decode GEMV with AVX-512 VNNI (legacy_gemv_avx512.c, which explains the
+ * packed layout): the activation row (Q8_1 for Q4_1 and Q5_1, Q8_0 for Q5_0) is packed once per
+ * matmul, QLM_LEGACY_PAIR_BYTES per pair of blocks; each row then gets the bits of the type's
+ * qlm_vec_dot_*_avx512vnni. */
+#define QLM_LEGACY_PAIR_BYTES 256
+/* Bytes of the packed form of an n-value activation row. */
+size_t qlm_legacy_packed_act_bytes(int64_t n);
+/* Packs the pairs of an activation row `a` (n values) for weights of `type` into dst. */
+void qlm_legacy_pack_act_avx512(int type, const void *a, void *dst, int64_t n);
+/* y[r] = dot(row r of w, a) for r in [0, rows), rows row_bytes apart; packed is a's packed form. */
+void qlm_gemv_legacy_avx512vnni(int type, const void *w, size_t row_bytes, int64_t rows, const void *packed,
+                                const void *a, int64_t n, float *y);
+
 /* qlm_quantize_q8_k with AVX-512 (q4_k_gemv_avx512.c): the same bytes, several times faster. */
 void qlm_quantize_q8_k_avx512(const float *x, void *dst, int64_t n);
 
