@@ -18,7 +18,8 @@
  *   its unfused float operations in its order), through qlm_matmul_ex too, at every T and thread
  *   count.
  * Q4_1 (kernels/q4_1x16.h): the same three checks against the Q8_1 quantizer and
- *   qlm_vec_dot_q4_1_ref. */
+ *   qlm_vec_dot_q4_1_ref; Q5_0 (kernels/q5_0x16.h) against the Q8_0 quantizer and
+ *   qlm_vec_dot_q5_0_ref, the fifth bits found by index arithmetic too. */
 #include "testutil.h"
 
 #include <math.h>
@@ -36,6 +37,7 @@
 #include "kernels/q4_0x16.h"
 #include "kernels/q4_1x16.h"
 #include "kernels/q4_kx16.h"
+#include "kernels/q5_0x16.h"
 #include "kernels/qdot.h"
 #include "kernels/threadpool.h"
 #include "kernels/x16.h"
@@ -534,6 +536,127 @@ static void test_1_kernels_equal_reference(void **st) {
   qlm_pool_free(pool);
 }
 
+/* ---- Q5_0 */
+
+/* Random Q5_0 rows: random codes and fifth bits, sane half scales. */
+static uint8_t *random_q5_0(int64_t rows, int64_t cols, uint64_t *rng) {
+  size_t n = qlm_type_row_bytes(QLM_TYPE_Q5_0, cols) * (size_t)rows;
+  uint8_t *b = malloc(n);
+  assert_non_null(b);
+  for (size_t i = 0; i < n; i++) b[i] = (uint8_t)next(rng);
+  for (size_t o = 0; o < n; o += 22) qlm_wr16(b + o, qlm_f32_to_f16(0.002f + 0.01f * fabsf(unif(rng))));
+  return b;
+}
+
+static uint8_t *packed_5(const uint8_t *w, int64_t rows, int64_t cols) {
+  size_t n = qlm_q5_0x16_bytes(rows, cols);
+  uint8_t *p = malloc(n);
+  assert_non_null(p);
+  memset(p, 0xA5, n);
+  qlm_q5_0x16_pack(w, qlm_type_row_bytes(QLM_TYPE_Q5_0, cols), rows, cols, 0, (rows + 15) / 16, p);
+  return p;
+}
+
+/* Every 5-bit code and d where q5_0x16.h says: the nibble as for Q4_0, the fifth bit of code e
+ * (file: bit e of the u32 at byte 2) at bit (e < 16 ? e / 4 : 4 + (e - 16) / 4) of byte e % 4 of
+ * the row's dword at 256. */
+static void test_5_layout(void **st) {
+  (void)st;
+  uint64_t rng = 41;
+  const int64_t rows = 37, cols = 96, nb = cols / 32;
+  assert_int_equal(qlm_q5_0x16_bytes(rows, cols), 3 * nb * QLM_Q50X16_BLK);
+  assert_int_equal(qlm_q5_0x16_bytes(rows, 33), 0);
+  uint8_t *w = random_q5_0(rows, cols, &rng), *p = packed_5(w, rows, cols);
+  for (int64_t r = 0; r < 48; r++)
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *blk = p + ((size_t)(r / 16) * (size_t)nb + (size_t)b) * QLM_Q50X16_BLK;
+      int i = (int)(r % 16);
+      const uint8_t *f = r < rows ? w + (size_t)r * 22 * (size_t)nb + (size_t)b * 22 : NULL;
+      for (int e = 0; e < 32; e++) {
+        int want = f ? ((e < 16 ? f[6 + e] & 0xF : f[6 + e - 16] >> 4) | (int)((qlm_rd32(f + 2) >> e) & 1) << 4) : 0;
+        int bit = e < 16 ? e / 4 : 4 + (e - 16) / 4;
+        int got = packed_code(blk, i, e) | ((blk[256 + 4 * i + e % 4] >> bit) & 1) << 4;
+        assert_int_equal(got, want);
+      }
+      assert_int_equal(qlm_rd16(blk + 320 + 2 * i), f ? qlm_rd16(f) : 0);
+    }
+  uint8_t *q = malloc(qlm_q5_0x16_bytes(rows, cols)); /* group ranges packed separately: the same bytes */
+  assert_non_null(q);
+  qlm_q5_0x16_pack(w, 22 * (size_t)nb, rows, cols, 1, 3, q);
+  qlm_q5_0x16_pack(w, 22 * (size_t)nb, rows, cols, 0, 1, q);
+  assert_memory_equal(p, q, qlm_q5_0x16_bytes(rows, cols));
+  free(w), free(p), free(q);
+}
+
+/* Activation blocks: the Q8_0 quantizer's q and d, and -16 * sum(q), at every SIMD level. */
+static void test_5_activations(void **st) {
+  (void)st;
+  uint64_t rng = 42;
+  enum { N = 32 * 19 };
+  float x[N];
+  for (int i = 0; i < N; i++) x[i] = unif(&rng) * (i % 9 == 0 ? 50.0f : 1.0f);
+  for (int i = 64; i < 96; i++) x[i] = 0.0f;
+  uint8_t q8[19 * 34], a[19 * QLM_Q50X16_ABLK];
+  qlm_quantize_q8_0(x, q8, N);
+  for (int lv = QLM_SIMD_SCALAR; lv <= (int)qlm_cpu_detect(); lv++) {
+    memset(a, 0x5A, sizeof a);
+    qlm_q5_0x16_quantize_act(x, N, a, (qlm_simd_level)lv);
+    for (int b = 0; b < 19; b++) {
+      const uint8_t *y = q8 + 34 * b, *ab = a + QLM_Q50X16_ABLK * b;
+      int32_t sum = 0, corr;
+      float d;
+      for (int k = 0; k < 32; k++) sum += (int8_t)y[2 + k];
+      assert_memory_equal(ab, y + 2, 32);
+      memcpy(&d, ab + 32, 4);
+      memcpy(&corr, ab + 36, 4);
+      assert_true(d == qlm_rdhalf(y));
+      assert_int_equal(corr, -16 * sum);
+    }
+  }
+}
+
+/* Both kernels, and qlm_matmul_ex with the copy (1 and 2 threads, any T): the reference's bits. */
+static void check_5(int64_t rows, int64_t cols, int64_t T, qlm_pool *pool, uint64_t *rng) {
+  int64_t nb = cols / 32;
+  size_t wrow = qlm_type_row_bytes(QLM_TYPE_Q5_0, cols);
+  uint8_t *w = random_q5_0(rows, cols, rng), *p = packed_5(w, rows, cols);
+  float *X = malloc(sizeof(float) * (size_t)(T * cols)), *Y = malloc(sizeof(float) * (size_t)(T * rows));
+  uint8_t *q8 = malloc((size_t)(T * nb) * 34), *act = malloc((size_t)(T * nb) * QLM_Q50X16_ABLK);
+  assert_true(X && Y && q8 && act);
+  for (int64_t i = 0; i < T * cols; i++) X[i] = unif(rng) * (i % 7 == 0 ? 4.0f : 1.0f);
+  for (int64_t t = 0; t < T; t++) {
+    qlm_quantize_q8_0(X + t * cols, q8 + (size_t)(t * nb) * 34, cols);
+    qlm_q5_0x16_quantize_act(X + t * cols, cols, act + (size_t)(t * nb) * QLM_Q50X16_ABLK, QLM_SIMD_SCALAR);
+  }
+  qlm_simd_level lv = qlm_cpu_simd_level();
+  int simd = qlm_x16_supported(lv);
+  qlm_mat W = {.type = QLM_TYPE_Q5_0, .rows = rows, .cols = cols, .data = w, .row_bytes = wrow, .x16 = p};
+  for (int k = 0; k < (simd ? 3 : 1); k++) { /* 0 the scalar kernel, 1 the VNNI one, 2 qlm_matmul_ex */
+    for (int64_t i = 0; i < T * rows; i++) Y[i] = NAN;
+    if (k == 0) qlm_q5_0x16_gemm_scalar(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
+    else if (k == 1) qlm_q5_0x16_gemm_avx512vnni(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
+    else qlm_matmul_ex(&W, X, T, Y, pool, lv, 1);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t r = 0; r < rows; r++) {
+        float ref = qlm_vec_dot_q5_0_ref(w + (size_t)r * wrow, q8 + (size_t)(t * nb) * 34, cols);
+        if (!(Y[t * rows + r] == ref))
+          fail_msg("q5_0 path %d rows %lld cols %lld T %lld: Y[%lld][%lld] = %.9g, ref %.9g", k, (long long)rows,
+                   (long long)cols, (long long)T, (long long)t, (long long)r, (double)Y[t * rows + r], (double)ref);
+      }
+  }
+  free(w), free(p), free(X), free(Y), free(q8), free(act);
+}
+
+static void test_5_kernels_equal_reference(void **st) {
+  (void)st;
+  uint64_t rng = 43;
+  qlm_pool *pool = qlm_pool_new(2);
+  const int64_t shapes[][3] = {{1, 32, 1}, {16, 64, 2}, {37, 576, 3}, {100, 4096, 9}, {20, 1536, 17}, {5, 96, 8}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int pl = 0; pl < 2; pl++) check_5(shapes[s][0], shapes[s][1], shapes[s][2], pl ? pool : NULL, &rng);
+  qlm_pool_free(pool);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_layout),
@@ -547,6 +670,9 @@ int main(void) {
       cmocka_unit_test(test_1_layout),
       cmocka_unit_test(test_1_activations),
       cmocka_unit_test(test_1_kernels_equal_reference),
+      cmocka_unit_test(test_5_layout),
+      cmocka_unit_test(test_5_activations),
+      cmocka_unit_test(test_5_kernels_equal_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

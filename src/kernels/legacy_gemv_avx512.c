@@ -11,8 +11,8 @@
  * 12.0 -> 17.6 (Q5_1); SmolLM2-135M Q4_1 tg64 on 2 threads 186 -> 241 t/s (4 alternating runs).
  * From DRAM it still reads at ~0.5 of a plain read: ~33 instructions per 40 bytes is the core's
  * limit; reading at bandwidth needs the 16-row interleaved layout, which Q4_1 now has
- * (q4_1x16.h: 0.91), so this GEMV serves Q4_1 only without the copy (QLM_X16=0); Q5_0/Q5_1 have
- * none yet.
+ * (q4_1x16.h: 0.91), and Q5_0 (q5_0x16.h: 0.94), so this GEMV serves those two only without the
+ * copy (QLM_X16=0), and Q5_1.
  *
  * The packed activation (QLM_LEGACY_PAIR_BYTES per pair of blocks 2p, 2p + 1):
  *   int8  q[64]      block 2p's quants, then block 2p + 1's

@@ -1,4 +1,4 @@
-/* x16.h — the load-time 16-row interleaved layouts (q4_0x16.h, q4_kx16.h) behind one table, for
+/* x16.h — the load-time 16-row interleaved layouts (q4_0x16.h, q4_1x16.h, q5_0x16.h, q4_kx16.h) behind one table, for
  * the loader (which makes them) and matmul (which reads them). */
 #ifndef QLM_X16_H
 #define QLM_X16_H
