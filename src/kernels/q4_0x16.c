@@ -5,86 +5,47 @@
 #include <string.h>
 
 #include "core/bytes.h"
-#include "core/error.h"
-#include "kernels/gemm_q.h"
 #include "kernels/qdot.h"
+#include "kernels/x16.h"
 
-#define QK 32
 
-size_t qlm_q4_0x16_bytes(int64_t rows, int64_t cols) {
-  size_t groups = (size_t)((rows + QLM_Q4X16_ROWS - 1) / QLM_Q4X16_ROWS), per, total;
-  if (rows < 0 || cols < 0 || cols % QK) return 0;
-  if (qlm_mul_overflow((size_t)(cols / QK), QLM_Q4X16_BLK, &per) || qlm_mul_overflow(per, groups, &total)) return 0;
-  return total;
+size_t qlm_q4_0x16_bytes(int64_t rows, int64_t cols) { return qlm_x16_blocks_bytes(rows, cols, QLM_Q4X16_BLK); }
+
+/* Row i's half d at 256 + 2i. */
+static void fields(const uint8_t *blk, uint8_t *ob, int i) {
+  if (blk) memcpy(ob + 256 + 2 * i, blk, 2);
+  else memset(ob + 256 + 2 * i, 0, 2);
 }
 
 void qlm_q4_0x16_pack(const void *w, size_t row_bytes, int64_t rows, int64_t cols, int64_t g0, int64_t g1, void *dst) {
-  int64_t nb = cols / QK;
-  for (int64_t g = g0; g < g1; g++) {
-    uint8_t *o = (uint8_t *)dst + (size_t)g * (size_t)nb * QLM_Q4X16_BLK;
-    for (int i = 0; i < QLM_Q4X16_ROWS; i++) {
-      int64_t r = g * QLM_Q4X16_ROWS + i;
-      const uint8_t *row = r < rows ? (const uint8_t *)w + (size_t)r * row_bytes : NULL;
-      for (int64_t b = 0; b < nb; b++) {
-        uint8_t *ob = o + (size_t)b * QLM_Q4X16_BLK;
-        if (!row) { /* padding: codes 0 and d = +0 add exactly nothing, and are never stored */
-          for (int j = 0; j < 4; j++) memset(ob + 64 * j + 4 * i, 0, 4);
-          memset(ob + 256 + 2 * i, 0, 2);
-          continue;
-        }
-        const uint8_t *blk = row + (size_t)b * 18;
-        for (int j = 0; j < 4; j++) memcpy(ob + 64 * j + 4 * i, blk + 2 + 4 * j, 4);
-        memcpy(ob + 256 + 2 * i, blk, 2);
-      }
-    }
-  }
+  qlm_x16_pack_blocks(w, row_bytes, rows, cols, g0, g1, dst, 18, 2, QLM_Q4X16_BLK, fields);
 }
 
 void qlm_q4_0x16_quantize_act(const float *x, int64_t cols, void *dst, qlm_simd_level level) {
-  uint8_t q8[34 * 8], *o = dst; /* Q8_0 blocks, 8 at a time */
-  qlm_simd_level hw = qlm_cpu_detect();
-  int fast = (level < hw ? level : hw) == QLM_SIMD_AVX512;
-  for (int64_t c0 = 0; c0 < cols; c0 += 8 * QK) {
-    int64_t n = cols - c0 < 8 * QK ? cols - c0 : 8 * QK;
-    if (fast) qlm_gemm_q_quantize_avx512(x + c0, q8, n, 0); /* the scalar quantizer's bytes */
-    else qlm_quantize_q8_0(x + c0, q8, n);
-    for (int64_t b = 0; b < n / QK; b++, o += QLM_Q4X16_ABLK) {
-      const uint8_t *y = q8 + 34 * b;
-      int32_t sum = 0;
-      for (int k = 0; k < QK; k++) sum += (int8_t)y[2 + k];
-      float d = qlm_rdhalf(y);
-      int32_t corr = -8 * sum;
-      memcpy(o, y + 2, QK);
-      memcpy(o + 32, &d, 4);
-      memcpy(o + 36, &corr, 4);
-    }
-  }
+  qlm_x16_quantize_blocks(x, cols, dst, level, 0, 8);
 }
 
-/* The reference: per pair, qlm_vec_dot_q4_0_ref's operations in its order. */
+/* The reference: row i of a group with one activation row, qlm_vec_dot_q4_0_ref's operations in
+ * its order. */
+static float row_dot(const uint8_t *wg, const uint8_t *a, int64_t nb, int i) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t *w = wg + (size_t)b * QLM_Q4X16_BLK, *ab = a + (size_t)b * QLM_Q4X16_ABLK;
+    int32_t isum;
+    float da;
+    memcpy(&isum, ab + 36, 4);
+    memcpy(&da, ab + 32, 4);
+    for (int j = 0; j < 4; j++)
+      for (int k = 0; k < 4; k++) {
+        uint8_t v = w[64 * j + 4 * i + k];
+        isum += (int)(v & 0xF) * (int8_t)ab[4 * j + k] + (int)(v >> 4) * (int8_t)ab[16 + 4 * j + k];
+      }
+    sum += (qlm_rdhalf(w + 256 + 2 * i) * da) * (float)isum;
+  }
+  return sum;
+}
+
 void qlm_q4_0x16_gemm_scalar(const void *wx, int64_t nb, int64_t rows, int64_t g0, int64_t g1, const void *act,
                              int64_t T, float *Y, int64_t ldy) {
-  for (int64_t g = g0; g < g1; g++) {
-    const uint8_t *wg = (const uint8_t *)wx + (size_t)g * (size_t)nb * QLM_Q4X16_BLK;
-    for (int64_t t = 0; t < T; t++) {
-      const uint8_t *a = (const uint8_t *)act + (size_t)t * (size_t)nb * QLM_Q4X16_ABLK;
-      for (int i = 0; i < QLM_Q4X16_ROWS && g * QLM_Q4X16_ROWS + i < rows; i++) {
-        float sum = 0.0f;
-        for (int64_t b = 0; b < nb; b++) {
-          const uint8_t *w = wg + (size_t)b * QLM_Q4X16_BLK, *ab = a + (size_t)b * QLM_Q4X16_ABLK;
-          int32_t isum;
-          float da;
-          memcpy(&isum, ab + 36, 4);
-          memcpy(&da, ab + 32, 4);
-          for (int j = 0; j < 4; j++)
-            for (int k = 0; k < 4; k++) {
-              uint8_t v = w[64 * j + 4 * i + k];
-              isum += (int)(v & 0xF) * (int8_t)ab[4 * j + k] + (int)(v >> 4) * (int8_t)ab[16 + 4 * j + k];
-            }
-          sum += (qlm_rdhalf(w + 256 + 2 * i) * da) * (float)isum;
-        }
-        Y[t * ldy + g * QLM_Q4X16_ROWS + i] = sum;
-      }
-    }
-  }
+  qlm_x16_scalar_drive(row_dot, QLM_Q4X16_BLK, QLM_Q4X16_ABLK, wx, nb, rows, g0, g1, act, T, Y, ldy);
 }
