@@ -418,243 +418,190 @@ static void test_k_kernels_equal_reference(void **st) {
   qlm_pool_free(pool);
 }
 
-/* ---- Q4_1 */
+/* ---- Q4_1 and Q5_0: the same checks, from a description of each */
 
-/* Random Q4_1 rows: random code bytes, sane half d and m (m negative or positive). */
-static uint8_t *random_q4_1(int64_t rows, int64_t cols, uint64_t *rng) {
-  size_t n = qlm_type_row_bytes(QLM_TYPE_Q4_1, cols) * (size_t)rows;
+typedef struct blk32_kind {
+  int type;
+  size_t wb;        /* bytes of a file block */
+  int qs;           /* offset of its nibbles */
+  int q8_1;         /* activations in Q8_1 (else Q8_0) */
+  size_t xblk, ablk;
+  size_t (*bytes)(int64_t rows, int64_t cols);
+  void (*pack)(const void *w, size_t row_bytes, int64_t rows, int64_t cols, int64_t g0, int64_t g1, void *dst);
+  void (*quantize_act)(const float *x, int64_t cols, void *dst, qlm_simd_level level);
+  void (*gemm_scalar)(const void *, int64_t, int64_t, int64_t, int64_t, const void *, int64_t, float *, int64_t);
+  void (*gemm_vnni)(const void *, int64_t, int64_t, int64_t, int64_t, const void *, int64_t, float *, int64_t);
+  float (*ref)(const void *w, const void *a, int64_t n);
+  int offset;       /* Q8_0 activations: the stored -offset * sum(q) */
+} blk32_kind;
+
+static const blk32_kind K_Q4_1 = {QLM_TYPE_Q4_1, 20, 4, 1, QLM_Q41X16_BLK, QLM_Q41X16_ABLK, qlm_q4_1x16_bytes,
+                                  qlm_q4_1x16_pack, qlm_q4_1x16_quantize_act, qlm_q4_1x16_gemm_scalar,
+                                  qlm_q4_1x16_gemm_avx512vnni, qlm_vec_dot_q4_1_ref, 0};
+static const blk32_kind K_Q5_0 = {QLM_TYPE_Q5_0, 22, 6, 0, QLM_Q50X16_BLK, QLM_Q50X16_ABLK, qlm_q5_0x16_bytes,
+                                  qlm_q5_0x16_pack, qlm_q5_0x16_quantize_act, qlm_q5_0x16_gemm_scalar,
+                                  qlm_q5_0x16_gemm_avx512vnni, qlm_vec_dot_q5_0_ref, 16};
+
+/* Random rows: random bytes, then sane half scales (d small and positive; Q4_1's m either sign). */
+static uint8_t *random_blk32(const blk32_kind *k, int64_t rows, int64_t cols, uint64_t *rng) {
+  size_t n = qlm_type_row_bytes(k->type, cols) * (size_t)rows;
   uint8_t *b = malloc(n);
   assert_non_null(b);
   for (size_t i = 0; i < n; i++) b[i] = (uint8_t)next(rng);
-  for (size_t o = 0; o < n; o += 20) {
+  for (size_t o = 0; o < n; o += k->wb) {
     qlm_wr16(b + o, qlm_f32_to_f16(0.002f + 0.01f * fabsf(unif(rng))));
-    qlm_wr16(b + o + 2, qlm_f32_to_f16(0.08f * unif(rng)));
+    if (k->type == QLM_TYPE_Q4_1) qlm_wr16(b + o + 2, qlm_f32_to_f16(0.08f * unif(rng)));
   }
   return b;
 }
 
-static uint8_t *packed_1(const uint8_t *w, int64_t rows, int64_t cols) {
-  size_t n = qlm_q4_1x16_bytes(rows, cols);
+static uint8_t *packed_blk32(const blk32_kind *k, const uint8_t *w, int64_t rows, int64_t cols) {
+  size_t n = k->bytes(rows, cols);
   uint8_t *p = malloc(n);
   assert_non_null(p);
   memset(p, 0xA5, n);
-  qlm_q4_1x16_pack(w, qlm_type_row_bytes(QLM_TYPE_Q4_1, cols), rows, cols, 0, (rows + 15) / 16, p);
+  k->pack(w, qlm_type_row_bytes(k->type, cols), rows, cols, 0, (rows + 15) / 16, p);
   return p;
 }
 
-/* Every code, d and m where q4_1x16.h says (codes as for Q4_0: the file's qs start at byte 4). */
+/* Row i's code e of a packed block and of its file block f (NULL: padding, 0), by the headers'
+ * index arithmetic: the nibble as for Q4_0; Q5_0's fifth bit (file: bit e of the u32 at byte 2)
+ * at bit (e < 16 ? e / 4 : 4 + (e - 16) / 4) of byte e % 4 of the row's dword at 256. */
+static int blk32_code(const blk32_kind *k, const uint8_t *blk, int i, int e) {
+  int c = packed_code(blk, i, e);
+  if (k->type == QLM_TYPE_Q5_0) c |= ((blk[256 + 4 * i + e % 4] >> (e < 16 ? e / 4 : 4 + (e - 16) / 4)) & 1) << 4;
+  return c;
+}
+static int blk32_file_code(const blk32_kind *k, const uint8_t *f, int e) {
+  if (!f) return 0;
+  int c = e < 16 ? f[k->qs + e] & 0xF : f[k->qs + e - 16] >> 4;
+  if (k->type == QLM_TYPE_Q5_0) c |= (int)((qlm_rd32(f + 2) >> e) & 1) << 4;
+  return c;
+}
+
+static void check_blk32_layout(const blk32_kind *k, uint64_t *rng) {
+  const int64_t rows = 37, cols = 96, nb = cols / 32;
+  int d_at = k->type == QLM_TYPE_Q5_0 ? 320 : 256; /* the half d; Q4_1's m follows at 288 */
+  assert_int_equal(k->bytes(rows, cols), 3 * nb * k->xblk);
+  assert_int_equal(k->bytes(rows, 33), 0);
+  uint8_t *w = random_blk32(k, rows, cols, rng), *p = packed_blk32(k, w, rows, cols);
+  for (int64_t r = 0; r < 48; r++)
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *blk = p + ((size_t)(r / 16) * (size_t)nb + (size_t)b) * k->xblk;
+      int i = (int)(r % 16);
+      const uint8_t *f = r < rows ? w + ((size_t)r * (size_t)nb + (size_t)b) * k->wb : NULL;
+      for (int e = 0; e < 32; e++) assert_int_equal(blk32_code(k, blk, i, e), blk32_file_code(k, f, e));
+      assert_int_equal(qlm_rd16(blk + d_at + 2 * i), f ? qlm_rd16(f) : 0);
+      if (k->type == QLM_TYPE_Q4_1) assert_int_equal(qlm_rd16(blk + 288 + 2 * i), f ? qlm_rd16(f + 2) : 0);
+    }
+  uint8_t *q = malloc(k->bytes(rows, cols)); /* group ranges packed separately: the same bytes */
+  assert_non_null(q);
+  k->pack(w, k->wb * (size_t)nb, rows, cols, 1, 3, q);
+  k->pack(w, k->wb * (size_t)nb, rows, cols, 0, 1, q);
+  assert_memory_equal(p, q, k->bytes(rows, cols));
+  free(w), free(p), free(q);
+}
+
+/* Activation blocks: the Q8_0 / Q8_1 quantizer's q and d, and -offset * sum(q) or s, at every
+ * SIMD level. */
+static void check_blk32_activations(const blk32_kind *k, uint64_t *rng) {
+  enum { N = 32 * 19 };
+  float x[N];
+  for (int i = 0; i < N; i++) x[i] = unif(rng) * (i % 9 == 0 ? 50.0f : 1.0f);
+  for (int i = 64; i < 96; i++) x[i] = 0.0f;
+  size_t yb = k->q8_1 ? 36 : 34, yq = k->q8_1 ? 4 : 2;
+  uint8_t q8[19 * 36], a[19 * QLM_X16_ABLK32];
+  if (k->q8_1) qlm_quantize_q8_1(x, q8, N);
+  else qlm_quantize_q8_0(x, q8, N);
+  for (int lv = QLM_SIMD_SCALAR; lv <= (int)qlm_cpu_detect(); lv++) {
+    memset(a, 0x5A, sizeof a);
+    k->quantize_act(x, N, a, (qlm_simd_level)lv);
+    for (int b = 0; b < 19; b++) {
+      const uint8_t *y = q8 + yb * (size_t)b, *ab = a + k->ablk * (size_t)b;
+      float d, s;
+      int32_t sum = 0, corr;
+      for (int e = 0; e < 32; e++) sum += (int8_t)y[yq + e];
+      assert_memory_equal(ab, y + yq, 32);
+      memcpy(&d, ab + 32, 4);
+      assert_true(d == qlm_rdhalf(y));
+      memcpy(&s, ab + 36, 4), memcpy(&corr, ab + 36, 4);
+      if (k->q8_1) assert_true(s == qlm_rdhalf(y + 2));
+      else assert_int_equal(corr, -k->offset * sum);
+    }
+  }
+}
+
+/* Both kernels, and qlm_matmul_ex with the copy (1 and 2 threads, any T): the reference's bits. */
+static void check_blk32(const blk32_kind *k, int64_t rows, int64_t cols, int64_t T, qlm_pool *pool, uint64_t *rng) {
+  int64_t nb = cols / 32;
+  size_t wrow = qlm_type_row_bytes(k->type, cols), yb = k->q8_1 ? 36 : 34;
+  uint8_t *w = random_blk32(k, rows, cols, rng), *p = packed_blk32(k, w, rows, cols);
+  float *X = malloc(sizeof(float) * (size_t)(T * cols)), *Y = malloc(sizeof(float) * (size_t)(T * rows));
+  uint8_t *q8 = malloc((size_t)(T * nb) * yb), *act = malloc((size_t)(T * nb) * k->ablk);
+  assert_true(X && Y && q8 && act);
+  for (int64_t i = 0; i < T * cols; i++) X[i] = unif(rng) * (i % 7 == 0 ? 4.0f : 1.0f);
+  for (int64_t t = 0; t < T; t++) {
+    if (k->q8_1) qlm_quantize_q8_1(X + t * cols, q8 + (size_t)(t * nb) * yb, cols);
+    else qlm_quantize_q8_0(X + t * cols, q8 + (size_t)(t * nb) * yb, cols);
+    k->quantize_act(X + t * cols, cols, act + (size_t)(t * nb) * k->ablk, QLM_SIMD_SCALAR);
+  }
+  qlm_simd_level lv = qlm_cpu_simd_level();
+  int simd = qlm_x16_supported(lv);
+  qlm_mat W = {.type = k->type, .rows = rows, .cols = cols, .data = w, .row_bytes = wrow, .x16 = p};
+  for (int path = 0; path < (simd ? 3 : 1); path++) { /* 0 the scalar kernel, 1 the VNNI one, 2 qlm_matmul_ex */
+    for (int64_t i = 0; i < T * rows; i++) Y[i] = NAN;
+    if (path == 0) k->gemm_scalar(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
+    else if (path == 1) k->gemm_vnni(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
+    else qlm_matmul_ex(&W, X, T, Y, pool, lv, 1);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t r = 0; r < rows; r++) {
+        float ref = k->ref(w + (size_t)r * wrow, q8 + (size_t)(t * nb) * yb, cols);
+        if (!(Y[t * rows + r] == ref))
+          fail_msg("%s path %d rows %lld cols %lld T %lld: Y[%lld][%lld] = %.9g, ref %.9g", qlm_type_name(k->type),
+                   path, (long long)rows, (long long)cols, (long long)T, (long long)t, (long long)r,
+                   (double)Y[t * rows + r], (double)ref);
+      }
+  }
+  free(w), free(p), free(X), free(Y), free(q8), free(act);
+}
+
+static void check_blk32_kernels(const blk32_kind *k, uint64_t *rng) {
+  qlm_pool *pool = qlm_pool_new(2);
+  const int64_t shapes[][3] = {{1, 32, 1}, {16, 64, 2}, {37, 576, 3}, {100, 4096, 9}, {20, 1536, 17}, {5, 96, 8}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int pl = 0; pl < 2; pl++) check_blk32(k, shapes[s][0], shapes[s][1], shapes[s][2], pl ? pool : NULL, rng);
+  qlm_pool_free(pool);
+}
+
 static void test_1_layout(void **st) {
   (void)st;
   uint64_t rng = 31;
-  const int64_t rows = 37, cols = 96, nb = cols / 32;
-  assert_int_equal(qlm_q4_1x16_bytes(rows, cols), 3 * nb * QLM_Q41X16_BLK);
-  assert_int_equal(qlm_q4_1x16_bytes(rows, 33), 0);
-  uint8_t *w = random_q4_1(rows, cols, &rng), *p = packed_1(w, rows, cols);
-  for (int64_t r = 0; r < 48; r++)
-    for (int64_t b = 0; b < nb; b++) {
-      const uint8_t *blk = p + ((size_t)(r / 16) * (size_t)nb + (size_t)b) * QLM_Q41X16_BLK;
-      int i = (int)(r % 16);
-      const uint8_t *f = r < rows ? w + (size_t)r * 20 * (size_t)nb + (size_t)b * 20 : NULL;
-      for (int e = 0; e < 32; e++) {
-        int want = f ? (e < 16 ? f[4 + e] & 0xF : f[4 + e - 16] >> 4) : 0;
-        assert_int_equal(packed_code(blk, i, e), want);
-      }
-      assert_int_equal(qlm_rd16(blk + 256 + 2 * i), f ? qlm_rd16(f) : 0);
-      assert_int_equal(qlm_rd16(blk + 288 + 2 * i), f ? qlm_rd16(f + 2) : 0);
-    }
-  uint8_t *q = malloc(qlm_q4_1x16_bytes(rows, cols)); /* group ranges packed separately: the same bytes */
-  assert_non_null(q);
-  qlm_q4_1x16_pack(w, 20 * (size_t)nb, rows, cols, 1, 3, q);
-  qlm_q4_1x16_pack(w, 20 * (size_t)nb, rows, cols, 0, 1, q);
-  assert_memory_equal(p, q, qlm_q4_1x16_bytes(rows, cols));
-  free(w), free(p), free(q);
+  check_blk32_layout(&K_Q4_1, &rng);
 }
-
-/* Activation blocks: the Q8_1 quantizer's q, d and s at every SIMD level. */
 static void test_1_activations(void **st) {
   (void)st;
   uint64_t rng = 32;
-  enum { N = 32 * 19 };
-  float x[N];
-  for (int i = 0; i < N; i++) x[i] = unif(&rng) * (i % 9 == 0 ? 50.0f : 1.0f);
-  for (int i = 64; i < 96; i++) x[i] = 0.0f;
-  uint8_t q8[19 * 36], a[19 * QLM_Q41X16_ABLK];
-  qlm_quantize_q8_1(x, q8, N);
-  for (int lv = QLM_SIMD_SCALAR; lv <= (int)qlm_cpu_detect(); lv++) {
-    memset(a, 0x5A, sizeof a);
-    qlm_q4_1x16_quantize_act(x, N, a, (qlm_simd_level)lv);
-    for (int b = 0; b < 19; b++) {
-      const uint8_t *y = q8 + 36 * b, *ab = a + QLM_Q41X16_ABLK * b;
-      float d, s;
-      assert_memory_equal(ab, y + 4, 32);
-      memcpy(&d, ab + 32, 4);
-      memcpy(&s, ab + 36, 4);
-      assert_true(d == qlm_rdhalf(y) && s == qlm_rdhalf(y + 2));
-    }
-  }
+  check_blk32_activations(&K_Q4_1, &rng);
 }
-
-/* Both kernels, and qlm_matmul_ex with the copy (1 and 2 threads, any T): the reference's bits. */
-static void check_1(int64_t rows, int64_t cols, int64_t T, qlm_pool *pool, uint64_t *rng) {
-  int64_t nb = cols / 32;
-  size_t wrow = qlm_type_row_bytes(QLM_TYPE_Q4_1, cols);
-  uint8_t *w = random_q4_1(rows, cols, rng), *p = packed_1(w, rows, cols);
-  float *X = malloc(sizeof(float) * (size_t)(T * cols)), *Y = malloc(sizeof(float) * (size_t)(T * rows));
-  uint8_t *q8 = malloc((size_t)(T * nb) * 36), *act = malloc((size_t)(T * nb) * QLM_Q41X16_ABLK);
-  assert_true(X && Y && q8 && act);
-  for (int64_t i = 0; i < T * cols; i++) X[i] = unif(rng) * (i % 7 == 0 ? 4.0f : 1.0f);
-  for (int64_t t = 0; t < T; t++) {
-    qlm_quantize_q8_1(X + t * cols, q8 + (size_t)(t * nb) * 36, cols);
-    qlm_q4_1x16_quantize_act(X + t * cols, cols, act + (size_t)(t * nb) * QLM_Q41X16_ABLK, QLM_SIMD_SCALAR);
-  }
-  qlm_simd_level lv = qlm_cpu_simd_level();
-  int simd = qlm_x16_supported(lv);
-  qlm_mat W = {.type = QLM_TYPE_Q4_1, .rows = rows, .cols = cols, .data = w, .row_bytes = wrow, .x16 = p};
-  for (int k = 0; k < (simd ? 3 : 1); k++) { /* 0 the scalar kernel, 1 the VNNI one, 2 qlm_matmul_ex */
-    for (int64_t i = 0; i < T * rows; i++) Y[i] = NAN;
-    if (k == 0) qlm_q4_1x16_gemm_scalar(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
-    else if (k == 1) qlm_q4_1x16_gemm_avx512vnni(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
-    else qlm_matmul_ex(&W, X, T, Y, pool, lv, 1);
-    for (int64_t t = 0; t < T; t++)
-      for (int64_t r = 0; r < rows; r++) {
-        float ref = qlm_vec_dot_q4_1_ref(w + (size_t)r * wrow, q8 + (size_t)(t * nb) * 36, cols);
-        if (!(Y[t * rows + r] == ref))
-          fail_msg("q4_1 path %d rows %lld cols %lld T %lld: Y[%lld][%lld] = %.9g, ref %.9g", k, (long long)rows,
-                   (long long)cols, (long long)T, (long long)t, (long long)r, (double)Y[t * rows + r], (double)ref);
-      }
-  }
-  free(w), free(p), free(X), free(Y), free(q8), free(act);
-}
-
 static void test_1_kernels_equal_reference(void **st) {
   (void)st;
   uint64_t rng = 33;
-  qlm_pool *pool = qlm_pool_new(2);
-  const int64_t shapes[][3] = {{1, 32, 1}, {16, 64, 2}, {37, 576, 3}, {100, 4096, 9}, {20, 1536, 17}, {5, 96, 8}};
-  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-    for (int pl = 0; pl < 2; pl++) check_1(shapes[s][0], shapes[s][1], shapes[s][2], pl ? pool : NULL, &rng);
-  qlm_pool_free(pool);
+  check_blk32_kernels(&K_Q4_1, &rng);
 }
-
-/* ---- Q5_0 */
-
-/* Random Q5_0 rows: random codes and fifth bits, sane half scales. */
-static uint8_t *random_q5_0(int64_t rows, int64_t cols, uint64_t *rng) {
-  size_t n = qlm_type_row_bytes(QLM_TYPE_Q5_0, cols) * (size_t)rows;
-  uint8_t *b = malloc(n);
-  assert_non_null(b);
-  for (size_t i = 0; i < n; i++) b[i] = (uint8_t)next(rng);
-  for (size_t o = 0; o < n; o += 22) qlm_wr16(b + o, qlm_f32_to_f16(0.002f + 0.01f * fabsf(unif(rng))));
-  return b;
-}
-
-static uint8_t *packed_5(const uint8_t *w, int64_t rows, int64_t cols) {
-  size_t n = qlm_q5_0x16_bytes(rows, cols);
-  uint8_t *p = malloc(n);
-  assert_non_null(p);
-  memset(p, 0xA5, n);
-  qlm_q5_0x16_pack(w, qlm_type_row_bytes(QLM_TYPE_Q5_0, cols), rows, cols, 0, (rows + 15) / 16, p);
-  return p;
-}
-
-/* Every 5-bit code and d where q5_0x16.h says: the nibble as for Q4_0, the fifth bit of code e
- * (file: bit e of the u32 at byte 2) at bit (e < 16 ? e / 4 : 4 + (e - 16) / 4) of byte e % 4 of
- * the row's dword at 256. */
 static void test_5_layout(void **st) {
   (void)st;
   uint64_t rng = 41;
-  const int64_t rows = 37, cols = 96, nb = cols / 32;
-  assert_int_equal(qlm_q5_0x16_bytes(rows, cols), 3 * nb * QLM_Q50X16_BLK);
-  assert_int_equal(qlm_q5_0x16_bytes(rows, 33), 0);
-  uint8_t *w = random_q5_0(rows, cols, &rng), *p = packed_5(w, rows, cols);
-  for (int64_t r = 0; r < 48; r++)
-    for (int64_t b = 0; b < nb; b++) {
-      const uint8_t *blk = p + ((size_t)(r / 16) * (size_t)nb + (size_t)b) * QLM_Q50X16_BLK;
-      int i = (int)(r % 16);
-      const uint8_t *f = r < rows ? w + (size_t)r * 22 * (size_t)nb + (size_t)b * 22 : NULL;
-      for (int e = 0; e < 32; e++) {
-        int want = f ? ((e < 16 ? f[6 + e] & 0xF : f[6 + e - 16] >> 4) | (int)((qlm_rd32(f + 2) >> e) & 1) << 4) : 0;
-        int bit = e < 16 ? e / 4 : 4 + (e - 16) / 4;
-        int got = packed_code(blk, i, e) | ((blk[256 + 4 * i + e % 4] >> bit) & 1) << 4;
-        assert_int_equal(got, want);
-      }
-      assert_int_equal(qlm_rd16(blk + 320 + 2 * i), f ? qlm_rd16(f) : 0);
-    }
-  uint8_t *q = malloc(qlm_q5_0x16_bytes(rows, cols)); /* group ranges packed separately: the same bytes */
-  assert_non_null(q);
-  qlm_q5_0x16_pack(w, 22 * (size_t)nb, rows, cols, 1, 3, q);
-  qlm_q5_0x16_pack(w, 22 * (size_t)nb, rows, cols, 0, 1, q);
-  assert_memory_equal(p, q, qlm_q5_0x16_bytes(rows, cols));
-  free(w), free(p), free(q);
+  check_blk32_layout(&K_Q5_0, &rng);
 }
-
-/* Activation blocks: the Q8_0 quantizer's q and d, and -16 * sum(q), at every SIMD level. */
 static void test_5_activations(void **st) {
   (void)st;
   uint64_t rng = 42;
-  enum { N = 32 * 19 };
-  float x[N];
-  for (int i = 0; i < N; i++) x[i] = unif(&rng) * (i % 9 == 0 ? 50.0f : 1.0f);
-  for (int i = 64; i < 96; i++) x[i] = 0.0f;
-  uint8_t q8[19 * 34], a[19 * QLM_Q50X16_ABLK];
-  qlm_quantize_q8_0(x, q8, N);
-  for (int lv = QLM_SIMD_SCALAR; lv <= (int)qlm_cpu_detect(); lv++) {
-    memset(a, 0x5A, sizeof a);
-    qlm_q5_0x16_quantize_act(x, N, a, (qlm_simd_level)lv);
-    for (int b = 0; b < 19; b++) {
-      const uint8_t *y = q8 + 34 * b, *ab = a + QLM_Q50X16_ABLK * b;
-      int32_t sum = 0, corr;
-      float d;
-      for (int k = 0; k < 32; k++) sum += (int8_t)y[2 + k];
-      assert_memory_equal(ab, y + 2, 32);
-      memcpy(&d, ab + 32, 4);
-      memcpy(&corr, ab + 36, 4);
-      assert_true(d == qlm_rdhalf(y));
-      assert_int_equal(corr, -16 * sum);
-    }
-  }
+  check_blk32_activations(&K_Q5_0, &rng);
 }
-
-/* Both kernels, and qlm_matmul_ex with the copy (1 and 2 threads, any T): the reference's bits. */
-static void check_5(int64_t rows, int64_t cols, int64_t T, qlm_pool *pool, uint64_t *rng) {
-  int64_t nb = cols / 32;
-  size_t wrow = qlm_type_row_bytes(QLM_TYPE_Q5_0, cols);
-  uint8_t *w = random_q5_0(rows, cols, rng), *p = packed_5(w, rows, cols);
-  float *X = malloc(sizeof(float) * (size_t)(T * cols)), *Y = malloc(sizeof(float) * (size_t)(T * rows));
-  uint8_t *q8 = malloc((size_t)(T * nb) * 34), *act = malloc((size_t)(T * nb) * QLM_Q50X16_ABLK);
-  assert_true(X && Y && q8 && act);
-  for (int64_t i = 0; i < T * cols; i++) X[i] = unif(rng) * (i % 7 == 0 ? 4.0f : 1.0f);
-  for (int64_t t = 0; t < T; t++) {
-    qlm_quantize_q8_0(X + t * cols, q8 + (size_t)(t * nb) * 34, cols);
-    qlm_q5_0x16_quantize_act(X + t * cols, cols, act + (size_t)(t * nb) * QLM_Q50X16_ABLK, QLM_SIMD_SCALAR);
-  }
-  qlm_simd_level lv = qlm_cpu_simd_level();
-  int simd = qlm_x16_supported(lv);
-  qlm_mat W = {.type = QLM_TYPE_Q5_0, .rows = rows, .cols = cols, .data = w, .row_bytes = wrow, .x16 = p};
-  for (int k = 0; k < (simd ? 3 : 1); k++) { /* 0 the scalar kernel, 1 the VNNI one, 2 qlm_matmul_ex */
-    for (int64_t i = 0; i < T * rows; i++) Y[i] = NAN;
-    if (k == 0) qlm_q5_0x16_gemm_scalar(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
-    else if (k == 1) qlm_q5_0x16_gemm_avx512vnni(p, nb, rows, 0, (rows + 15) / 16, act, T, Y, rows);
-    else qlm_matmul_ex(&W, X, T, Y, pool, lv, 1);
-    for (int64_t t = 0; t < T; t++)
-      for (int64_t r = 0; r < rows; r++) {
-        float ref = qlm_vec_dot_q5_0_ref(w + (size_t)r * wrow, q8 + (size_t)(t * nb) * 34, cols);
-        if (!(Y[t * rows + r] == ref))
-          fail_msg("q5_0 path %d rows %lld cols %lld T %lld: Y[%lld][%lld] = %.9g, ref %.9g", k, (long long)rows,
-                   (long long)cols, (long long)T, (long long)t, (long long)r, (double)Y[t * rows + r], (double)ref);
-      }
-  }
-  free(w), free(p), free(X), free(Y), free(q8), free(act);
-}
-
 static void test_5_kernels_equal_reference(void **st) {
   (void)st;
   uint64_t rng = 43;
-  qlm_pool *pool = qlm_pool_new(2);
-  const int64_t shapes[][3] = {{1, 32, 1}, {16, 64, 2}, {37, 576, 3}, {100, 4096, 9}, {20, 1536, 17}, {5, 96, 8}};
-  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-    for (int pl = 0; pl < 2; pl++) check_5(shapes[s][0], shapes[s][1], shapes[s][2], pl ? pool : NULL, &rng);
-  qlm_pool_free(pool);
+  check_blk32_kernels(&K_Q5_0, &rng);
 }
 
 int main(void) {
