@@ -19,8 +19,7 @@
  *   count.
  * Q4_1 (kernels/q4_1x16.h): the same three checks against the Q8_1 quantizer and
  *   qlm_vec_dot_q4_1_ref; Q5_0 (kernels/q5_0x16.h) against the Q8_0 quantizer and
- *   qlm_vec_dot_q5_0_ref, the fifth bits found by index arithmetic too; Q8_0 (kernels/q8_0x16.h)
- *   against the Q8_0 quantizer and qlm_vec_dot_q8_0_ref. */
+ *   qlm_vec_dot_q5_0_ref, the fifth bits found by index arithmetic too. */
 #include "testutil.h"
 
 #include <math.h>
@@ -39,7 +38,6 @@
 #include "kernels/q4_1x16.h"
 #include "kernels/q4_kx16.h"
 #include "kernels/q5_0x16.h"
-#include "kernels/q8_0x16.h"
 #include "kernels/qdot.h"
 #include "kernels/threadpool.h"
 #include "kernels/x16.h"
@@ -420,7 +418,7 @@ static void test_k_kernels_equal_reference(void **st) {
   qlm_pool_free(pool);
 }
 
-/* ---- Q4_1, Q5_0 and Q8_0: the same checks, from a description of each */
+/* ---- Q4_1 and Q5_0: the same checks, from a description of each */
 
 typedef struct blk32_kind {
   int type;
@@ -443,10 +441,6 @@ static const blk32_kind K_Q4_1 = {QLM_TYPE_Q4_1, 20, 4, 1, QLM_Q41X16_BLK, QLM_Q
 static const blk32_kind K_Q5_0 = {QLM_TYPE_Q5_0, 22, 6, 0, QLM_Q50X16_BLK, QLM_Q50X16_ABLK, qlm_q5_0x16_bytes,
                                   qlm_q5_0x16_pack, qlm_q5_0x16_quantize_act, qlm_q5_0x16_gemm_scalar,
                                   qlm_q5_0x16_gemm_avx512vnni, qlm_vec_dot_q5_0_ref, 16};
-
-static const blk32_kind K_Q8_0 = {QLM_TYPE_Q8_0, 34, 2, 0, QLM_Q80X16_BLK, QLM_Q80X16_ABLK, qlm_q8_0x16_bytes,
-                                  qlm_q8_0x16_pack, qlm_q8_0x16_quantize_act, qlm_q8_0x16_gemm_scalar,
-                                  qlm_q8_0x16_gemm_avx512vnni, qlm_vec_dot_q8_0_ref, 128};
 
 /* Random rows: random bytes, then sane half scales (d small and positive; Q4_1's m either sign). */
 static uint8_t *random_blk32(const blk32_kind *k, int64_t rows, int64_t cols, uint64_t *rng) {
@@ -474,14 +468,12 @@ static uint8_t *packed_blk32(const blk32_kind *k, const uint8_t *w, int64_t rows
  * index arithmetic: the nibble as for Q4_0; Q5_0's fifth bit (file: bit e of the u32 at byte 2)
  * at bit (e < 16 ? e / 4 : 4 + (e - 16) / 4) of byte e % 4 of the row's dword at 256. */
 static int blk32_code(const blk32_kind *k, const uint8_t *blk, int i, int e) {
-  if (k->type == QLM_TYPE_Q8_0) return (int8_t)(blk[64 * (e / 4) + 4 * i + e % 4] ^ 0x80); /* stored + 128 */
   int c = packed_code(blk, i, e);
   if (k->type == QLM_TYPE_Q5_0) c |= ((blk[256 + 4 * i + e % 4] >> (e < 16 ? e / 4 : 4 + (e - 16) / 4)) & 1) << 4;
   return c;
 }
 static int blk32_file_code(const blk32_kind *k, const uint8_t *f, int e) {
   if (!f) return 0;
-  if (k->type == QLM_TYPE_Q8_0) return (int8_t)f[2 + e];
   int c = e < 16 ? f[k->qs + e] & 0xF : f[k->qs + e - 16] >> 4;
   if (k->type == QLM_TYPE_Q5_0) c |= (int)((qlm_rd32(f + 2) >> e) & 1) << 4;
   return c;
@@ -489,7 +481,7 @@ static int blk32_file_code(const blk32_kind *k, const uint8_t *f, int e) {
 
 static void check_blk32_layout(const blk32_kind *k, uint64_t *rng) {
   const int64_t rows = 37, cols = 96, nb = cols / 32;
-  int d_at = k->type == QLM_TYPE_Q5_0 ? 320 : k->type == QLM_TYPE_Q8_0 ? 512 : 256; /* the half d; Q4_1's m at 288 */
+  int d_at = k->type == QLM_TYPE_Q5_0 ? 320 : 256; /* the half d; Q4_1's m follows at 288 */
   assert_int_equal(k->bytes(rows, cols), 3 * nb * k->xblk);
   assert_int_equal(k->bytes(rows, 33), 0);
   uint8_t *w = random_blk32(k, rows, cols, rng), *p = packed_blk32(k, w, rows, cols);
@@ -611,21 +603,6 @@ static void test_5_kernels_equal_reference(void **st) {
   uint64_t rng = 43;
   check_blk32_kernels(&K_Q5_0, &rng);
 }
-static void test_8_layout(void **st) {
-  (void)st;
-  uint64_t rng = 51;
-  check_blk32_layout(&K_Q8_0, &rng);
-}
-static void test_8_activations(void **st) {
-  (void)st;
-  uint64_t rng = 52;
-  check_blk32_activations(&K_Q8_0, &rng);
-}
-static void test_8_kernels_equal_reference(void **st) {
-  (void)st;
-  uint64_t rng = 53;
-  check_blk32_kernels(&K_Q8_0, &rng);
-}
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -643,9 +620,6 @@ int main(void) {
       cmocka_unit_test(test_5_layout),
       cmocka_unit_test(test_5_activations),
       cmocka_unit_test(test_5_kernels_equal_reference),
-      cmocka_unit_test(test_8_layout),
-      cmocka_unit_test(test_8_activations),
-      cmocka_unit_test(test_8_kernels_equal_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,7 @@
  *     dequantize + sgemm path per matrix, bench/gemm_q).
  *     Other prefill (T >= DQ_GEMM_MIN_T) dequantizes tiles of W's rows per thread and uses
  *     sgemm, as for f32: at large T the weight conversion is amortized and BLAS is much faster.
- *   Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K with the 16-row interleaved copy the loader makes on AVX-512 VNNI CPUs (W->x16,
+ *   Q4_0, Q4_1, Q5_0 and Q4_K with the 16-row interleaved copy the loader makes on AVX-512 VNNI CPUs (W->x16,
  *     kernels/x16.h): one kernel for decode and prefill at every T, groups of 16 rows split
  *     over the pool; each output is the same whatever T, the thread count or the grouping.
  *   LLM.int8() weights (QLM_FAMILY_INT8_ROW): bitsandbytes' mixed int8 product at every T (see
@@ -490,7 +490,7 @@ static int matmul_int8row(const qlm_mat *W, const float *X, int64_t T, float *Y,
   return 1;
 }
 
-/* ---- Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K with their 16-row interleaved copy (kernels/x16.h) ---- */
+/* ---- Q4_0 / Q4_1 / Q5_0 / Q4_K with their 16-row interleaved copy (kernels/x16.h) ---- */
 
 typedef struct x16_task {
   const qlm_mat *const *W; /* [n], one type and width, each with x16 */

@@ -29,7 +29,7 @@ typedef struct qlm_mat {
    * through the float path (0 or less: none do); counters may be NULL. */
   float outlier_threshold;
   qlm_outlier_stats *outlier_stats;
-  /* Q4_0, Q4_1, Q5_0, Q8_0 or Q4_K, or NULL: the same weights with 16 rows interleaved (kernels/x16.h), made at
+  /* Q4_0, Q4_1, Q5_0 or Q4_K, or NULL: the same weights with 16 rows interleaved (kernels/x16.h), made at
    * load when the CPU has AVX-512 VNNI; then every matmul of W reads this instead of data (which
    * stays valid, for everything else that reads the weights). */
   const void *x16;

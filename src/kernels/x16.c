@@ -12,7 +12,6 @@
 #include "kernels/q4_1x16.h"
 #include "kernels/q4_kx16.h"
 #include "kernels/q5_0x16.h"
-#include "kernels/q8_0x16.h"
 #include "kernels/types.h"
 
 static const qlm_x16_kind KINDS[] = {
@@ -22,8 +21,6 @@ static const qlm_x16_kind KINDS[] = {
      qlm_q4_1x16_gemm_avx512vnni},
     {QLM_TYPE_Q5_0, 32, QLM_Q50X16_BLK, QLM_Q50X16_ABLK, qlm_q5_0x16_bytes, qlm_q5_0x16_pack, qlm_q5_0x16_quantize_act,
      qlm_q5_0x16_gemm_avx512vnni},
-    {QLM_TYPE_Q8_0, 32, QLM_Q80X16_BLK, QLM_Q80X16_ABLK, qlm_q8_0x16_bytes, qlm_q8_0x16_pack, qlm_q8_0x16_quantize_act,
-     qlm_q8_0x16_gemm_avx512vnni},
     {QLM_TYPE_Q4_K, 256, QLM_Q4KX16_BLK, QLM_Q4KX16_ABLK, qlm_q4_kx16_bytes, qlm_q4_kx16_pack, qlm_q4_kx16_quantize_act,
      qlm_q4_kx16_gemm_avx512vnni},
 };

@@ -1,5 +1,5 @@
-/* x16.h — the load-time 16-row interleaved layouts (q4_0x16.h, q4_1x16.h, q5_0x16.h, q8_0x16.h,
- * q4_kx16.h) behind one table, for the loader (which makes them) and matmul (which reads them). */
+/* x16.h — the load-time 16-row interleaved layouts (q4_0x16.h, q4_1x16.h, q5_0x16.h, q4_kx16.h)
+ * behind one table, for the loader (which makes them) and matmul (which reads them). */
 #ifndef QLM_X16_H
 #define QLM_X16_H
 
@@ -28,7 +28,7 @@ int qlm_x16_supported(qlm_simd_level level);
  * kernel (AVX-512 VNNI) and the columns are whole blocks; NULL otherwise. */
 const qlm_x16_kind *qlm_x16_for(int type, int64_t cols, qlm_simd_level level);
 
-/* The packing the nibble layouts share (q4_0x16.h, q4_1x16.h, q5_0x16.h): per 16-row
+/* The packing the 32-weight-block layouts share (q4_0x16.h, q4_1x16.h, q5_0x16.h): per 16-row
  * group and block (xblk bytes), row i's 16 nibble bytes (at byte qs of its file block of wblk
  * bytes) as dword i of the four 64-byte registers at 64j, then the row's other fields, which
  * `fields` writes (blk: the row's file block, NULL for a padding row, whose fields are zero). */

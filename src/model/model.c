@@ -143,7 +143,7 @@ static int expand_dq(loader *L, const qlm_tensor *t, const char *name, qlm_tenso
 
 /* Drops the whole pages of [p, p + n) from the process when they lie in the source's read-only
  * file mapping (MADV_DONTNEED there loses nothing: a later read maps them from the file again,
- * usually still in the page cache).  After interleaving, the file's Q4_0/Q4_1/Q5_0/Q8_0/Q4_K pages are rarely read
+ * usually still in the page cache).  After interleaving, the file's Q4_0/Q4_1/Q5_0/Q4_K pages are rarely read
  * again, and would otherwise count beside the copy: twice the weights' resident memory. */
 static void release_mapped(const qlm_source *src, const void *p, size_t n) {
   uintptr_t lo = (uintptr_t)src->mapped, hi = lo + src->mapped_size, page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -152,7 +152,7 @@ static void release_mapped(const qlm_source *src, const void *p, size_t n) {
   if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K matrices also get the 16-row interleaved copy the AVX-512 VNNI kernels read
+/* Q4_0, Q4_1, Q5_0 and Q4_K matrices also get the 16-row interleaved copy the AVX-512 VNNI kernels read
  * (kernels/x16.h): the same bytes again (Q4_K: +2.8%), so counted with the converted weights.
  * QLM_X16=0 leaves it out (less memory while loading; the matmuls then read the file's layout). */
 static int add_x16(loader *L, const char *name, qlm_mat *out) {
