@@ -8,7 +8,8 @@
  * rows 11008 x cols 4096 (LLaMA-2-7B's gate/up; 26-180 MB by type) may sit partly in a large L3;
  * the default rows 44032 (4x) reads from DRAM.  Block scales are set to 0.01 so sums stay finite.
  *
- * usage: gemv_bw [type=q4_K|q4_0|q4_1|q5_0|q5_1|q8_0|f32] [rows=44032] [cols=4096] [threads=2] [reps=10] */
+ * usage: gemv_bw [type=q4_K|q4_0|q4_1|q5_0|q5_1|q8_0|f32] [rows=44032] [cols=4096] [threads=2] [reps=10]
+ *        QLM_X16=0: without the interleaved copy (the file's layout), to compare */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,8 +79,9 @@ int main(int argc, char **argv) {
   int type = -1;
   for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
     if (!strcmp(tn, types[i].name)) type = types[i].type;
-  if (type < 0 || rows < 16 || cols % 256 || threads < 1 || threads > 256 || reps < 1) {
-    fprintf(stderr, "gemv_bw: type f32|q8_0|q5_0|q5_1|q4_0|q4_1|q4_K, rows >= 16, cols a multiple of 256, 1..256 threads "
+  if (type < 0 || rows < 16 || cols < 32 || cols % (type == QLM_TYPE_Q4_K ? 256 : 32) || threads < 1 || threads > 256 ||
+      reps < 1) {
+    fprintf(stderr, "gemv_bw: type f32|q8_0|q5_0|q5_1|q4_0|q4_1|q4_K, rows >= 16, cols whole blocks (32; q4_K 256), 1..256 threads "
                     "(usage at the top of bench/gemv_bw.c)\n");
     return 2;
   }
@@ -91,7 +93,8 @@ int main(int argc, char **argv) {
   fill_weights(type, w, row_bytes, rows, cols);
   for (int64_t i = 0; i < cols; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
   qlm_mat W = {.type = type, .rows = rows, .cols = cols, .data = w, .row_bytes = row_bytes};
-  const qlm_x16_kind *k = qlm_x16_for(type, cols, level);
+  const char *x16_env = getenv("QLM_X16"); /* QLM_X16=0: the file's layout, as the loader does */
+  const qlm_x16_kind *k = x16_env && !strcmp(x16_env, "0") ? NULL : qlm_x16_for(type, cols, level);
   void *wx = NULL;
   if (k) { /* what the loader does: the interleaved copy replaces the file's bytes for matmuls */
     size_t xb = k->bytes(rows, cols);

@@ -116,17 +116,19 @@ static inline __attribute__((always_inline)) float row_dot(const legacy_layout *
   return s;
 }
 
-static inline __attribute__((always_inline)) void gemv(const legacy_layout *l, const void *w, size_t row_bytes, int64_t rows, const void *packed,
-                 const void *a, int64_t n, float *y, float (*ref)(const void *, const void *, int64_t)) {
+static inline __attribute__((always_inline)) void gemv(const legacy_layout *l, const void *w, size_t row_bytes,
+                                                       int64_t rows, const void *packed, const void *a, int64_t n,
+                                                       float *y, float (*ref)(const void *, const void *, int64_t)) {
   for (int64_t r = 0; r < rows; r++) y[r] = row_dot(l, (const uint8_t *)w + (size_t)r * row_bytes, packed, a, n, ref);
 }
 
 void qlm_gemv_legacy_avx512vnni(int type, const void *w, size_t row_bytes, int64_t rows, const void *packed,
                                 const void *a, int64_t n, float *y) {
-  /* one instance per type: the layout's constants fold into the loop */
+  /* one instance per type (the layouts of layout_of): its constants fold into the loop */
+  static const legacy_layout q4_1 = {20, 4, -1, 1, 36, 4}, q5_0 = {22, 6, 2, 0, 34, 2}, q5_1 = {24, 8, 4, 1, 36, 4};
   switch (type) {
-  case QLM_TYPE_Q4_1: gemv(&(legacy_layout){20, 4, -1, 1, 36, 4}, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q4_1_ref); break;
-  case QLM_TYPE_Q5_0: gemv(&(legacy_layout){22, 6, 2, 0, 34, 2}, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_0_ref); break;
-  default: gemv(&(legacy_layout){24, 8, 4, 1, 36, 4}, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_1_ref); break;
+  case QLM_TYPE_Q4_1: gemv(&q4_1, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q4_1_ref); break;
+  case QLM_TYPE_Q5_0: gemv(&q5_0, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_0_ref); break;
+  default: gemv(&q5_1, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_1_ref); break;
   }
 }
