@@ -257,24 +257,28 @@ static void i8_to_float(const void *src, float *dst, int64_t n) {
   for (int64_t i = 0; i < n; i++) dst[i] = (float)p[i];
 }
 
+/* The ggml types' traits, fields by name (the fields of qlm's own types stay zero). */
+#define T(nm, bs, ts, tf, vdt, qa, vd)                                                                                 \
+  {.name = nm, .block_size = bs, .type_size = ts, .to_float = tf, .vec_dot_type = vdt, .quantize_act = qa, .vec_dot = vd}
 static const qlm_type_traits k_traits[QLM_TYPE_COUNT_GGML] = {
-    [QLM_TYPE_F32] = {"f32", 1, 4, f32_to_float, 0, NULL, NULL},
-    [QLM_TYPE_F16] = {"f16", 1, 2, f16_to_float, 0, NULL, NULL},
-    [QLM_TYPE_Q4_0] = {"q4_0", QK, 18, q4_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q4_0_ref},
-    [QLM_TYPE_Q4_1] = {"q4_1", QK, 20, q4_1_to_float, QLM_TYPE_Q8_1, qlm_quantize_q8_1, qlm_vec_dot_q4_1_ref},
-    [QLM_TYPE_Q5_0] = {"q5_0", QK, 22, q5_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q5_0_ref},
-    [QLM_TYPE_Q5_1] = {"q5_1", QK, 24, q5_1_to_float, QLM_TYPE_Q8_1, qlm_quantize_q8_1, qlm_vec_dot_q5_1_ref},
-    [QLM_TYPE_Q8_0] = {"q8_0", QK, 34, q8_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q8_0_ref},
-    [QLM_TYPE_Q8_1] = {"q8_1", QK, 36, q8_1_to_float, 0, NULL, NULL},
-    [QLM_TYPE_Q2_K] = {"q2_K", QK_K, 84, q2_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q2_k_ref},
-    [QLM_TYPE_Q3_K] = {"q3_K", QK_K, 110, q3_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q3_k_ref},
-    [QLM_TYPE_Q4_K] = {"q4_K", QK_K, 144, q4_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q4_k_ref},
-    [QLM_TYPE_Q5_K] = {"q5_K", QK_K, 176, q5_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q5_k_ref},
-    [QLM_TYPE_Q6_K] = {"q6_K", QK_K, 210, q6_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q6_k_ref},
-    [QLM_TYPE_Q8_K] = {"q8_K", QK_K, 292, q8_k_to_float, 0, NULL, NULL},
-    [QLM_TYPE_I8] = {"i8", 1, 1, i8_to_float, 0, NULL, NULL},
-    [QLM_TYPE_BF16] = {"bf16", 1, 2, bf16_to_float, 0, NULL, NULL},
+    [QLM_TYPE_F32] = T("f32", 1, 4, f32_to_float, 0, NULL, NULL),
+    [QLM_TYPE_F16] = T("f16", 1, 2, f16_to_float, 0, NULL, NULL),
+    [QLM_TYPE_Q4_0] = T("q4_0", QK, 18, q4_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q4_0_ref),
+    [QLM_TYPE_Q4_1] = T("q4_1", QK, 20, q4_1_to_float, QLM_TYPE_Q8_1, qlm_quantize_q8_1, qlm_vec_dot_q4_1_ref),
+    [QLM_TYPE_Q5_0] = T("q5_0", QK, 22, q5_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q5_0_ref),
+    [QLM_TYPE_Q5_1] = T("q5_1", QK, 24, q5_1_to_float, QLM_TYPE_Q8_1, qlm_quantize_q8_1, qlm_vec_dot_q5_1_ref),
+    [QLM_TYPE_Q8_0] = T("q8_0", QK, 34, q8_0_to_float, QLM_TYPE_Q8_0, qlm_quantize_q8_0, qlm_vec_dot_q8_0_ref),
+    [QLM_TYPE_Q8_1] = T("q8_1", QK, 36, q8_1_to_float, 0, NULL, NULL),
+    [QLM_TYPE_Q2_K] = T("q2_K", QK_K, 84, q2_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q2_k_ref),
+    [QLM_TYPE_Q3_K] = T("q3_K", QK_K, 110, q3_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q3_k_ref),
+    [QLM_TYPE_Q4_K] = T("q4_K", QK_K, 144, q4_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q4_k_ref),
+    [QLM_TYPE_Q5_K] = T("q5_K", QK_K, 176, q5_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q5_k_ref),
+    [QLM_TYPE_Q6_K] = T("q6_K", QK_K, 210, q6_k_to_float, QLM_TYPE_Q8_K, qlm_quantize_q8_k, qlm_vec_dot_q6_k_ref),
+    [QLM_TYPE_Q8_K] = T("q8_K", QK_K, 292, q8_k_to_float, 0, NULL, NULL),
+    [QLM_TYPE_I8] = T("i8", 1, 1, i8_to_float, 0, NULL, NULL),
+    [QLM_TYPE_BF16] = T("bf16", 1, 2, bf16_to_float, 0, NULL, NULL),
 };
+#undef T
 
 /* ---- qlm's own types.
  * Fixed ids are answered by the file that defines them.  Parameterized ids (family << 24 | ...)
