@@ -43,13 +43,10 @@ typedef struct legacy_layout {
   int aq;      /* offset of its quants */
 } legacy_layout;
 
-static int layout_of(int type, legacy_layout *l) {
-  switch (type) {
-  case QLM_TYPE_Q4_1: *l = (legacy_layout){20, 4, -1, 1, 36, 4}; return 1;
-  case QLM_TYPE_Q5_0: *l = (legacy_layout){22, 6, 2, 0, 34, 2}; return 1;
-  case QLM_TYPE_Q5_1: *l = (legacy_layout){24, 8, 4, 1, 36, 4}; return 1;
-  default: return 0;
-  }
+static const legacy_layout Q4_1 = {20, 4, -1, 1, 36, 4}, Q5_0 = {22, 6, 2, 0, 34, 2}, Q5_1 = {24, 8, 4, 1, 36, 4};
+
+static const legacy_layout *layout_of(int type) {
+  return type == QLM_TYPE_Q4_1 ? &Q4_1 : type == QLM_TYPE_Q5_0 ? &Q5_0 : type == QLM_TYPE_Q5_1 ? &Q5_1 : NULL;
 }
 
 size_t qlm_legacy_packed_act_bytes(int64_t n) { return (size_t)(n / 64) * QLM_LEGACY_PAIR_BYTES; }
@@ -57,8 +54,9 @@ size_t qlm_legacy_packed_act_bytes(int64_t n) { return (size_t)(n / 64) * QLM_LE
 static inline float half_at(const uint8_t *p) { return _cvtsh_ss((unsigned short)qlm_rd16(p)); }
 
 void qlm_legacy_pack_act_avx512(int type, const void *a, void *dst, int64_t n) {
-  legacy_layout l;
-  if (!layout_of(type, &l)) return;
+  const legacy_layout *lp = layout_of(type);
+  if (!lp) return;
+  legacy_layout l = *lp;
   const uint8_t *y = a;
   uint8_t *o = dst;
   for (int64_t p = 0; p < n / 64; p++, y += 2 * l.abytes, o += QLM_LEGACY_PAIR_BYTES) {
@@ -124,11 +122,11 @@ static inline __attribute__((always_inline)) void gemv(const legacy_layout *l, c
 
 void qlm_gemv_legacy_avx512vnni(int type, const void *w, size_t row_bytes, int64_t rows, const void *packed,
                                 const void *a, int64_t n, float *y) {
-  /* one instance per type (the layouts of layout_of): its constants fold into the loop */
-  static const legacy_layout q4_1 = {20, 4, -1, 1, 36, 4}, q5_0 = {22, 6, 2, 0, 34, 2}, q5_1 = {24, 8, 4, 1, 36, 4};
+  /* one instance per type: its layout's constants fold into the loop */
   switch (type) {
-  case QLM_TYPE_Q4_1: gemv(&q4_1, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q4_1_ref); break;
-  case QLM_TYPE_Q5_0: gemv(&q5_0, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_0_ref); break;
-  default: gemv(&q5_1, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_1_ref); break;
+  case QLM_TYPE_Q4_1: gemv(&Q4_1, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q4_1_ref); break;
+  case QLM_TYPE_Q5_0: gemv(&Q5_0, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_0_ref); break;
+  case QLM_TYPE_Q5_1: gemv(&Q5_1, w, row_bytes, rows, packed, a, n, y, qlm_vec_dot_q5_1_ref); break;
+  default: break;
   }
 }

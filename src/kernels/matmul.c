@@ -290,19 +290,19 @@ static int has_quant_path(const qlm_type_traits *tr, int64_t cols) {
  * generic path still gives the right answer. */
 static int setup_quant(mm_task *t, qlm_simd_level level) {
   const qlm_type_traits *tr = t->tr;
-  size_t row = qlm_type_row_bytes(tr->vec_dot_type, t->W->cols), total, q4p_row = 0, q4p_total = 0;
+  size_t row = qlm_type_row_bytes(tr->vec_dot_type, t->W->cols), total, pack_row = 0, pack_total = 0;
   if (row == 0 || qlm_mul_overflow(row, (size_t)t->T, &total)) return 0;
-  /* Q4_0 with VNNI: the Q8_0 rows are followed by their packed form (qdot.h) */
+  /* with VNNI the quantized rows are followed by their packed form (qdot.h): Q4_0 at every T,
+   * Q4_1/Q5_0/Q5_1 for decode */
   int vnni = clamp_level(level) == QLM_SIMD_AVX512 && qlm_cpu_has_avx512_vnni();
   int q4p = t->W->type == QLM_TYPE_Q4_0 && vnni;
-  /* decode of Q4_1/Q5_0/Q5_1: the activation's packed form follows in the same place */
   int legacy = t->T == 1 && vnni &&
                (t->W->type == QLM_TYPE_Q4_1 || t->W->type == QLM_TYPE_Q5_0 || t->W->type == QLM_TYPE_Q5_1);
-  size_t q4p_off = (total + 63) & ~(size_t)63;
+  size_t pack_off = (total + 63) & ~(size_t)63;
   if (q4p || legacy) {
-    q4p_row = q4p ? qlm_q4_0_packed_act_bytes(t->W->cols) : qlm_legacy_packed_act_bytes(t->W->cols);
-    if (q4p_off < total || qlm_mul_overflow(q4p_row, (size_t)t->T, &q4p_total) ||
-        qlm_add_overflow(q4p_off, q4p_total, &total))
+    pack_row = q4p ? qlm_q4_0_packed_act_bytes(t->W->cols) : qlm_legacy_packed_act_bytes(t->W->cols);
+    if (pack_off < total || qlm_mul_overflow(pack_row, (size_t)t->T, &pack_total) ||
+        qlm_add_overflow(pack_off, pack_total, &total))
       return 0;
   }
   unsigned char *buf = act_scratch(total);
@@ -319,13 +319,13 @@ static int setup_quant(mm_task *t, qlm_simd_level level) {
   }
   if (q4p) {
     for (int64_t i = 0; i < t->T; i++)
-      qlm_q4_0_pack_act_avx512(buf + (size_t)i * row, buf + q4p_off + (size_t)i * q4p_row, t->W->cols / 32);
-    t->q4p = buf + q4p_off;
-    t->q4p_row_bytes = q4p_row;
+      qlm_q4_0_pack_act_avx512(buf + (size_t)i * row, buf + pack_off + (size_t)i * pack_row, t->W->cols / 32);
+    t->q4p = buf + pack_off;
+    t->q4p_row_bytes = pack_row;
   }
   if (legacy) {
-    qlm_legacy_pack_act_avx512(t->W->type, buf, buf + q4p_off, t->W->cols);
-    t->legacy_pack = buf + q4p_off;
+    qlm_legacy_pack_act_avx512(t->W->type, buf, buf + pack_off, t->W->cols);
+    t->legacy_pack = buf + pack_off;
   }
   if (tr->vec_dot_t) t->vec_dot_t = qlm_vec_dot_t_for(t->W->type, level);
   else t->vec_dot = qlm_vec_dot_for(t->W->type, level);
