@@ -196,6 +196,53 @@ static void test_hessian_f32_vs_double(void **st) {
   free(X), free(tmp), free(ref);
 }
 
+/* The bf16 Hessian (qlm_calib_hessian_add_bf16, --calib-dtype bf16) against the double-precision
+ * X^T X of the unrounded inputs: rounding each x to bf16 moves a product by at most
+ * (2 * 2^-9 + 2^-18) |x_i x_j|, the f32 chain of a call adds (2 T/32 + 5) 2^-24 of sum |x_i x_j|,
+ * so per call |dH_ij| <= (2^-8 + 2^-18 + (T/16 + 5) 2^-24) sqrt(H_ii H_jj) (Cauchy-Schwarz).  T =
+ * 2000 is not a multiple of 32 (the padding is zeros); 1, 2 and 3 threads give the same bits. */
+static void test_hessian_bf16_vs_double(void **st) {
+  (void)st;
+  enum { T = 2000, C = 200, CALLS = 2 };
+  float *X = malloc((size_t)T * C * sizeof *X), *tmp = malloc((size_t)C * C * sizeof *tmp);
+  qlm_bf16 *xt = malloc((size_t)C * (size_t)qlm_bgemm_pad(T) * sizeof *xt);
+  double *ref = calloc((size_t)C * C, sizeof *ref), *hf = calloc((size_t)C * C, sizeof *hf);
+  double *H[3];
+  uint64_t r = 11;
+  qlm_pool *pools[3] = {NULL, qlm_pool_new(2), qlm_pool_new(3)};
+  for (int k = 0; k < 3; k++) H[k] = calloc((size_t)C * C, sizeof(double));
+  for (int call = 0; call < CALLS; call++) {
+    for (int t = 0; t < T; t++) {
+      float common = tu_rand_normal(&r);
+      for (int j = 0; j < C; j++)
+        X[(size_t)t * C + j] = (1.0f + 0.01f * (float)j) * (0.5f + common + 0.3f * tu_rand_normal(&r));
+    }
+    for (int i = 0; i < C; i++)
+      for (int j = i; j < C; j++) {
+        double acc = 0.0;
+        for (int t = 0; t < T; t++) acc += (double)X[(size_t)t * C + i] * X[(size_t)t * C + j];
+        ref[(size_t)i * C + j] += acc;
+      }
+    for (int k = 0; k < 3; k++) qlm_calib_hessian_add_bf16(H[k], tmp, xt, X, T, C, pools[k]);
+    qlm_calib_hessian_add(hf, tmp, X, T, C, NULL);
+  }
+  double worst = 0.0, rel = 0x1p-8 + 0x1p-18 + (T / 16.0 + 5.0) * 0x1p-24, dsum = 0.0;
+  for (int i = 0; i < C; i++)
+    for (int j = i; j < C; j++) {
+      size_t e = (size_t)i * C + j;
+      double bound = rel * sqrt(ref[(size_t)i * C + i] * ref[(size_t)j * C + j]), d = fabs(H[0][e] - ref[e]);
+      worst = fmax(worst, d / bound);
+      assert_true(d <= bound);
+      assert_true(H[1][e] == H[0][e] && H[2][e] == H[0][e]);
+      dsum += fabs(H[0][e] - hf[e]);
+    }
+  for (int i = 1; i < C; i++) assert_true(H[0][(size_t)i * C] == 0.0); /* lower triangle untouched */
+  print_message("bf16 Hessian: worst |dH| / bound %.3g (bound %.3g sqrt(Hii Hjj))\n", worst, rel);
+  assert_true(dsum > 0.0); /* it really is not the f32 path */
+  for (int k = 0; k < 3; k++) free(H[k]), qlm_pool_free(pools[k]);
+  free(X), free(tmp), free(xt), free(ref), free(hf);
+}
+
 /* The statistics pass sees the same linear inputs as the full layer (qlm_forward_layer_inputs
  * leaves x alone and skips only the last product); qlm_calib_run's statistics of the layer-0 q/k/v
  * input (the embeddings' norm: no matmul before it) do not depend on the thread count, and every
@@ -539,6 +586,7 @@ int main(void) {
       cmocka_unit_test(test_forward_layer_equals_forward),
       cmocka_unit_test(test_layer0_statistics),
       cmocka_unit_test(test_hessian_f32_vs_double),
+      cmocka_unit_test(test_hessian_bf16_vs_double),
       cmocka_unit_test(test_inputs_pass),
       cmocka_unit_test(test_gemm_attention),
       cmocka_unit_test(test_text_and_windows),

@@ -5,7 +5,8 @@
  * residual stream; with each slot round-to-nearest quantized, the staged statistics of slot s of
  * layer il must be the whole-layer pass's on a model built beforehand with layers < il and slots
  * < s of layer il quantized — the definition of "true sequential", constructed independently),
- * and the driver end to end (GPTQ true_sequential=1 and =0 against RTN on stories260K). */
+ * and the driver end to end (GPTQ true_sequential=1 and =0, and with the bf16 calibration forward,
+ * against RTN on stories260K). */
 #include "testutil.h"
 
 #include <math.h>
@@ -375,13 +376,14 @@ static void test_driver_gptq(void **st) {
   int32_t ref[N];
   float *lref = malloc((size_t)N * V * sizeof *lref);
   tu_greedy(g_src[0], N, NULL, ref, lref);
-  char *text = tu_shared("data/calibration/exllamav2/tiny.utf8"), *dir = tu_tmpdir(), out[3][512];
-  double d[3];
-  for (int k = 0; k < 3; k++) { /* gptq true-sequential, gptq whole-layer, RTN zero-point */
+  char *text = tu_shared("data/calibration/exllamav2/tiny.utf8"), *dir = tu_tmpdir(), out[4][512];
+  double d[4];
+  for (int k = 0; k < 4; k++) { /* gptq true-sequential, gptq whole-layer, RTN zero-point, gptq bf16 */
     snprintf(out[k], sizeof out[k], "%s/g%d.gguf", dir, k);
-    qlm_quant_params p = {.method = k < 2 ? &qlm_method_gptq : &qlm_method_zeropoint,
+    qlm_quant_params p = {.method = k != 2 ? &qlm_method_gptq : &qlm_method_zeropoint,
                           .opts = {.bits = 4, .group = 32, .no_true_sequential = k == 1},
-                          .n_threads = 2, .calib_text = text, .calib = {.n_samples = 16, .seq_len = 128, .seed = 1}};
+                          .n_threads = 2, .calib_text = text,
+                          .calib = {.n_samples = 16, .seq_len = 128, .seed = 1, .bf16 = k == 3}};
     qlm_quant_summary sum;
     if (qlm_quantize(g_src[0], out[k], &p, &sum, &err)) fail_msg("%s", err.msg);
     qlm_source *q;
@@ -389,11 +391,14 @@ static void test_driver_gptq(void **st) {
     d[k] = tu_logit_drift(q, ref, lref, N);
     qlm_source_close(q);
   }
-  print_message("stories260K 4-bit g32: mean |dlogit| gptq true-sequential %.4f, gptq whole-layer %.4f, RTN %.4f\n",
-                d[0], d[1], d[2]);
+  print_message("stories260K 4-bit g32: mean |dlogit| gptq true-sequential %.4f, gptq whole-layer %.4f, RTN %.4f, "
+                "gptq true-sequential with a bf16 calibration forward %.4f\n", d[0], d[1], d[2], d[3]);
   assert_true(d[0] != d[1]); /* the option really switches the pass */
   assert_true(d[0] < d[2] && d[1] < d[2]);
-  for (int k = 0; k < 3; k++) unlink(out[k]);
+  assert_true(d[3] != d[0]); /* bf16 really changes the statistics */
+  assert_true(d[3] < d[2]);
+  assert_true(fabs(d[3] - d[0]) < d[2] - d[0]); /* bf16 moves the result less than GPTQ gains over RTN */
+  for (int k = 0; k < 4; k++) unlink(out[k]);
   rmdir(dir);
   free(dir), free(text), free(lref);
 }

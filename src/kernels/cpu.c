@@ -23,6 +23,7 @@ static uint64_t read_xcr0(void) {
 
 static qlm_simd_level g_detected = QLM_SIMD_SCALAR;
 static bool g_vnni = false;
+static bool g_bf16 = false; /* AVX512_BF16: cpuid leaf 7 subleaf 1, eax bit 5 */
 static qlm_simd_level g_level = QLM_SIMD_SCALAR;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -40,10 +41,17 @@ static void detect(void) {
   bool avx2 = b & (1u << 5);
   bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
   bool vnni = c & (1u << 11);
+  unsigned max_sub = a; /* leaf 7 subleaf 0: eax = the highest subleaf */
+  bool bf16 = false;
+  if (max_sub >= 1) {
+    __cpuid_count(7, 1, a, b, c, d);
+    bf16 = a & (1u << 5);
+  }
   if (os_ymm && avx2 && fma && f16c) g_detected = QLM_SIMD_AVX2;
   if (g_detected == QLM_SIMD_AVX2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl) {
     g_detected = QLM_SIMD_AVX512;
     g_vnni = vnni;
+    g_bf16 = bf16;
   }
 #endif
 }
@@ -70,6 +78,11 @@ qlm_simd_level qlm_cpu_detect(void) {
 bool qlm_cpu_has_avx512_vnni(void) {
   pthread_once(&g_once, init);
   return g_vnni;
+}
+
+bool qlm_cpu_has_avx512_bf16(void) {
+  pthread_once(&g_once, init);
+  return g_bf16;
 }
 
 qlm_simd_level qlm_cpu_simd_level(void) {

@@ -18,6 +18,8 @@ typedef enum qlm_simd_level {
 qlm_simd_level qlm_cpu_detect(void);
 /* AVX-512 VNNI is usable (only meaningful when qlm_cpu_detect() == QLM_SIMD_AVX512). */
 bool qlm_cpu_has_avx512_vnni(void);
+/* AVX-512 BF16 (VDPBF16PS) is usable (only meaningful when qlm_cpu_detect() == QLM_SIMD_AVX512). */
+bool qlm_cpu_has_avx512_bf16(void);
 /* The level the kernels use: qlm_cpu_detect() capped by QLM_SIMD. Cached on first call. */
 qlm_simd_level qlm_cpu_simd_level(void);
 /* "scalar", "avx2", "avx512". */

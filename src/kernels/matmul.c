@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "kernels/bgemm.h"
 #include "kernels/gemm_q.h"
 #include "kernels/gemv.h"
 #include "kernels/int8row.h"
@@ -642,4 +643,86 @@ void qlm_matmul_group(const qlm_mat *const W[], float *const Y[], int n, const f
   }
   if ((double)g.rows * (double)W[0]->cols < MIN_PARALLEL_WORK) pool = NULL;
   qlm_pool_run(pool, task_group, &g);
+}
+
+/* ---- bf16 products for the calibration forward (qlm_matmul_bf16) ----
+ * X is converted once to bf16 rows padded to QLM_BGEMM_K_ALIGN (the threads take row ranges);
+ * then each thread turns its rows of W, a tile at a time, into bf16 (f32 rows converted,
+ * quantized rows dequantized first) and multiplies the tile with all T rows by kernels/bgemm.h,
+ * as task_dq_gemm does with sgemm. */
+typedef struct bf_task {
+  const qlm_mat *W;
+  const float *X;
+  int64_t T, kp;    /* activation rows; bf16 elements per padded row */
+  float *Y;
+  qlm_bf16 *xb;     /* [T x kp] X in bf16 */
+  unsigned char *wb;/* per thread: tile x cols floats, then tile x kp bf16 */
+  int64_t tile;     /* weight rows per tile */
+} bf_task;
+
+static void task_bf16_x(void *arg, int ith, int nth) {
+  const bf_task *t = arg;
+  int64_t i0 = t->T * ith / nth, i1 = t->T * (ith + 1) / nth, cols = t->W->cols;
+  for (int64_t i = i0; i < i1; i++) qlm_bf16_from_f32(t->X + i * cols, cols, t->xb + i * t->kp, t->kp);
+}
+
+static size_t bf16_tile_bytes(const bf_task *t) {
+  return (size_t)t->tile * ((size_t)t->W->cols * sizeof(float) + (size_t)t->kp * sizeof(qlm_bf16));
+}
+
+static void task_bf16(void *arg, int ith, int nth) {
+  const bf_task *t = arg;
+  const qlm_mat *W = t->W;
+  int64_t r0, r1, cols = W->cols;
+  split_rows(W->rows, ith, nth, &r0, &r1);
+  float *f = (float *)(t->wb + (size_t)ith * bf16_tile_bytes(t));
+  qlm_bf16 *b = (qlm_bf16 *)(f + (size_t)t->tile * (size_t)cols);
+  for (int64_t r = r0; r < r1; r += t->tile) {
+    int64_t n = r1 - r < t->tile ? r1 - r : t->tile;
+    for (int64_t k = 0; k < n; k++) {
+      const unsigned char *row = (const unsigned char *)W->data + (size_t)(r + k) * W->row_bytes;
+      const float *src = (const float *)row;
+      if (W->type != QLM_TYPE_F32) qlm_dequantize(W->type, row, f, cols), src = f;
+      qlm_bf16_from_f32(src, cols, b + k * t->kp, t->kp);
+    }
+    qlm_bgemm_xwt(t->xb, t->kp, b, t->kp, t->Y + r, W->rows, t->T, n, t->kp);
+  }
+}
+
+/* Whether qlm_matmul_bf16 takes W: a float or dequantizable block type (LLM.int8() weights keep
+ * their int8 arithmetic).  Without AVX-512 BF16 the product is bgemm.h's scalar reference: the
+ * same bits, slowly (the CLI refuses --calib-dtype bf16 there). */
+static int bf16_takes(const qlm_mat *W) {
+  if (W->rows <= 0 || W->cols <= 0 || W->rows > INT32_MAX || W->cols > INT32_MAX) return 0;
+  if (W->type == QLM_TYPE_F32) return 1;
+  const qlm_type_traits *tr = qlm_type_traits_of(W->type);
+  return tr && QLM_TYPE_FAMILY(W->type) != QLM_FAMILY_INT8_ROW && qlm_type_can_dequantize(W->type) &&
+         tr->block_size >= 1 && W->cols % tr->block_size == 0;
+}
+
+int qlm_matmul_bf16_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T,
+                          qlm_pool *pool) {
+  if (n < 1 || T < 1) return n < 1;
+  for (int i = 0; i < n; i++)
+    if (!bf16_takes(W[i]) || W[i]->cols != W[0]->cols) return 0;
+  int nth = qlm_pool_size(pool);
+  bf_task t = {.W = W[0], .X = X, .T = T, .kp = qlm_bgemm_pad(W[0]->cols)};
+  t.tile = DQ_TILE_FLOATS / W[0]->cols / ROW_GRAIN * ROW_GRAIN;
+  if (t.tile < ROW_GRAIN) t.tile = ROW_GRAIN;
+  size_t xbytes = (size_t)T * (size_t)t.kp * sizeof(qlm_bf16), per = bf16_tile_bytes(&t);
+  if (xbytes / (size_t)T / sizeof(qlm_bf16) != (size_t)t.kp || per > (SIZE_MAX - xbytes - 64) / (size_t)nth) return 0;
+  unsigned char *buf = act_scratch(xbytes + 64 + per * (size_t)nth);
+  if (!buf) return 0;
+  t.xb = (qlm_bf16 *)buf;
+  t.wb = buf + (xbytes + 63) / 64 * 64;
+  qlm_pool_run(pool, task_bf16_x, &t);
+  for (int i = 0; i < n; i++) {
+    t.W = W[i], t.Y = Y[i];
+    qlm_pool_run(pool, task_bf16, &t);
+  }
+  return 1;
+}
+
+int qlm_matmul_bf16(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool) {
+  return qlm_matmul_bf16_group(&W, &Y, 1, X, T, pool);
 }

@@ -46,6 +46,15 @@ void qlm_matmul(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool 
 #define QLM_MATMUL_GROUP_MAX 4
 void qlm_matmul_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T, qlm_pool *pool);
 
+/* Y[i] = X W[i]^T in bf16 with f32 sums (kernels/bgemm.h: X and the weights rounded to bf16 —
+ * quantized weights dequantized first), for the calibration forward's --calib-dtype bf16; all
+ * W[i] of one width.  The same bits on any CPU (without AVX-512 BF16: bgemm.h's scalar
+ * reference, ~50x slower).  Returns 0, computing nothing, where it does not apply (LLM.int8()
+ * weights, a type without a dequantizer, out of memory): the caller then takes qlm_matmul. */
+int qlm_matmul_bf16_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T,
+                          qlm_pool *pool);
+int qlm_matmul_bf16(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool);
+
 /* Keeps OpenBLAS to the calling thread (once per process): qlm splits the work over its own pool
  * and calls BLAS from inside it, so BLAS's own threads would only oversubscribe the cores. */
 void qlm_blas_single_threaded(void);

@@ -133,6 +133,7 @@ int qlm_calib_sample(const qlm_tokenizer *tok, const char *text, size_t len, con
 typedef struct acc_ctx {
   qlm_layer_stats *st;
   float *tmp;            /* [max cols^2] f32 products of one call (upper triangle) */
+  qlm_bf16 *xt;          /* bf16 Hessians: [max cols x padded seq_len] one call's X transposed (else NULL) */
   int max_calls;         /* capacity of st->call_absmax */
   int calls[QLM_N_SLOTS];/* calls seen per slot in this layer (index into call_absmax) */
   bool want_hessian;
@@ -223,6 +224,56 @@ void qlm_calib_hessian_add(double *H, float *tmp, const float *X, int T, int col
   qlm_pool_run(pool, hess_worker, &h);
 }
 
+/* bf16: X^T in bf16 rows of tp = qlm_bgemm_pad(T) (zero-padded), the tiles as above by bgemm. */
+typedef struct hess_bf16_task {
+  hess_task h;
+  qlm_bf16 *xt; /* [cols x tp] */
+  int64_t tp;
+} hess_bf16_task;
+
+/* Thread ith's columns of X into rows of xt, 16 tokens at a time (16 rows of X stay in L1 while
+ * their columns are written out). */
+static void transpose_worker(void *arg, int ith, int nth) {
+  const hess_bf16_task *b = arg;
+  int c = b->h.cols, T = b->h.T, j0 = (int)((int64_t)c * ith / nth), j1 = (int)((int64_t)c * (ith + 1) / nth);
+  for (int t0 = 0; t0 < T; t0 += 16) {
+    int t1 = t0 + 16 < T ? t0 + 16 : T;
+    for (int j = j0; j < j1; j++) {
+      qlm_bf16 *dst = b->xt + (size_t)j * (size_t)b->tp;
+      for (int t = t0; t < t1; t++) dst[t] = qlm_bf16_of(b->h.X[(size_t)t * c + j]);
+    }
+  }
+  for (int j = j0; j < j1; j++)
+    for (int64_t t = T; t < b->tp; t++) b->xt[(size_t)j * (size_t)b->tp + (size_t)t] = 0;
+}
+
+static void hess_bf16_tile(const hess_bf16_task *b, int k) {
+  const hess_task *h = &b->h;
+  int c = h->cols, i0 = k * HESS_TILE, i1 = i0 + HESS_TILE < c ? i0 + HESS_TILE : c;
+  const qlm_bf16 *rows = b->xt + (size_t)i0 * (size_t)b->tp;
+  qlm_bgemm_xwt(rows, b->tp, rows, b->tp, h->tmp + (size_t)i0 * c + i0, c, i1 - i0, c - i0, b->tp);
+  for (int i = i0; i < i1; i++) {
+    double *Hr = h->H + (size_t)i * c;
+    const float *tr = h->tmp + (size_t)i * c;
+    for (int j = i; j < c; j++) Hr[j] += tr[j];
+  }
+}
+
+static void hess_bf16_worker(void *arg, int ith, int nth) {
+  const hess_bf16_task *b = arg;
+  int nt = (b->h.cols + HESS_TILE - 1) / HESS_TILE;
+  for (int k = 0; k < nt; k++) { /* boustrophedon, as hess_worker */
+    int round = k / nth, pos = k % nth, owner = round % 2 ? nth - 1 - pos : pos;
+    if (owner == ith) hess_bf16_tile(b, k);
+  }
+}
+
+void qlm_calib_hessian_add_bf16(double *H, float *tmp, qlm_bf16 *xt, const float *X, int T, int cols, qlm_pool *pool) {
+  hess_bf16_task b = {.h = {.H = H, .tmp = tmp, .X = X, .T = T, .cols = cols}, .xt = xt, .tp = qlm_bgemm_pad(T)};
+  qlm_pool_run(pool, transpose_worker, &b);
+  qlm_pool_run(pool, hess_bf16_worker, &b);
+}
+
 /* Accumulate one slot's inputs X [T x cols]: absmax, sums of squares and of |x|, and (optionally)
  * X^T X — per call in f32, then added into the double sum.
  *
@@ -247,7 +298,8 @@ static void accumulate(void *ctx, int layer, qlm_linear_slot slot, const float *
   /* the k-th call of this slot is sample k's (the staged pass sees all samples of one slot in a row) */
   int k = a->calls[slot]++;
   if (k < a->max_calls) st->call_absmax[slot][k] = call_max;
-  if (a->want_hessian) qlm_calib_hessian_add(st->hessian[slot], a->tmp, X, T, cols, a->pool);
+  if (a->want_hessian && a->xt) qlm_calib_hessian_add_bf16(st->hessian[slot], a->tmp, a->xt, X, T, cols, a->pool);
+  else if (a->want_hessian) qlm_calib_hessian_add(st->hessian[slot], a->tmp, X, T, cols, a->pool);
   a->stats_s += wall_s() - t0;
 }
 
@@ -338,6 +390,7 @@ typedef struct calib_pass {
   float *xs;             /* [n_samples x seq_len x n_embd] residual streams */
   int32_t *pos;          /* [2 x seq_len] positions, then sequence ids (all 0) */
   float *tmp;            /* [max cols^2] the Hessian scratch (NULL without Hessians) */
+  qlm_bf16 *xt;          /* bf16 Hessians: [max cols x padded seq_len] (else NULL) */
   qlm_state *s;
   qlm_layer_stats st;
   qlm_pool *pool;
@@ -350,6 +403,7 @@ static void pass_close(calib_pass *p) {
   stats_free(&p->st);
   qlm_state_free(p->s);
   free(p->tmp);
+  free(p->xt);
   free(p->pos);
   free(p->xs);
   memset(p, 0, sizeof *p);
@@ -370,8 +424,12 @@ static int pass_open(calib_pass *p, qlm_model *m, const int32_t *tokens, int n_s
   p->xs = qlm_malloc(total, "calibration activations", err);
   p->pos = qlm_malloc((size_t)seq_len * 2 * sizeof(int32_t), "calibration positions", err);
   if (o->want_hessian) p->tmp = qlm_malloc((size_t)max_cols * max_cols * sizeof(float), "a Hessian scratch", err);
-  int rc = (!p->xs || !p->pos || (o->want_hessian && !p->tmp)) ? QLM_ENOMEM : QLM_OK;
+  bool bf16_h = o->want_hessian && o->bf16;
+  if (bf16_h)
+    p->xt = qlm_malloc((size_t)max_cols * (size_t)qlm_bgemm_pad(seq_len) * sizeof(qlm_bf16), "a Hessian scratch", err);
+  int rc = (!p->xs || !p->pos || (o->want_hessian && !p->tmp) || (bf16_h && !p->xt)) ? QLM_ENOMEM : QLM_OK;
   if (!rc) rc = qlm_state_new(m, 1, seq_len, seq_len, n_threads, &p->s, err);
+  if (!rc) qlm_state_set_bf16(p->s, o->bf16);
   if (!rc) rc = qlm_state_set_gemm_attention(p->s, true, err); /* a window is one sequence: attention by BLAS */
   if (!rc) rc = stats_new(hp, o->want_hessian, n_samples, &p->st, err);
   int32_t *seq = p->pos + seq_len;
@@ -387,7 +445,7 @@ static int pass_open(calib_pass *p, qlm_model *m, const int32_t *tokens, int n_s
   if (nt > CALIB_MAX_THREADS) nt = CALIB_MAX_THREADS;
   p->pool = !rc && nt > 1 ? qlm_pool_new(nt) : NULL;
   if (!rc && nt > 1 && !p->pool) rc = qlm_fail(err, QLM_ENOMEM, "calibration: cannot create a pool of %d threads", nt);
-  p->a = (acc_ctx){.st = &p->st, .tmp = p->tmp, .want_hessian = o->want_hessian, .hessian_only = o->hessian_only,
+  p->a = (acc_ctx){.st = &p->st, .tmp = p->tmp, .xt = p->xt, .want_hessian = o->want_hessian, .hessian_only = o->hessian_only,
                    .max_calls = n_samples, .pool = p->pool};
   if (rc) pass_close(p);
   return rc;

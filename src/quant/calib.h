@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "kernels/bgemm.h"
 #include "kernels/threadpool.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -48,6 +49,9 @@ typedef struct qlm_calib_opts {
   bool hessian_only;      /* skip the per-column statistics (absmax, sums of x^2 and |x|, per-call
                              maxima: left zero) for a method that reads only the Hessian (GPTQ) */
   int store;              /* qlm_calib_run_staged: QLM_CALIB_STORE_* (0 = auto) */
+  bool bf16;              /* the forward's linear products and the Hessians in bf16 with f32 sums
+                             (kernels/bgemm.h; --calib-dtype bf16): about 2x faster on AVX-512 BF16,
+                             as the reference GPTQ/AWQ run their calibration forward in fp16 */
   float *x_out;           /* not NULL: receives the residual streams after the last layer
                              [n_samples x seq_len x n_embd] (seq_len as passed to the run) */
 } qlm_calib_opts;
@@ -109,5 +113,10 @@ int qlm_calib_run_staged(qlm_model *m, const int32_t *tokens, int n_samples, int
  * double; the lower triangle is not touched.  The result does not depend on pool's size (pool
  * may be NULL).  Error bound and why it suffices: calib.c, accumulate(). */
 void qlm_calib_hessian_add(double *H, float *tmp, const float *X, int T, int cols, qlm_pool *pool);
+
+/* The same in bf16 (--calib-dtype bf16): X rounded to bf16 and transposed into xt
+ * [cols x qlm_bgemm_pad(T)] (scratch), each call's products by kernels/bgemm.h with f32 sums,
+ * added in double.  Needs qlm_bgemm_fast() for speed (else the scalar reference: same bits). */
+void qlm_calib_hessian_add_bf16(double *H, float *tmp, qlm_bf16 *xt, const float *X, int T, int cols, qlm_pool *pool);
 
 #endif

@@ -1,0 +1,227 @@
+/* test_bgemm.c — the bf16 product of the calibration forward (kernels/bgemm.h).
+ *
+ *   conversion:  qlm_bf16_of rounds to nearest even (ties both ways, carries into the exponent,
+ *                overflow to infinity, NaN stays NaN) — checked against the exact rounding
+ *                computed in double;
+ *   reference:   qlm_bgemm_xwt_ref is within the chain's error bound of the double-precision
+ *                product of the bf16 values (|err| <= (2 K/32 + 5) u sum |x w|: one rounding per
+ *                multiply-add of a lane's chain of 2 K/32, 4 for the lane tree, one spare), so it
+ *                computes the product at all — an oracle independent of the kernel;
+ *   AVX-512 BF16: bit-identical to the reference for every tile shape (edge tiles 1..5 x 1..5),
+ *                several K, row strides larger than K, across the kernel's chunk edges, and with
+ *                subnormal operands (read as zero) — skipped, and reported as skipped, on a CPU
+ *                without AVX512_BF16;
+ *   matmul:      qlm_matmul_bf16 (f32 and Q4_0 weights, 1 and 3 threads, one matrix and a group
+ *                of three) equals the reference product of bf16(X) and bf16(dequantized W) bit
+ *                for bit, on any CPU; LLM.int8() weights are refused. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/bgemm.h"
+#include "kernels/cpu.h"
+#include "kernels/int8row.h"
+#include "kernels/matmul.h"
+#include "kernels/quants.h"
+#include "kernels/threadpool.h"
+#include "kernels/types.h"
+
+static uint64_t next(uint64_t *s) {
+  *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+  return *s;
+}
+/* Mixed signs and magnitudes over 2^-8..2^8, and now and then an exact (negative) zero. */
+static float val(uint64_t *s) {
+  uint64_t r = next(s);
+  if (r % 97 == 0) return (r >> 8) & 1 ? -0.0f : 0.0f;
+  float u = (float)((r >> 11) * (1.0 / 9007199254740992.0));
+  return ((r >> 9) & 1 ? -1.0f : 1.0f) * ldexpf(0.5f + u, (int)((r >> 3) % 17) - 8);
+}
+/* rows x ld bf16 values: the first K of each row random, the rest zero (bgemm.h's padding). */
+static qlm_bf16 *random_bf(int64_t rows, int64_t ld, int64_t K, uint64_t *s) {
+  qlm_bf16 *p = aligned_alloc(64, ((size_t)(rows * ld) * 2 + 63) / 64 * 64);
+  assert_non_null(p);
+  float *row = malloc((size_t)K * sizeof *row);
+  assert_non_null(row);
+  for (int64_t i = 0; i < rows; i++) {
+    for (int64_t k = 0; k < K; k++) row[k] = val(s);
+    qlm_bf16_from_f32(row, K, p + i * ld, ld);
+  }
+  free(row);
+  return p;
+}
+
+/* The bf16 nearest to f in double arithmetic (ties to even), NaN and overflow aside. */
+static float round_bf16_exact(float f) {
+  if (f == 0.0f || !isfinite(f)) return f;
+  int e;
+  frexp((double)f, &e);               /* |f| in [2^(e-1), 2^e) */
+  if (e < -125) e = -125;             /* subnormal f32: bf16 keeps the same absolute step */
+  double step = ldexp(1.0, e - 8);    /* 8 significand bits */
+  double q = (double)f / step, r = nearbyint(q); /* the FPU's default mode: ties to even */
+  return (float)(r * step);           /* may carry to 2^e: still exact */
+}
+
+static void test_conversion(void **state) {
+  (void)state;
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < 200000; i++) {
+    uint32_t u = (uint32_t)next(&s);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    if (isnan(f)) {
+      assert_true(isnan(qlm_f32_of_bf16(qlm_bf16_of(f))));
+      continue;
+    }
+    float want = round_bf16_exact(f), got = qlm_f32_of_bf16(qlm_bf16_of(f));
+    if (fabsf(f) > 0x1.fefffep127f) want = copysignf(INFINITY, f); /* rounds past the largest bf16 */
+    if (memcmp(&want, &got, sizeof want)) fail_msg("%a -> %a, want %a", (double)f, (double)got, (double)want);
+  }
+  /* ties: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (even: 1); 1 + 3·2^-8 goes up to 1 + 2^-6 */
+  assert_true(qlm_f32_of_bf16(qlm_bf16_of(1.0f + 0x1p-8f)) == 1.0f);
+  assert_true(qlm_f32_of_bf16(qlm_bf16_of(1.0f + 0x3p-8f)) == 1.0f + 0x1p-6f);
+  qlm_bf16 pad[40];
+  float one[3] = {1.0f, -2.0f, 0.5f};
+  memset(pad, 0xff, sizeof pad);
+  qlm_bf16_from_f32(one, 3, pad, 32);
+  assert_int_equal(pad[1], 0xc000);
+  for (int i = 3; i < 32; i++) assert_int_equal(pad[i], 0);
+  assert_int_equal(pad[32], 0xffff); /* nothing past n_pad */
+}
+
+static void test_reference_near_exact(void **state) {
+  (void)state;
+  uint64_t s = 42;
+  const int64_t Ks[] = {32, 64, 576, 1536};
+  for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++) {
+    int64_t K = Ks[c], T = 3, n = 4;
+    qlm_bf16 *X = random_bf(T, K, K, &s), *W = random_bf(n, K, K, &s);
+    float Y[12];
+    qlm_bgemm_xwt_ref(X, K, W, K, Y, n, T, n, K);
+    const double u = ldexp(1.0, -24), depth = 2.0 * (double)K / 32 + 5;
+    for (int64_t i = 0; i < T; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double e = 0, a = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double p = (double)qlm_f32_of_bf16(X[i * K + k]) * qlm_f32_of_bf16(W[j * K + k]);
+          e += p, a += fabs(p);
+        }
+        if (fabs(Y[i * n + j] - e) > depth * u * a + 1e-30)
+          fail_msg("K=%lld (%lld,%lld): %.9g vs exact %.9g", (long long)K, (long long)i, (long long)j, Y[i * n + j], e);
+      }
+    free(X), free(W);
+  }
+}
+
+static void expect_equal(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W, int64_t ldw, int64_t T, int64_t n,
+                         int64_t K) {
+  float *want = malloc((size_t)(T * n) * sizeof *want), *got = malloc((size_t)(T * n) * sizeof *got);
+  assert_non_null(want);
+  assert_non_null(got);
+  qlm_bgemm_xwt_ref(X, ldx, W, ldw, want, n, T, n, K);
+  memset(got, 0x7f, (size_t)(T * n) * sizeof *got);
+  qlm_bgemm_xwt_avx512bf16(X, ldx, W, ldw, got, n, T, n, K);
+  for (int64_t i = 0; i < T * n; i++)
+    if (memcmp(&want[i], &got[i], sizeof *got))
+      fail_msg("T=%lld n=%lld K=%lld: output %lld is %a, the reference %a", (long long)T, (long long)n, (long long)K,
+               (long long)i, (double)got[i], (double)want[i]);
+  free(want), free(got);
+}
+
+static void test_avx512bf16_equals_reference(void **state) {
+  (void)state;
+  if (!qlm_bgemm_fast()) skip();
+  uint64_t s = 7;
+  const int64_t Ks[] = {32, 96, 576};
+  for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++)
+    for (int64_t T = 1; T <= 11; T += 1)
+      for (int64_t n = 1; n <= 11; n += 2) {
+        int64_t K = Ks[c], ldx = K + 32, ldw = K + 64;
+        qlm_bf16 *X = random_bf(T, ldx, K, &s), *W = random_bf(n, ldw, K, &s);
+        expect_equal(X, ldx, W, ldw, T, n, K);
+        free(X), free(W);
+      }
+}
+
+/* Shapes that cross the kernel's chunks (8 MiB of activation rows, 256 KiB of weight rows), and
+ * subnormal operands, which VDPBF16PS reads as zero. */
+static void test_avx512bf16_chunks_and_subnormals(void **state) {
+  (void)state;
+  if (!qlm_bgemm_fast()) skip();
+  uint64_t s = 99;
+  int64_t K = 4096, T = 1030, n = 37;
+  qlm_bf16 *X = random_bf(T, K, K, &s), *W = random_bf(n, K, K, &s);
+  expect_equal(X, K, W, K, T, n, K);
+  free(X), free(W);
+  /* subnormal x (odd k) times 2^126: read as zero, the products vanish; without DAZ each would
+   * be 2^-133..2^-127 x 2^126, far above the sum's last bit */
+  qlm_bf16 xs[32], ws[32];
+  for (int k = 0; k < 32; k++) {
+    xs[k] = k % 2 ? (qlm_bf16)(0x0001 + k) : 0x3f80; /* 1.0 */
+    ws[k] = k % 2 ? 0x7e80 : 0x3f80;                 /* 2^126, 1.0 */
+  }
+  float y = -1.0f;
+  qlm_bgemm_xwt_ref(xs, 32, ws, 32, &y, 1, 1, 1, 32);
+  assert_true(y == 16.0f);
+  y = -1.0f;
+  qlm_bgemm_xwt_avx512bf16(xs, 32, ws, 32, &y, 1, 1, 1, 32);
+  assert_true(y == 16.0f);
+}
+
+/* qlm_matmul_bf16 against bf16(X) · bf16(W)ᵀ by the reference, W f32 or Q4_0. */
+static void test_matmul_bf16(void **state) {
+  (void)state;
+  enum { T = 37, ROWS = 70, COLS = 96 }; /* rows: several threads' ranges and a partial tile */
+  uint64_t s = 3;
+  float *X = malloc(sizeof(float) * T * COLS), *Wf = malloc(sizeof(float) * ROWS * COLS), *deq = malloc(sizeof(float) * ROWS * COLS);
+  float *want = malloc(sizeof(float) * T * ROWS), *got[3];
+  int64_t kp = qlm_bgemm_pad(COLS);
+  qlm_bf16 *xb = malloc(sizeof(qlm_bf16) * T * kp), *wb = malloc(sizeof(qlm_bf16) * ROWS * kp);
+  size_t qrow = qlm_type_row_bytes(QLM_TYPE_Q4_0, COLS);
+  unsigned char *wq = malloc(qrow * ROWS);
+  for (int k = 0; k < 3; k++) got[k] = malloc(sizeof(float) * T * ROWS);
+  for (int i = 0; i < T * COLS; i++) X[i] = val(&s);
+  for (int i = 0; i < ROWS * COLS; i++) Wf[i] = val(&s);
+  for (int r = 0; r < ROWS; r++) qlm_quantize_row_q4_0_ref(Wf + r * COLS, wq + r * qrow, COLS);
+  for (int i = 0; i < T; i++) qlm_bf16_from_f32(X + i * COLS, COLS, xb + i * kp, kp);
+  qlm_pool *pools[2] = {NULL, qlm_pool_new(3)};
+  for (int typ = 0; typ < 2; typ++) {
+    qlm_mat W = {.type = typ ? QLM_TYPE_Q4_0 : QLM_TYPE_F32, .rows = ROWS, .cols = COLS,
+                 .data = typ ? (const void *)wq : (const void *)Wf,
+                 .row_bytes = typ ? qrow : COLS * sizeof(float)};
+    for (int r = 0; r < ROWS; r++) {
+      const float *src = Wf + r * COLS;
+      if (typ) qlm_dequantize(QLM_TYPE_Q4_0, wq + r * qrow, deq + r * COLS, COLS), src = deq + r * COLS;
+      qlm_bf16_from_f32(src, COLS, wb + r * kp, kp);
+    }
+    qlm_bgemm_xwt_ref(xb, kp, wb, kp, want, ROWS, T, ROWS, kp);
+    for (int p = 0; p < 2; p++) {
+      memset(got[0], 0xff, sizeof(float) * T * ROWS);
+      assert_int_equal(qlm_matmul_bf16(&W, X, T, got[0], pools[p]), 1);
+      assert_memory_equal(got[0], want, sizeof(float) * T * ROWS);
+      const qlm_mat *Ws[3] = {&W, &W, &W};
+      float *const Ys[3] = {got[0], got[1], got[2]};
+      for (int k = 0; k < 3; k++) memset(got[k], 0xff, sizeof(float) * T * ROWS);
+      assert_int_equal(qlm_matmul_bf16_group(Ws, Ys, 3, X, T, pools[p]), 1);
+      for (int k = 0; k < 3; k++) assert_memory_equal(got[k], want, sizeof(float) * T * ROWS);
+    }
+  }
+  qlm_mat i8 = {.type = qlm_int8row_type(COLS), .rows = ROWS, .cols = COLS, .data = wq, .row_bytes = qrow};
+  assert_int_equal(qlm_matmul_bf16(&i8, X, T, got[0], NULL), 0); /* keeps its int8 arithmetic */
+  qlm_pool_free(pools[1]);
+  for (int k = 0; k < 3; k++) free(got[k]);
+  free(X), free(Wf), free(deq), free(want), free(xb), free(wb), free(wq);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_conversion),
+      cmocka_unit_test(test_reference_near_exact),
+      cmocka_unit_test(test_avx512bf16_equals_reference),
+      cmocka_unit_test(test_avx512bf16_chunks_and_subnormals),
+      cmocka_unit_test(test_matmul_bf16),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
