@@ -12,7 +12,7 @@
  *                subnormal operands (read as zero) — skipped, and reported as skipped, on a CPU
  *                without AVX512_BF16;
  *   matmul:      qlm_matmul_bf16 (f32 and Q4_0 weights, 1 and 3 threads, one matrix and a group
- *                of three) equals the reference product of bf16(X) and bf16(dequantized W) bit
+ *                of three, with and without the bf16 weight cache) equals the reference product of bf16(X) and bf16(dequantized W) bit
  *                for bit, on any CPU; LLM.int8() weights are refused. */
 #include "testutil.h"
 
@@ -197,19 +197,25 @@ static void test_matmul_bf16(void **state) {
       qlm_bf16_from_f32(src, COLS, wb + r * kp, kp);
     }
     qlm_bgemm_xwt_ref(xb, kp, wb, kp, want, ROWS, T, ROWS, kp);
-    for (int p = 0; p < 2; p++) {
-      memset(got[0], 0xff, sizeof(float) * T * ROWS);
-      assert_int_equal(qlm_matmul_bf16(&W, X, T, got[0], pools[p]), 1);
-      assert_memory_equal(got[0], want, sizeof(float) * T * ROWS);
-      const qlm_mat *Ws[3] = {&W, &W, &W};
-      float *const Ys[3] = {got[0], got[1], got[2]};
-      for (int k = 0; k < 3; k++) memset(got[k], 0xff, sizeof(float) * T * ROWS);
-      assert_int_equal(qlm_matmul_bf16_group(Ws, Ys, 3, X, T, pools[p]), 1);
-      for (int k = 0; k < 3; k++) assert_memory_equal(got[k], want, sizeof(float) * T * ROWS);
-    }
+    qlm_bf16_cache cache = {0};
+    for (int p = 0; p < 2; p++)
+      for (int use = 0; use < 3; use++) { /* no cache; the cache filled; the cache hit */
+        qlm_bf16_cache *c = use ? &cache : NULL;
+        memset(got[0], 0xff, sizeof(float) * T * ROWS);
+        assert_int_equal(qlm_matmul_bf16(&W, X, T, got[0], pools[p], c), 1);
+        assert_memory_equal(got[0], want, sizeof(float) * T * ROWS);
+        const qlm_mat *Ws[3] = {&W, &W, &W};
+        float *const Ys[3] = {got[0], got[1], got[2]};
+        for (int k = 0; k < 3; k++) memset(got[k], 0xff, sizeof(float) * T * ROWS);
+        assert_int_equal(qlm_matmul_bf16_group(Ws, Ys, 3, X, T, pools[p], c), 1);
+        for (int k = 0; k < 3; k++) assert_memory_equal(got[k], want, sizeof(float) * T * ROWS);
+        if (use == 1) assert_non_null(cache.e[0].w), assert_null(cache.e[1].w); /* one entry per matrix */
+      }
+    qlm_bf16_cache_clear(&cache);
+    assert_null(cache.e[0].w);
   }
   qlm_mat i8 = {.type = qlm_int8row_type(COLS), .rows = ROWS, .cols = COLS, .data = wq, .row_bytes = qrow};
-  assert_int_equal(qlm_matmul_bf16(&i8, X, T, got[0], NULL), 0); /* keeps its int8 arithmetic */
+  assert_int_equal(qlm_matmul_bf16(&i8, X, T, got[0], NULL, NULL), 0); /* keeps its int8 arithmetic */
   qlm_pool_free(pools[1]);
   for (int k = 0; k < 3; k++) free(got[k]);
   free(X), free(Wf), free(deq), free(want), free(xb), free(wb), free(wq);

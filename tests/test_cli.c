@@ -130,6 +130,17 @@ static void test_usage_errors(void **st) {
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "exit status"));
   run_free(&r);
+  r = run_qlm("quantize -o /nonexistent/x.gguf --method gptq --calib-dtype fp16");
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "--calib-dtype: 'fp16' is not f32 or bf16"));
+  run_free(&r);
+  /* bf16 needs AVX512_BF16; QLM_SIMD=avx2 hides it on any CPU */
+  setenv("QLM_SIMD", "avx2", 1);
+  r = run_qlm("quantize -o /nonexistent/x.gguf --method gptq --calib-dtype bf16");
+  unsetenv("QLM_SIMD");
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "no AVX512_BF16"));
+  run_free(&r);
 }
 
 /* The default model and data are found without $QLM_SHARED from any working directory: qlm looks

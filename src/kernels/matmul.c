@@ -658,6 +658,7 @@ typedef struct bf_task {
   qlm_bf16 *xb;     /* [T x kp] X in bf16 */
   unsigned char *wb;/* per thread: tile x cols floats, then tile x kp bf16 */
   int64_t tile;     /* weight rows per tile */
+  qlm_bf16 *wcache; /* [rows x kp] W in bf16 (qlm_bf16_cache), or NULL: converted by tiles */
 } bf_task;
 
 static void task_bf16_x(void *arg, int ith, int nth) {
@@ -700,8 +701,57 @@ static int bf16_takes(const qlm_mat *W) {
          tr->block_size >= 1 && W->cols % tr->block_size == 0;
 }
 
+void qlm_bf16_cache_clear(qlm_bf16_cache *c) {
+  if (!c) return;
+  for (int i = 0; i < QLM_BF16_CACHE_N; i++) free(c->e[i].w);
+  memset(c, 0, sizeof *c);
+}
+
+/* Thread ith's rows of W into the entry's bf16 copy. */
+static void task_bf16_w(void *arg, int ith, int nth) {
+  const bf_task *t = arg;
+  const qlm_mat *W = t->W;
+  int64_t r0, r1, cols = W->cols;
+  split_rows(W->rows, ith, nth, &r0, &r1);
+  float *f = (float *)(t->wb + (size_t)ith * bf16_tile_bytes(t));
+  for (int64_t r = r0; r < r1; r++) {
+    const unsigned char *row = (const unsigned char *)W->data + (size_t)r * W->row_bytes;
+    const float *src = (const float *)row;
+    if (W->type != QLM_TYPE_F32) qlm_dequantize(W->type, row, f, cols), src = f;
+    qlm_bf16_from_f32(src, cols, t->wcache + r * t->kp, t->kp);
+  }
+}
+
+static void task_bf16_cached(void *arg, int ith, int nth) {
+  const bf_task *t = arg;
+  int64_t r0, r1;
+  split_rows(t->W->rows, ith, nth, &r0, &r1);
+  if (r0 < r1) qlm_bgemm_xwt(t->xb, t->kp, t->wcache + r0 * t->kp, t->kp, t->Y + r0, t->W->rows, t->T, r1 - r0, t->kp);
+}
+
+/* W's bf16 copy in the cache, made now if it is not there (NULL: out of memory). */
+static const qlm_bf16 *cached_weights(qlm_bf16_cache *c, bf_task *t, qlm_pool *pool) {
+  const qlm_mat *W = t->W;
+  for (int i = 0; i < QLM_BF16_CACHE_N; i++) {
+    qlm_bf16_weights *e = &c->e[i];
+    if (e->w && e->data == W->data && e->type == W->type && e->rows == W->rows && e->cols == W->cols) return e->w;
+  }
+  qlm_bf16_weights *e = &c->e[c->next];
+  free(e->w);
+  memset(e, 0, sizeof *e);
+  size_t n;
+  if (qlm_mul_overflow((size_t)W->rows, (size_t)t->kp, &n) || qlm_mul_overflow(n, sizeof(qlm_bf16), &n) ||
+      !(e->w = malloc(n)))
+    return NULL;
+  e->data = W->data, e->type = W->type, e->rows = W->rows, e->cols = W->cols;
+  c->next = (c->next + 1) % QLM_BF16_CACHE_N;
+  t->wcache = e->w;
+  qlm_pool_run(pool, task_bf16_w, t);
+  return e->w;
+}
+
 int qlm_matmul_bf16_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T,
-                          qlm_pool *pool) {
+                          qlm_pool *pool, qlm_bf16_cache *cache) {
   if (n < 1 || T < 1) return n < 1;
   for (int i = 0; i < n; i++)
     if (!bf16_takes(W[i]) || W[i]->cols != W[0]->cols) return 0;
@@ -717,12 +767,14 @@ int qlm_matmul_bf16_group(const qlm_mat *const W[], float *const Y[], int n, con
   t.wb = buf + (xbytes + 63) / 64 * 64;
   qlm_pool_run(pool, task_bf16_x, &t);
   for (int i = 0; i < n; i++) {
-    t.W = W[i], t.Y = Y[i];
-    qlm_pool_run(pool, task_bf16, &t);
+    t.W = W[i], t.Y = Y[i], t.wcache = NULL;
+    const qlm_bf16 *wc = cache ? cached_weights(cache, &t, pool) : NULL;
+    t.wcache = (qlm_bf16 *)wc;
+    qlm_pool_run(pool, wc ? task_bf16_cached : task_bf16, &t);
   }
   return 1;
 }
 
-int qlm_matmul_bf16(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool) {
-  return qlm_matmul_bf16_group(&W, &Y, 1, X, T, pool);
+int qlm_matmul_bf16(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool, qlm_bf16_cache *cache) {
+  return qlm_matmul_bf16_group(&W, &Y, 1, X, T, pool, cache);
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/bgemm.h"
 #include "kernels/threadpool.h"
 
 /* Counters of LLM.int8() outlier decomposition, summed over calls (updated atomically). */
@@ -51,9 +52,30 @@ void qlm_matmul_group(const qlm_mat *const W[], float *const Y[], int n, const f
  * W[i] of one width.  The same bits on any CPU (without AVX-512 BF16: bgemm.h's scalar
  * reference, ~50x slower).  Returns 0, computing nothing, where it does not apply (LLM.int8()
  * weights, a type without a dequantizer, out of memory): the caller then takes qlm_matmul. */
+typedef struct qlm_bf16_cache qlm_bf16_cache;
 int qlm_matmul_bf16_group(const qlm_mat *const W[], float *const Y[], int n, const float *X, int64_t T,
-                          qlm_pool *pool);
-int qlm_matmul_bf16(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool);
+                          qlm_pool *pool, qlm_bf16_cache *cache);
+int qlm_matmul_bf16(const qlm_mat *W, const float *X, int64_t T, float *Y, qlm_pool *pool, qlm_bf16_cache *cache);
+
+/* bf16 copies of the last QLM_BF16_CACHE_N matrices qlm_matmul_bf16 multiplied (may be NULL: each
+ * call converts W again, a tile at a time).  Converting a quantized weight costs about as much as
+ * a few hundred bf16 multiply-adds, so with T = 512 rows per call it was ~40% of the calibration
+ * forward; the calibration pass runs every window through the same matrices.  An entry is found
+ * by W's data pointer and shape: whoever changes a matrix's weights in place, or frees them,
+ * must clear the cache first (the calibration pass does after each quantized slot).  Same bits
+ * with and without. */
+#define QLM_BF16_CACHE_N 8
+typedef struct qlm_bf16_weights {
+  const void *data;   /* the matrix's qlm_mat.data, type and shape: the key */
+  int type;
+  int64_t rows, cols;
+  qlm_bf16 *w;        /* [rows x qlm_bgemm_pad(cols)] bf16, zero-padded; NULL: empty entry */
+} qlm_bf16_weights;
+struct qlm_bf16_cache {
+  qlm_bf16_weights e[QLM_BF16_CACHE_N];
+  int next;           /* the entry to replace next (round robin) */
+};
+void qlm_bf16_cache_clear(qlm_bf16_cache *c);
 
 /* Keeps OpenBLAS to the calling thread (once per process): qlm splits the work over its own pool
  * and calls BLAS from inside it, so BLAS's own threads would only oversubscribe the cores. */

@@ -48,6 +48,7 @@ struct qlm_state {
   qlm_attn_pv_fn att_pv;
   bool gemm_att;               /* qlm_state_set_gemm_attention: one-sequence batches by BLAS */
   bool bf16;                   /* qlm_state_set_bf16: multi-row linear products in bf16 */
+  qlm_bf16_cache bf16_cache;   /* their weights in bf16 (qlm_state_weights_changed clears it) */
   float *gsc;                  /* [n_threads][gatt_rows][n_ctx] its scores, then weights */
   int gatt_rows;               /* min(QLM_GATT_ROWS, max_batch): query rows per block */
 };
@@ -56,6 +57,7 @@ int qlm_state_n_ctx(const qlm_state *s) { return s->n_ctx; }
 
 void qlm_state_free(qlm_state *s) {
   if (!s) return;
+  qlm_bf16_cache_clear(&s->bf16_cache);
   free(s->k_cache);
   free(s->v_cache);
   free(s->n_past);
@@ -339,7 +341,12 @@ static bool gemm_attention_fits(const qlm_state *s, const qlm_batch *b) {
   return true;
 }
 
-void qlm_state_set_bf16(qlm_state *s, bool on) { s->bf16 = on; }
+void qlm_state_set_bf16(qlm_state *s, bool on) {
+  s->bf16 = on;
+  qlm_bf16_cache_clear(&s->bf16_cache);
+}
+
+void qlm_state_weights_changed(qlm_state *s) { qlm_bf16_cache_clear(&s->bf16_cache); }
 
 int qlm_state_set_gemm_attention(qlm_state *s, bool on, qlm_error *err) {
   (void)err; /* its buffer is the state's (QLM_SB_GATT_SCORES) */
@@ -409,7 +416,7 @@ static void linear(qlm_state *s, const qlm_mat *W, const qlm_lin_in *in, const f
     }
     X = s->xin;
   }
-  if (s->bf16 && T > 1 && qlm_matmul_bf16(W, X, T, Y, s->pool)) return;
+  if (s->bf16 && T > 1 && qlm_matmul_bf16(W, X, T, Y, s->pool, &s->bf16_cache)) return;
   qlm_matmul(W, X, T, Y, s->pool);
 }
 
@@ -419,7 +426,7 @@ static void linear_group(qlm_state *s, const qlm_mat *const W[], const qlm_lin_i
                          int T, float *const Y[]) {
   bool plain = true;
   for (int i = 0; i < n; i++) plain = plain && !in[i]->perm && !(in[i]->act_scale > 0.0f);
-  if (plain && s->bf16 && T > 1 && qlm_matmul_bf16_group(W, Y, n, X, T, s->pool)) return;
+  if (plain && s->bf16 && T > 1 && qlm_matmul_bf16_group(W, Y, n, X, T, s->pool, &s->bf16_cache)) return;
   if (plain) {
     qlm_matmul_group(W, Y, n, X, T, s->pool);
     return;

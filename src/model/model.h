@@ -228,5 +228,8 @@ int qlm_state_set_gemm_attention(qlm_state *s, bool on, qlm_error *err);
  * default; matrices qlm_matmul_bf16 does not take, and decode, stay f32.  Attention, norms and
  * the residual stream stay f32 either way. */
 void qlm_state_set_bf16(qlm_state *s, bool on);
+/* The model's weights changed (a matrix replaced or edited): forget the bf16 copies the state
+ * keeps of them (kernels/matmul.h, qlm_bf16_cache).  Needed only with qlm_state_set_bf16 on. */
+void qlm_state_weights_changed(qlm_state *s);
 
 #endif

@@ -487,6 +487,7 @@ int qlm_calib_run(qlm_model *m, const int32_t *tokens, int n_samples, int seq_le
     if (!rc) mirror_hessians(&p.st);
     double w1 = wall_s(), c1 = cpu_s();
     if (!rc && on_layer) rc = on_layer(ctx, il, &p.st, err);
+    qlm_state_weights_changed(p.s);
     double w2 = wall_s(), c2 = cpu_s();
     if (!rc) rc = run_layer(m, p.s, &p.b, p.xs, false, n_samples, il, NULL, NULL, err);
     w[0] += w1 - w0, w[1] += w2 - w1, w[2] += wall_s() - w2;
@@ -531,6 +532,7 @@ static int slot_done(calib_pass *p, int il, qlm_linear_slot slot, qlm_calib_slot
   mirror_hessian(&p->st, slot);
   double w0 = wall_s(), c0 = cpu_s();
   int rc = on_slot ? on_slot(ctx, il, slot, &p->st, err) : QLM_OK;
+  qlm_state_weights_changed(p->s); /* on_slot may have put quantized matrices into the model */
   *method_w += wall_s() - w0, *method_c += cpu_s() - c0;
   return rc;
 }
