@@ -28,16 +28,11 @@
 #include "kernels/threadpool.h"
 #include "kernels/types.h"
 
-static uint64_t next(uint64_t *s) {
-  *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
-  return *s;
-}
-/* Mixed signs and magnitudes over 2^-8..2^8, and now and then an exact (negative) zero. */
+/* Mixed signs and magnitudes over 2^-8..2^8 (bf16 rounds most of them), now and then a zero. */
 static float val(uint64_t *s) {
-  uint64_t r = next(s);
-  if (r % 97 == 0) return (r >> 8) & 1 ? -0.0f : 0.0f;
-  float u = (float)((r >> 11) * (1.0 / 9007199254740992.0));
-  return ((r >> 9) & 1 ? -1.0f : 1.0f) * ldexpf(0.5f + u, (int)((r >> 3) % 17) - 8);
+  if (tu_rand_u64(s) % 61 == 0) return tu_rand_u64(s) & 1 ? -0.0f : 0.0f;
+  float sign = tu_rand_u64(s) & 1 ? -1.0f : 1.0f;
+  return sign * ldexpf(0.5f + 0.5f * tu_rand_uniform(s), (int)(tu_rand_u64(s) % 17) - 8);
 }
 /* rows x ld bf16 values: the first K of each row random, the rest zero (bgemm.h's padding). */
 static qlm_bf16 *random_bf(int64_t rows, int64_t ld, int64_t K, uint64_t *s) {
@@ -68,7 +63,7 @@ static void test_conversion(void **state) {
   (void)state;
   uint64_t s = 0x9e3779b97f4a7c15ull;
   for (int i = 0; i < 200000; i++) {
-    uint32_t u = (uint32_t)next(&s);
+    uint32_t u = (uint32_t)tu_rand_u64(&s);
     float f;
     memcpy(&f, &u, sizeof f);
     if (isnan(f)) {

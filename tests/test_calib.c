@@ -149,6 +149,22 @@ static void test_layer0_statistics(void **st) {
   free(c.copy0.absmax[0]), free(c.copy0.sqsum[0]), free(c.copy0.hessian[0]);
 }
 
+/* One call's inputs X [T x C] for the Hessian tests: correlated (a shared factor per token gives
+ * large off-diagonal sums) and offset; ref (upper triangle) += X^T X in double. */
+static void hessian_call(float *X, int T, int C, uint64_t *r, double *ref) {
+  for (int t = 0; t < T; t++) {
+    float common = tu_rand_normal(r);
+    for (int j = 0; j < C; j++)
+      X[(size_t)t * C + j] = (1.0f + 0.01f * (float)j) * (0.5f + common + 0.3f * tu_rand_normal(r));
+  }
+  for (int i = 0; i < C; i++)
+    for (int j = i; j < C; j++) {
+      double acc = 0.0;
+      for (int t = 0; t < T; t++) acc += (double)X[(size_t)t * C + i] * X[(size_t)t * C + j];
+      ref[(size_t)i * C + j] += acc;
+    }
+}
+
 /* The Hessian accumulation (qlm_calib_hessian_add: f32 BLAS per call, double across calls) against
  * a double reference over a 2048-token call with correlated, offset inputs, within the bound
  * argued in calib.c: |dH_ij| <= T * 2^-24 * sqrt(H_ii H_jj) per call; bit-identical for any
@@ -163,17 +179,7 @@ static void test_hessian_f32_vs_double(void **st) {
   qlm_pool *pools[3] = {NULL, qlm_pool_new(2), qlm_pool_new(3)};
   for (int k = 0; k < 3; k++) H[k] = calloc((size_t)C * C, sizeof(double));
   for (int call = 0; call < CALLS; call++) {
-    for (int t = 0; t < T; t++) {
-      float common = tu_rand_normal(&r); /* shared factor: large off-diagonal sums */
-      for (int j = 0; j < C; j++)
-        X[(size_t)t * C + j] = (1.0f + 0.01f * (float)j) * (0.5f + common + 0.3f * tu_rand_normal(&r));
-    }
-    for (int i = 0; i < C; i++)
-      for (int j = i; j < C; j++) {
-        double acc = 0.0;
-        for (int t = 0; t < T; t++) acc += (double)X[(size_t)t * C + i] * X[(size_t)t * C + j];
-        ref[(size_t)i * C + j] += acc;
-      }
+    hessian_call(X, T, C, &r, ref);
     for (int k = 0; k < 3; k++) qlm_calib_hessian_add(H[k], tmp, X, T, C, pools[k]);
   }
   double worst = 0.0, u = 0x1p-24;
@@ -212,17 +218,7 @@ static void test_hessian_bf16_vs_double(void **st) {
   qlm_pool *pools[3] = {NULL, qlm_pool_new(2), qlm_pool_new(3)};
   for (int k = 0; k < 3; k++) H[k] = calloc((size_t)C * C, sizeof(double));
   for (int call = 0; call < CALLS; call++) {
-    for (int t = 0; t < T; t++) {
-      float common = tu_rand_normal(&r);
-      for (int j = 0; j < C; j++)
-        X[(size_t)t * C + j] = (1.0f + 0.01f * (float)j) * (0.5f + common + 0.3f * tu_rand_normal(&r));
-    }
-    for (int i = 0; i < C; i++)
-      for (int j = i; j < C; j++) {
-        double acc = 0.0;
-        for (int t = 0; t < T; t++) acc += (double)X[(size_t)t * C + i] * X[(size_t)t * C + j];
-        ref[(size_t)i * C + j] += acc;
-      }
+    hessian_call(X, T, C, &r, ref);
     for (int k = 0; k < 3; k++) qlm_calib_hessian_add_bf16(H[k], tmp, xt, X, T, C, pools[k]);
     qlm_calib_hessian_add(hf, tmp, X, T, C, NULL);
   }

@@ -671,6 +671,14 @@ static size_t bf16_tile_bytes(const bf_task *t) {
   return (size_t)t->tile * ((size_t)t->W->cols * sizeof(float) + (size_t)t->kp * sizeof(qlm_bf16));
 }
 
+/* Row r of W in bf16, zero-padded to kp (f: cols floats of scratch for a quantized row). */
+static void bf16_row(const qlm_mat *W, int64_t r, float *f, qlm_bf16 *dst, int64_t kp) {
+  const unsigned char *row = (const unsigned char *)W->data + (size_t)r * W->row_bytes;
+  const float *src = (const float *)row;
+  if (W->type != QLM_TYPE_F32) qlm_dequantize(W->type, row, f, W->cols), src = f;
+  qlm_bf16_from_f32(src, W->cols, dst, kp);
+}
+
 static void task_bf16(void *arg, int ith, int nth) {
   const bf_task *t = arg;
   const qlm_mat *W = t->W;
@@ -680,12 +688,7 @@ static void task_bf16(void *arg, int ith, int nth) {
   qlm_bf16 *b = (qlm_bf16 *)(f + (size_t)t->tile * (size_t)cols);
   for (int64_t r = r0; r < r1; r += t->tile) {
     int64_t n = r1 - r < t->tile ? r1 - r : t->tile;
-    for (int64_t k = 0; k < n; k++) {
-      const unsigned char *row = (const unsigned char *)W->data + (size_t)(r + k) * W->row_bytes;
-      const float *src = (const float *)row;
-      if (W->type != QLM_TYPE_F32) qlm_dequantize(W->type, row, f, cols), src = f;
-      qlm_bf16_from_f32(src, cols, b + k * t->kp, t->kp);
-    }
+    for (int64_t k = 0; k < n; k++) bf16_row(W, r + k, f, b + k * t->kp, t->kp);
     qlm_bgemm_xwt(t->xb, t->kp, b, t->kp, t->Y + r, W->rows, t->T, n, t->kp);
   }
 }
@@ -710,16 +713,10 @@ void qlm_bf16_cache_clear(qlm_bf16_cache *c) {
 /* Thread ith's rows of W into the entry's bf16 copy. */
 static void task_bf16_w(void *arg, int ith, int nth) {
   const bf_task *t = arg;
-  const qlm_mat *W = t->W;
-  int64_t r0, r1, cols = W->cols;
-  split_rows(W->rows, ith, nth, &r0, &r1);
-  float *f = (float *)(t->wb + (size_t)ith * bf16_tile_bytes(t));
-  for (int64_t r = r0; r < r1; r++) {
-    const unsigned char *row = (const unsigned char *)W->data + (size_t)r * W->row_bytes;
-    const float *src = (const float *)row;
-    if (W->type != QLM_TYPE_F32) qlm_dequantize(W->type, row, f, cols), src = f;
-    qlm_bf16_from_f32(src, cols, t->wcache + r * t->kp, t->kp);
-  }
+  int64_t r0, r1;
+  split_rows(t->W->rows, ith, nth, &r0, &r1);
+  float *f = (float *)(t->wb + (size_t)ith * bf16_tile_bytes(t)); /* the tile's f32 part: one row here */
+  for (int64_t r = r0; r < r1; r++) bf16_row(t->W, r, f, t->wcache + r * t->kp, t->kp);
 }
 
 static void task_bf16_cached(void *arg, int ith, int nth) {

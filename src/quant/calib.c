@@ -195,13 +195,9 @@ typedef struct hess_task {
   int T, cols;
 } hess_task;
 
-static void hess_tile(const hess_task *h, int k) {
-  int c = h->cols, i0 = k * HESS_TILE, i1 = i0 + HESS_TILE < c ? i0 + HESS_TILE : c, nb = i1 - i0;
-  float *tp = h->tmp + (size_t)i0 * c;
-  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, nb, h->T, 1.0f, h->X + i0, c, 0.0f, tp + i0, c);
-  if (i1 < c)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, c - i1, h->T, 1.0f, h->X + i0, c, h->X + i1, c, 0.0f,
-                tp + i1, c);
+/* Rows [i0, i1) of the call's products (tmp, upper triangle) into the double sum H. */
+static void add_upper(const hess_task *h, int i0, int i1) {
+  int c = h->cols;
   for (int i = i0; i < i1; i++) {
     double *Hr = h->H + (size_t)i * c;
     const float *tr = h->tmp + (size_t)i * c;
@@ -209,14 +205,28 @@ static void hess_tile(const hess_task *h, int k) {
   }
 }
 
+static void hess_tile(const hess_task *h, int k) {
+  int c = h->cols, i0 = k * HESS_TILE, i1 = i0 + HESS_TILE < c ? i0 + HESS_TILE : c, nb = i1 - i0;
+  float *tp = h->tmp + (size_t)i0 * c;
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, nb, h->T, 1.0f, h->X + i0, c, 0.0f, tp + i0, c);
+  if (i1 < c)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, c - i1, h->T, 1.0f, h->X + i0, c, h->X + i1, c, 0.0f,
+                tp + i1, c);
+  add_upper(h, i0, i1);
+}
+
+/* Which of nth threads takes tile k: tiles shrink down the triangle, so they are dealt out
+ * boustrophedon (0 1 1 0 0 1 ...) to balance. */
+static int tile_owner(int k, int nth) {
+  int round = k / nth, pos = k % nth;
+  return round % 2 ? nth - 1 - pos : pos;
+}
+
 static void hess_worker(void *arg, int ith, int nth) {
   const hess_task *h = arg;
   int nt = (h->cols + HESS_TILE - 1) / HESS_TILE;
-  /* tiles shrink down the triangle: deal them out boustrophedon (0 1 1 0 0 1 ...) to balance */
-  for (int k = 0; k < nt; k++) {
-    int round = k / nth, pos = k % nth, owner = round % 2 ? nth - 1 - pos : pos;
-    if (owner == ith) hess_tile(h, k);
-  }
+  for (int k = 0; k < nt; k++)
+    if (tile_owner(k, nth) == ith) hess_tile(h, k);
 }
 
 void qlm_calib_hessian_add(double *H, float *tmp, const float *X, int T, int cols, qlm_pool *pool) {
@@ -252,20 +262,14 @@ static void hess_bf16_tile(const hess_bf16_task *b, int k) {
   int c = h->cols, i0 = k * HESS_TILE, i1 = i0 + HESS_TILE < c ? i0 + HESS_TILE : c;
   const qlm_bf16 *rows = b->xt + (size_t)i0 * (size_t)b->tp;
   qlm_bgemm_xwt(rows, b->tp, rows, b->tp, h->tmp + (size_t)i0 * c + i0, c, i1 - i0, c - i0, b->tp);
-  for (int i = i0; i < i1; i++) {
-    double *Hr = h->H + (size_t)i * c;
-    const float *tr = h->tmp + (size_t)i * c;
-    for (int j = i; j < c; j++) Hr[j] += tr[j];
-  }
+  add_upper(h, i0, i1);
 }
 
 static void hess_bf16_worker(void *arg, int ith, int nth) {
   const hess_bf16_task *b = arg;
   int nt = (b->h.cols + HESS_TILE - 1) / HESS_TILE;
-  for (int k = 0; k < nt; k++) { /* boustrophedon, as hess_worker */
-    int round = k / nth, pos = k % nth, owner = round % 2 ? nth - 1 - pos : pos;
-    if (owner == ith) hess_bf16_tile(b, k);
-  }
+  for (int k = 0; k < nt; k++)
+    if (tile_owner(k, nth) == ith) hess_bf16_tile(b, k);
 }
 
 void qlm_calib_hessian_add_bf16(double *H, float *tmp, qlm_bf16 *xt, const float *X, int T, int cols, qlm_pool *pool) {
