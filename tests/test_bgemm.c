@@ -1,6 +1,6 @@
 /* test_bgemm.c — the bf16 product of the calibration forward (kernels/bgemm.h).
  *
- *   conversion:  qlm_bf16_of rounds to nearest even (ties both ways, carries into the exponent,
+ *   conversion:  qlm_f32_to_bf16 (core/fp16.h) rounds to nearest even (ties both ways, carries into the exponent,
  *                overflow to infinity, NaN stays NaN) — checked against the exact rounding
  *                computed in double;
  *   reference:   qlm_bgemm_xwt_ref is within the chain's error bound of the double-precision
@@ -67,16 +67,16 @@ static void test_conversion(void **state) {
     float f;
     memcpy(&f, &u, sizeof f);
     if (isnan(f)) {
-      assert_true(isnan(qlm_f32_of_bf16(qlm_bf16_of(f))));
+      assert_true(isnan(qlm_bf16_to_f32(qlm_f32_to_bf16(f))));
       continue;
     }
-    float want = round_bf16_exact(f), got = qlm_f32_of_bf16(qlm_bf16_of(f));
+    float want = round_bf16_exact(f), got = qlm_bf16_to_f32(qlm_f32_to_bf16(f));
     if (fabsf(f) > 0x1.fefffep127f) want = copysignf(INFINITY, f); /* rounds past the largest bf16 */
     if (memcmp(&want, &got, sizeof want)) fail_msg("%a -> %a, want %a", (double)f, (double)got, (double)want);
   }
   /* ties: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (even: 1); 1 + 3·2^-8 goes up to 1 + 2^-6 */
-  assert_true(qlm_f32_of_bf16(qlm_bf16_of(1.0f + 0x1p-8f)) == 1.0f);
-  assert_true(qlm_f32_of_bf16(qlm_bf16_of(1.0f + 0x3p-8f)) == 1.0f + 0x1p-6f);
+  assert_true(qlm_bf16_to_f32(qlm_f32_to_bf16(1.0f + 0x1p-8f)) == 1.0f);
+  assert_true(qlm_bf16_to_f32(qlm_f32_to_bf16(1.0f + 0x3p-8f)) == 1.0f + 0x1p-6f);
   qlm_bf16 pad[40];
   float one[3] = {1.0f, -2.0f, 0.5f};
   memset(pad, 0xff, sizeof pad);
@@ -100,7 +100,7 @@ static void test_reference_near_exact(void **state) {
       for (int64_t j = 0; j < n; j++) {
         double e = 0, a = 0;
         for (int64_t k = 0; k < K; k++) {
-          double p = (double)qlm_f32_of_bf16(X[i * K + k]) * qlm_f32_of_bf16(W[j * K + k]);
+          double p = (double)qlm_bf16_to_f32(X[i * K + k]) * qlm_bf16_to_f32(W[j * K + k]);
           e += p, a += fabs(p);
         }
         if (fabs(Y[i * n + j] - e) > depth * u * a + 1e-30)

@@ -9,13 +9,13 @@
 #include "kernels/sgemm.h"
 
 void qlm_bf16_from_f32(const float *x, int64_t n, qlm_bf16 *y, int64_t n_pad) {
-  for (int64_t i = 0; i < n; i++) y[i] = qlm_bf16_of(x[i]);
+  for (int64_t i = 0; i < n; i++) y[i] = qlm_f32_to_bf16(x[i]);
   for (int64_t i = n; i < n_pad; i++) y[i] = 0;
 }
 
 /* An operand as VDPBF16PS reads it: subnormals are zero (DAZ). */
 static float operand(qlm_bf16 h) {
-  float f = qlm_f32_of_bf16(h);
+  float f = qlm_bf16_to_f32(h);
   return fabsf(f) < FLT_MIN ? copysignf(0.0f, f) : f;
 }
 

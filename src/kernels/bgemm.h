@@ -24,7 +24,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <string.h>
+
+#include "core/fp16.h" /* qlm_f32_to_bf16, qlm_bf16_to_f32: the conversions */
 
 typedef uint16_t qlm_bf16;
 
@@ -33,21 +34,6 @@ typedef uint16_t qlm_bf16;
 
 /* n rounded up to QLM_BGEMM_K_ALIGN. */
 static inline int64_t qlm_bgemm_pad(int64_t n) { return (n + QLM_BGEMM_K_ALIGN - 1) / QLM_BGEMM_K_ALIGN * QLM_BGEMM_K_ALIGN; }
-
-/* f32 -> bf16, round to nearest even (VCVTNEPS2BF16's rule; NaN stays a quiet NaN). */
-static inline qlm_bf16 qlm_bf16_of(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (qlm_bf16)((u >> 16) | 0x40u);
-  return (qlm_bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static inline float qlm_f32_of_bf16(qlm_bf16 h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 /* y[0..n) = bf16(x[0..n)), then zeros up to n_pad (>= n). */
 void qlm_bf16_from_f32(const float *x, int64_t n, qlm_bf16 *y, int64_t n_pad);

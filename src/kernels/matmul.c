@@ -727,7 +727,7 @@ static void task_bf16_cached(void *arg, int ith, int nth) {
 }
 
 /* W's bf16 copy in the cache, made now if it is not there (NULL: out of memory). */
-static const qlm_bf16 *cached_weights(qlm_bf16_cache *c, bf_task *t, qlm_pool *pool) {
+static qlm_bf16 *cached_weights(qlm_bf16_cache *c, bf_task *t, qlm_pool *pool) {
   const qlm_mat *W = t->W;
   for (int i = 0; i < QLM_BF16_CACHE_N; i++) {
     qlm_bf16_weights *e = &c->e[i];
@@ -764,10 +764,9 @@ int qlm_matmul_bf16_group(const qlm_mat *const W[], float *const Y[], int n, con
   t.wb = buf + (xbytes + 63) / 64 * 64;
   qlm_pool_run(pool, task_bf16_x, &t);
   for (int i = 0; i < n; i++) {
-    t.W = W[i], t.Y = Y[i], t.wcache = NULL;
-    const qlm_bf16 *wc = cache ? cached_weights(cache, &t, pool) : NULL;
-    t.wcache = (qlm_bf16 *)wc;
-    qlm_pool_run(pool, wc ? task_bf16_cached : task_bf16, &t);
+    t.W = W[i], t.Y = Y[i];
+    t.wcache = cache ? cached_weights(cache, &t, pool) : NULL;
+    qlm_pool_run(pool, t.wcache ? task_bf16_cached : task_bf16, &t);
   }
   return 1;
 }

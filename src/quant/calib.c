@@ -250,7 +250,7 @@ static void transpose_worker(void *arg, int ith, int nth) {
     int t1 = t0 + 16 < T ? t0 + 16 : T;
     for (int j = j0; j < j1; j++) {
       qlm_bf16 *dst = b->xt + (size_t)j * (size_t)b->tp;
-      for (int t = t0; t < t1; t++) dst[t] = qlm_bf16_of(b->h.X[(size_t)t * c + j]);
+      for (int t = t0; t < t1; t++) dst[t] = qlm_f32_to_bf16(b->h.X[(size_t)t * c + j]);
     }
   }
   for (int j = j0; j < j1; j++)
