@@ -331,6 +331,38 @@ static void test_prefill_equals_decode(void **stt) {
   }
 }
 
+/* A prefill batch's logits carry the same bits at 1, 2 and 3 threads: the matmuls split output
+ * rows, and the row-wise work (norms, rope, cache stores, residuals, activations) splits rows over
+ * the pool only at 8 rows or more, hence the 23 rows here and the one row (below the split) after. */
+static void test_threads_same_bits(void **stt) {
+  (void)stt;
+  const int n = 23; /* + 1 decoded: the synthetic models have 32 positions */
+  for (int c = 0; c < N_CFGS; c++) {
+    syn s;
+    syn_build(&s, CFGS[c].arch, CFGS[c].rope, CFGS[c].n_head, CFGS[c].n_kv, CFGS[c].tied, 500 + c);
+    int V = s.hp.n_vocab;
+    int32_t tok[24];
+    make_tokens(tok, n + 1, V, 60 + c);
+    float *lg[3];
+    for (int t = 0; t < 3; t++) {
+      qlm_model *m;
+      qlm_state *st;
+      load(&s, 1, 64, t + 1, &m, &st);
+      lg[t] = malloc((size_t)(n + 1) * V * 4);
+      run_prefill(m, st, 0, tok, n, lg[t]);
+      qlm_error err = {0};
+      if (qlm_forward_seq(m, st, 0, n, tok + n, 1, lg[t] + (size_t)n * V, &err)) fail_msg("%s", err.msg);
+      qlm_state_free(st);
+      qlm_model_free(m);
+    }
+    for (int t = 1; t < 3; t++)
+      if (memcmp(lg[0], lg[t], (size_t)(n + 1) * V * 4))
+        fail_msg("%s: logits at %d threads differ from 1 thread", CFGS[c].name, t + 1);
+    for (int t = 0; t < 3; t++) free(lg[t]);
+    syn_free(&s);
+  }
+}
+
 /* Three sequences interleaved in one batch (after a per-sequence prefix) == each sequence alone. */
 static void test_multi_sequence_batch(void **stt) {
   (void)stt;
@@ -638,6 +670,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matches_reference),   cmocka_unit_test(test_prefill_equals_decode),
       cmocka_unit_test(test_multi_sequence_batch), cmocka_unit_test(test_rope_conventions),
+      cmocka_unit_test(test_threads_same_bits),
       cmocka_unit_test(test_errors),              cmocka_unit_test(test_stories260k_greedy),
       cmocka_unit_test(test_f16_weights_convert), cmocka_unit_test(test_stories260k_formats_agree),
   };

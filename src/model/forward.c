@@ -42,6 +42,7 @@ struct qlm_state {
   float *hb, *hb2;             /* [B][n_ff] */
   float *xin;                  /* [B][n_ff + n_embd + n_head*hd] (more than any input width) a linear's transformed input (qlm_lin_in) */
   float *rope_cos, *rope_sin;  /* [B][n_rot / 2] */
+  int32_t *rope_pos;           /* [B] the position row r of the rope table holds, -1 none (rope_table) */
   float *scores;               /* [n_threads][n_head / n_head_kv][n_ctx] attention weights per thread */
   qlm_pool *pool;
   qlm_attn_scores_fn att_scores; /* attention products (kernels/attn.h) */
@@ -77,6 +78,7 @@ void qlm_state_free(qlm_state *s) {
   free(s->xin);
   free(s->rope_cos);
   free(s->rope_sin);
+  free(s->rope_pos);
   free(s->scores);
   free(s->gsc);
   qlm_pool_free(s->pool);
@@ -124,6 +126,8 @@ int qlm_state_new(const qlm_model *m, int n_seq, int n_ctx, int max_batch, int n
   s->q = p[QLM_SB_Q], s->att = p[QLM_SB_ATT], s->k = p[QLM_SB_K], s->v = p[QLM_SB_V];
   s->hb = p[QLM_SB_HB], s->hb2 = p[QLM_SB_HB2], s->xin = p[QLM_SB_XIN];
   s->rope_cos = p[QLM_SB_ROPE_COS], s->rope_sin = p[QLM_SB_ROPE_SIN], s->scores = p[QLM_SB_SCORES];
+  s->rope_pos = p[QLM_SB_ROPE_POS];
+  for (int r = 0; r < max_batch; r++) s->rope_pos[r] = -1;
   s->gsc = p[QLM_SB_GATT_SCORES];
   s->gatt_rows = max_batch < QLM_GATT_ROWS ? max_batch : QLM_GATT_ROWS;
   s->gemm_att = true;
@@ -163,40 +167,109 @@ static void layernorm(float *o, const float *x, const float *w, const float *b, 
   for (int i = 0; i < n; i++) o[i] = (float)(x[i] - mean) * scale * w[i] + b[i];
 }
 
-/* T rows of x -> o with the model's norm (w, b: b only for gpt2's LayerNorm). */
-static void norm_rows(const qlm_model *m, float *o, const float *x, int T, const float *w, const float *b) {
-  int n = m->hp.n_embd;
-  for (int i = 0; i < T; i++) {
-    if (m->hp.arch == QLM_ARCH_GPT2) layernorm(o + (size_t)i * n, x + (size_t)i * n, w, b, n, m->hp.norm_eps);
-    else rmsnorm(o + (size_t)i * n, x + (size_t)i * n, w, n, m->hp.norm_eps);
+/* ---- row-parallel element-wise work ----
+ * Norms, biases, rope, the cache stores, residual adds and activations treat each row on its
+ * own, so a prefill batch's rows are split into contiguous ranges over the pool's threads: every
+ * row gets the same arithmetic as on one thread, hence the same bits at any thread count.  Done
+ * serially they were ~5% of a 2-thread calibration forward's CPU time (8 x 2048 tokens), spent
+ * on one core while the other waited. */
+#define PAR_MIN_ROWS 8 /* fewer rows (decode) stay on the calling thread: a dispatch costs ~µs */
+
+typedef void (*rows_fn)(const void *job, int r0, int r1);
+
+typedef struct rows_par {
+  rows_fn fn;
+  const void *job;
+  int T;
+} rows_par;
+
+static void rows_par_worker(void *arg, int ith, int nth) {
+  const rows_par *p = arg;
+  int r0 = (int)((int64_t)p->T * ith / nth), r1 = (int)((int64_t)p->T * (ith + 1) / nth);
+  if (r1 > r0) p->fn(p->job, r0, r1);
+}
+
+/* fn(job, r0, r1) over rows [0, T), split over s's pool when there are enough rows. */
+static void for_rows(qlm_state *s, int T, rows_fn fn, const void *job) {
+  if (T < PAR_MIN_ROWS) {
+    fn(job, 0, T);
+    return;
+  }
+  rows_par p = {fn, job, T};
+  qlm_pool_run(s->pool, rows_par_worker, &p);
+}
+
+typedef struct norm_job {
+  const qlm_model *m;
+  float *o;
+  const float *x, *w, *b; /* b: gpt2's LayerNorm bias only */
+} norm_job;
+
+static void norm_range(const void *job, int r0, int r1) {
+  const norm_job *j = job;
+  int n = j->m->hp.n_embd;
+  float eps = j->m->hp.norm_eps;
+  for (int i = r0; i < r1; i++) {
+    float *o = j->o + (size_t)i * n;
+    const float *x = j->x + (size_t)i * n;
+    if (j->m->hp.arch == QLM_ARCH_GPT2) layernorm(o, x, j->w, j->b, n, eps);
+    else rmsnorm(o, x, j->w, n, eps);
   }
 }
 
-static void add_bias(float *y, const float *b, int T, int n) {
-  if (!b) return;
-  for (int i = 0; i < T; i++)
-    for (int j = 0; j < n; j++) y[(size_t)i * n + j] += b[j];
+/* T rows of x -> o with the model's norm (w, b: b only for gpt2's LayerNorm). */
+static void norm_rows(qlm_state *s, float *o, const float *x, int T, const float *w, const float *b) {
+  norm_job j = {s->m, o, x, w, b};
+  for_rows(s, T, norm_range, &j);
 }
 
-static void add_rows(float *x, const float *y, int T, int n) {
-  for (size_t i = 0; i < (size_t)T * n; i++) x[i] += y[i];
+typedef struct residual_job {
+  float *x;
+  const float *y, *b; /* b may be NULL */
+  int n;
+} residual_job;
+
+static void residual_range(const void *job, int r0, int r1) {
+  const residual_job *j = job;
+  for (int i = r0; i < r1; i++) {
+    float *x = j->x + (size_t)i * j->n;
+    const float *y = j->y + (size_t)i * j->n;
+    if (j->b)
+      for (int k = 0; k < j->n; k++) x[k] += y[k] + j->b[k];
+    else
+      for (int k = 0; k < j->n; k++) x[k] += y[k];
+  }
 }
 
+/* x [T x n] += y + b (b may be NULL): a sub-layer's output and bias into the residual stream. */
+static void add_residual(qlm_state *s, float *x, const float *y, const float *b, int T, int n) {
+  residual_job j = {x, y, b, n};
+  for_rows(s, T, residual_range, &j);
+}
+
+static void add_bias_row(float *y, const float *b, int n) {
+  if (b)
+    for (int j = 0; j < n; j++) y[j] += b[j];
+}
 
 /* GPT-2's GELU, tanh approximation. */
 static float gelu(float x) { return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
 
-/* cos/sin of pos * theta^(-2i/n_rot), i < n_rot/2, for every row (shared by all layers). */
+/* cos/sin of pos * theta^(-2i/n_rot), i < n_rot/2, for every row (shared by all layers).  A row
+ * whose table already holds its position is kept: the calibration's samples all start at 0, and
+ * the staged pass asks for the table once per layer and sample (pow/sin/cos were ~1% of its time). */
 static void rope_table(qlm_state *s, const qlm_batch *b) {
   const qlm_hparams *hp = &s->m->hp;
   int half = hp->n_rot / 2;
   for (int r = 0; r < b->n; r++) {
+    if (s->rope_pos[r] == b->pos[r]) continue;
     for (int i = 0; i < half; i++) {
       double freq = pow((double)hp->rope_theta, -2.0 * i / hp->n_rot);
       double a = (double)b->pos[r] * freq;
       s->rope_cos[(size_t)r * half + i] = (float)cos(a);
       s->rope_sin[(size_t)r * half + i] = (float)sin(a);
     }
+    s->rope_pos[r] = b->pos[r];
   }
 }
 
@@ -383,12 +456,34 @@ static int check_batch(const qlm_model *m, qlm_state *s, const qlm_batch *b, qlm
   return QLM_OK;
 }
 
-static void store_kv(qlm_state *s, const qlm_batch *b, int layer) {
+/* Rows [r0, r1) of q, k, v after their product: biases, rope (at the rows' rope_table entries),
+ * then k and v into the cache at (seq, pos). */
+typedef struct qkv_job {
+  qlm_state *s;
+  const qlm_batch *b;
+  const qlm_layer *L;
+  int layer;
+} qkv_job;
+
+static void qkv_range(const void *job, int r0, int r1) {
+  const qkv_job *j = job;
+  qlm_state *s = j->s;
+  const qlm_hparams *hp = &s->m->hp;
+  int QD = hp->n_head * hp->head_dim, half = hp->n_rot / 2;
   size_t kvd = (size_t)s->kv_dim;
-  for (int r = 0; r < b->n; r++) {
-    size_t off = (size_t)b->seq[r] * s->seq_stride + ((size_t)layer * s->n_ctx + (size_t)b->pos[r]) * kvd;
-    memcpy(s->k_cache + off, s->k + r * kvd, kvd * sizeof(float));
-    memcpy(s->v_cache + off, s->v + r * kvd, kvd * sizeof(float));
+  for (int r = r0; r < r1; r++) {
+    float *q = s->q + (size_t)r * QD, *k = s->k + r * kvd, *v = s->v + r * kvd;
+    add_bias_row(q, j->L->bq, QD);
+    add_bias_row(k, j->L->bk, s->kv_dim);
+    add_bias_row(v, j->L->bv, s->kv_dim);
+    if (hp->rope_style != QLM_ROPE_NONE) {
+      const float *cs = s->rope_cos + (size_t)r * half, *sn = s->rope_sin + (size_t)r * half;
+      rope_row(hp, q, hp->n_head, cs, sn);
+      rope_row(hp, k, hp->n_head_kv, cs, sn);
+    }
+    size_t off = (size_t)j->b->seq[r] * s->seq_stride + ((size_t)j->layer * s->n_ctx + (size_t)j->b->pos[r]) * kvd;
+    memcpy(s->k_cache + off, k, kvd * sizeof(float));
+    memcpy(s->v_cache + off, v, kvd * sizeof(float));
   }
 }
 
@@ -440,22 +535,13 @@ static void linear_group(qlm_state *s, const qlm_mat *const W[], const qlm_lin_i
 static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *xn) {
   const qlm_hparams *hp = &m->hp;
   const qlm_layer *L = &m->layers[il];
-  int T = b->n, QD = hp->n_head * hp->head_dim, half = hp->n_rot / 2;
+  int T = b->n;
   const qlm_mat *W[3] = {&L->wq, &L->wk, &L->wv};
   const qlm_lin_in *in[3] = {&L->in_q, &L->in_k, &L->in_v};
   float *Y[3] = {s->q, s->k, s->v};
   linear_group(s, W, in, 3, xn, T, Y);
-  add_bias(s->q, L->bq, T, QD);
-  add_bias(s->k, L->bk, T, s->kv_dim);
-  add_bias(s->v, L->bv, T, s->kv_dim);
-  if (hp->rope_style != QLM_ROPE_NONE) {
-    for (int r = 0; r < T; r++) {
-      const float *cs = s->rope_cos + (size_t)r * half, *sn = s->rope_sin + (size_t)r * half;
-      rope_row(hp, s->q + (size_t)r * QD, hp->n_head, cs, sn);
-      rope_row(hp, s->k + (size_t)r * s->kv_dim, hp->n_head_kv, cs, sn);
-    }
-  }
-  store_kv(s, b, il);
+  qkv_job j = {s, b, L, il};
+  for_rows(s, T, qkv_range, &j);
   if (gemm_attention_fits(s, b)) {
     gatt_task gt = {.s = s, .b = b, .layer = il};
     qlm_pool_run(s->pool, gatt_worker, &gt);
@@ -469,8 +555,7 @@ static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b
 static void attn_residual(const qlm_model *m, qlm_state *s, int il, const float *att, int T, float *x) {
   const qlm_layer *L = &m->layers[il];
   linear(s, &L->wo, &L->in_o, att, T, s->tmp);
-  add_bias(s->tmp, L->bo, T, m->hp.n_embd);
-  add_rows(x, s->tmp, T, m->hp.n_embd);
+  add_residual(s, x, s->tmp, L->bo, T, m->hp.n_embd);
 }
 
 /* The feed-forward's hidden activation of the normalized input xn [T x n_embd]: s->hb [T x n_ff]
@@ -480,29 +565,45 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void swiglu(
   for (size_t i = 0; i < n; i++) h[i] = qlm_silu(h[i]) * u[i];
 }
 
+/* Rows [r0, r1) of s->hb: gelu(hb + b_up) (gpt2) or silu(hb) * hb2. */
+typedef struct act_job {
+  qlm_state *s;
+  const float *b_up; /* gpt2 */
+} act_job;
+
+static void act_range(const void *job, int r0, int r1) {
+  const act_job *j = job;
+  const qlm_model *m = j->s->m;
+  size_t F = (size_t)m->hp.n_ff;
+  float *h = j->s->hb + (size_t)r0 * F;
+  if (m->hp.arch == QLM_ARCH_GPT2)
+    for (int r = r0; r < r1; r++, h += F) {
+      add_bias_row(h, j->b_up, (int)F);
+      for (size_t i = 0; i < F; i++) h[i] = gelu(h[i]);
+    }
+  else
+    swiglu(h, j->s->hb2 + (size_t)r0 * F, (size_t)(r1 - r0) * F);
+}
+
 static void ffn_activation(const qlm_model *m, qlm_state *s, int il, const float *xn, int T) {
   const qlm_layer *L = &m->layers[il];
-  int F = m->hp.n_ff;
-  size_t n = (size_t)T * F;
   if (m->hp.arch == QLM_ARCH_GPT2) {
     linear(s, &L->w_up, &L->in_up, xn, T, s->hb);
-    add_bias(s->hb, L->b_up, T, F);
-    for (size_t i = 0; i < n; i++) s->hb[i] = gelu(s->hb[i]);
   } else {
     const qlm_mat *W[2] = {&L->w_gate, &L->w_up};
     const qlm_lin_in *in[2] = {&L->in_gate, &L->in_up};
     float *Y[2] = {s->hb, s->hb2};
     linear_group(s, W, in, 2, xn, T, Y);
-    swiglu(s->hb, s->hb2, n);
   }
+  act_job j = {s, L->b_up};
+  for_rows(s, T, act_range, &j);
 }
 
 /* x [T x n_embd] += w_down · h + b_down, h [T x n_ff] (s->tmp holds the product). */
 static void ffn_residual(const qlm_model *m, qlm_state *s, int il, const float *h, int T, float *x) {
   const qlm_layer *L = &m->layers[il];
   linear(s, &L->w_down, &L->in_down, h, T, s->tmp);
-  add_bias(s->tmp, L->b_down, T, m->hp.n_embd);
-  add_rows(x, s->tmp, T, m->hp.n_embd);
+  add_residual(s, x, s->tmp, L->b_down, T, m->hp.n_embd);
 }
 
 /* inputs_only: stop after the hook has seen the last linear's input (x is left half-updated: the
@@ -513,13 +614,13 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
   const qlm_layer *L = &m->layers[il];
   int T = b->n, E = hp->n_embd, F = hp->n_ff, QD = hp->n_head * hp->head_dim;
 
-  norm_rows(m, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
+  norm_rows(s, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
   call_hook(hook, il, QLM_SLOT_QKV, s->xn, T, E);
   attention_block(m, s, b, il, s->xn);
   call_hook(hook, il, QLM_SLOT_O, s->att, T, QD);
   attn_residual(m, s, il, s->att, T, s->x);
 
-  norm_rows(m, s->xn, s->x, T, L->ffn_norm, L->ffn_norm_b);
+  norm_rows(s, s->xn, s->x, T, L->ffn_norm, L->ffn_norm_b);
   call_hook(hook, il, QLM_SLOT_UP, s->xn, T, E);
   ffn_activation(m, s, il, s->xn, T);
   call_hook(hook, il, QLM_SLOT_DOWN, s->hb, T, F);
@@ -552,7 +653,7 @@ static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *
   /* a sequence now ends after its last row here (a batch starting before n_past rewrites and truncates) */
   for (int i = 0; i < s->n_seq; i++)
     if (s->batch_next[i] >= 0) s->n_past[i] = s->batch_next[i];
-  if (hidden) norm_rows(m, hidden, s->x, T, m->out_norm, m->out_norm_b);
+  if (hidden) norm_rows(s, hidden, s->x, T, m->out_norm, m->out_norm_b);
   if (!logits) return QLM_OK;
 
   /* final norm and output matmul over runs of consecutive wanted rows */
@@ -564,7 +665,7 @@ static int forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, float *
     }
     int r1 = r + 1;
     while (r1 < T && (!b->want_logits || b->want_logits[r1])) r1++;
-    norm_rows(m, s->xn + (size_t)r * E, s->x + (size_t)r * E, r1 - r, m->out_norm, m->out_norm_b);
+    norm_rows(s, s->xn + (size_t)r * E, s->x + (size_t)r * E, r1 - r, m->out_norm, m->out_norm_b);
     float *dst = logits + (size_t)(compact ? out_row : r) * V;
     qlm_matmul(&m->output, s->xn + (size_t)r * E, r1 - r, dst, s->pool);
     out_row += r1 - r;
@@ -623,7 +724,7 @@ int qlm_stage_qkv_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, in
   int rc = check_stage(m, s, b, il, err);
   if (rc) return rc;
   const qlm_layer *L = &m->layers[il];
-  norm_rows(m, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
+  norm_rows(s, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
   *X = s->xn;
   return QLM_OK;
 }
@@ -635,7 +736,7 @@ int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, in
   if (rc) return rc;
   if (m->hp.rope_style != QLM_ROPE_NONE) rope_table(s, b);
   const qlm_layer *L = &m->layers[il];
-  norm_rows(m, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
+  norm_rows(s, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
   attention_block(m, s, b, il, s->xn);
   *X = s->att;
   return QLM_OK;
@@ -654,7 +755,7 @@ int qlm_stage_ffn_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, in
   int rc = check_stage(m, s, b, il, err);
   if (rc) return rc;
   const qlm_layer *L = &m->layers[il];
-  norm_rows(m, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
+  norm_rows(s, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
   *X = s->xn;
   return QLM_OK;
 }
@@ -664,7 +765,7 @@ int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int 
   int rc = check_stage(m, s, b, il, err);
   if (rc) return rc;
   const qlm_layer *L = &m->layers[il];
-  norm_rows(m, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
+  norm_rows(s, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
   ffn_activation(m, s, il, s->xn, b->n);
   *X = s->hb;
   return QLM_OK;

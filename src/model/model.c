@@ -524,6 +524,7 @@ void qlm_state_buffers(const qlm_hparams *hp, int n_seq, int n_ctx, int max_batc
   BUF(QLM_SB_XIN, "activations", sat_mul(B, F + E + QD), sizeof(float), false);
   BUF(QLM_SB_ROPE_COS, "rope table", sat_mul(B, R), sizeof(float), false);
   BUF(QLM_SB_ROPE_SIN, "rope table", sat_mul(B, R), sizeof(float), false);
+  BUF(QLM_SB_ROPE_POS, "rope table", B, sizeof(int32_t), false);
   BUF(QLM_SB_SCORES, "attention scores", sat_mul(sat_mul(T, C), G), sizeof(float), false);
   BUF(QLM_SB_GATT_SCORES, "attention scores", B < 2 ? 0 : sat_mul(sat_mul(T, C), B < QLM_GATT_ROWS ? B : QLM_GATT_ROWS),
       sizeof(float), false);

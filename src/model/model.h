@@ -87,6 +87,7 @@ typedef enum qlm_state_buf_id {
   QLM_SB_HB, QLM_SB_HB2,                           /* float [B][n_ff] */
   QLM_SB_XIN,                                      /* float [B][n_ff + n_embd + n_head*head_dim] */
   QLM_SB_ROPE_COS, QLM_SB_ROPE_SIN,                /* float [B][n_rot/2] */
+  QLM_SB_ROPE_POS,                                 /* int32 [B]: the position each rope row holds */
   QLM_SB_SCORES,                                   /* float [n_threads][n_head/n_head_kv][n_ctx] */
   QLM_SB_GATT_SCORES,                              /* float [n_threads][min(QLM_GATT_ROWS, B)][n_ctx],
                                                       none when B = 1 (the BLAS attention's blocks) */
