@@ -63,16 +63,11 @@
 #include <string.h>
 
 #include "core/fp16.h"
+#include "kernels/chol2.h"
 #include "kernels/rtn.h"
 #include "kernels/threadpool.h"
 #include "kernels/vecf64.h"
 #include "quant/gptq.h"
-
-/* LAPACK from OpenBLAS, Fortran convention: arguments by reference, column-major storage, and
- * a hidden length argument for each character argument. */
-extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
-extern void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info,
-                    size_t uplo_len, size_t diag_len);
 
 #define GPTQ_DAMP_DEFAULT 0.01f
 #define GPTQ_BLOCK_DEFAULT 128
@@ -253,19 +248,18 @@ static void reverse_square(double *A, int64_t n) {
  * down projections this was most of GPTQ's solve time).  With J the reversal permutation and
  * J H J = L L^T (lower Cholesky, dpotrf), R = J L J is upper triangular and H = R R^T, so
  * H^-1 = R^-T R^-1 = U^T U with U = R^-1 = J L^-1 J (dtrtri): upper with a positive diagonal,
- * hence the same unique factor as the reference's (equal up to rounding). */
-static int inverse_cholesky(double *H, int64_t n64, float damp, qlm_error *err) {
-  int n = (int)n64, info = 0;
+ * hence the same unique factor as the reference's (equal up to rounding).  dpotrf and dtrtri run
+ * in kernels/chol2.c's two fixed pieces per step, on the pool's threads when it has two. */
+static int inverse_cholesky(double *H, int64_t n64, float damp, qlm_pool *pool, qlm_error *err) {
+  int n = (int)n64;
   reverse_square(H, n64);
-  dpotrf_("L", &n, H, &n, &info, 1);
+  int info = qlm_chol2_inverse_lower(H, n, pool); /* LAPACK's dpotrf + dtrtri, split over two threads */
   if (info > 0)
     return qlm_fail(err, QLM_EUSAGE,
                     "gptq: the Hessian is not positive definite after dampening (damp=%g; leading minor %d of "
                     "the reversed order): use a larger damp or more calibration tokens",
                     (double)damp, info);
-  if (info == 0) dtrtri_("L", "N", &n, H, &n, &info, 1, 1);
-  if (info > 0) return qlm_fail(err, QLM_EUSAGE, "gptq: the dampened Hessian is singular (damp=%g)", (double)damp);
-  if (info < 0) return qlm_fail(err, QLM_EINTERNAL, "gptq: LAPACK argument %d is invalid", -info);
+  if (info < 0) return qlm_fail(err, QLM_EUSAGE, "gptq: the dampened Hessian is singular (damp=%g)", (double)damp);
   /* column-major L^-1 in the lower triangle; reversed, U(i, j) = A[i + j n] for i <= j */
   reverse_square(H, n64);
   /* into row-major (the upper triangle from the lower one) and clear below the diagonal, in 8 x 8
@@ -283,7 +277,8 @@ static int inverse_cholesky(double *H, int64_t n64, float damp, qlm_error *err) 
 }
 
 /* Steps 1, 3 and 4 on the Hessian alone (the top comment): U and the permutation into *f. */
-static int make_factor(const double *hessian, int64_t n, const qlm_quant_opts *o, gptq_factor *f, qlm_error *err) {
+static int make_factor(const double *hessian, int64_t n, const qlm_quant_opts *o, gptq_factor *f, qlm_pool *pool,
+                       qlm_error *err) {
   size_t nn;
   if (qlm_mul_overflow((size_t)n, (size_t)n, &nn) || nn > SIZE_MAX / sizeof(double))
     return qlm_fail(err, QLM_ELIMIT, "gptq: a Hessian of %lld inputs is too large", (long long)n);
@@ -313,14 +308,14 @@ static int make_factor(const double *hessian, int64_t n, const qlm_quant_opts *o
   for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
   mean /= (double)n;
   for (int64_t i = 0; i < n; i++) H[i * n + i] += (double)o->damp * mean;
-  return inverse_cholesky(H, n, o->damp, err);
+  return inverse_cholesky(H, n, o->damp, pool, err);
 }
 
 /* The factor for this Hessian and these options: the memo's when it was made for them (the
  * memo's matrices share one Hessian, its caller's promise), else made here and, when there is a
  * memo, left in it.  *borrowed: the memo owns it. */
 static int factor_of(const qlm_calib *calib, int64_t n, const qlm_quant_opts *o, gptq_factor **out, bool *borrowed,
-                     qlm_error *err) {
+                     qlm_pool *pool, qlm_error *err) {
   char key[sizeof calib->memo->key];
   snprintf(key, sizeof key, "gptq n=%lld damp=%.9g act_order=%d", (long long)n, (double)o->damp, o->act_order ? 1 : 0);
   qlm_calib_memo *memo = calib->memo;
@@ -330,7 +325,7 @@ static int factor_of(const qlm_calib *calib, int64_t n, const qlm_quant_opts *o,
   }
   gptq_factor *f = qlm_calloc(1, sizeof *f, "gptq factor", err);
   if (!f) return QLM_ENOMEM;
-  int rc = make_factor(calib->hessian, n, o, f, err);
+  int rc = make_factor(calib->hessian, n, o, f, pool, err);
   if (rc) {
     factor_free(f);
     return rc;
@@ -346,11 +341,11 @@ static int factor_of(const qlm_calib *calib, int64_t n, const qlm_quant_opts *o,
 
 /* Steps 1-4 of the top comment: fill w->W, grids, the permutation and U (w->H). */
 static int prepare(gptq_work *w, const float *W, int64_t rows, int64_t n, const qlm_calib *calib,
-                   const qlm_quant_opts *o, int g, qlm_error *err) {
+                   const qlm_quant_opts *o, int g, qlm_pool *pool, qlm_error *err) {
   int bits = o->bits, ng = (int)(n / g);
   bool sym = !o->asym;
   gptq_factor *f;
-  int rc = factor_of(calib, n, o, &f, &w->h_borrowed, err);
+  int rc = factor_of(calib, n, o, &f, &w->h_borrowed, pool, err);
   if (rc) return rc;
   w->H = f->U;
   memcpy(w->perm, f->perm, (size_t)n * sizeof *w->perm);
@@ -471,17 +466,17 @@ static int gptq_run(const float *W, int64_t rows, int64_t n, const qlm_calib *ca
   if (B > n) B = n;
   int64_t ng = n / g;
   gptq_work w = {.sub_scaled = qlm_sub_scaled_f64_best()};
-  int rc = work_alloc(&w, rows, n, B, ng, err);
-  if (!rc) rc = prepare(&w, W, rows, n, calib, o, g, err);
-  double loss = 0.0;
   /* threads: at most one per GPTQ_ROW_GRAIN rows (a pool costs ~0.1 ms to start, a matrix ms) */
   int nt = o->n_threads > 0 ? o->n_threads : 1;
   int64_t max_nt = (rows + GPTQ_ROW_GRAIN - 1) / GPTQ_ROW_GRAIN;
   if (nt > max_nt) nt = (int)(max_nt > 0 ? max_nt : 1);
   if (nt > GPTQ_MAX_THREADS) nt = GPTQ_MAX_THREADS;
+  qlm_pool *pool = nt > 1 ? qlm_pool_new(nt) : NULL; /* NULL (no threads to be had): one thread */
+  int rc = work_alloc(&w, rows, n, B, ng, err);
+  if (!rc) rc = prepare(&w, W, rows, n, calib, o, g, pool, err);
+  double loss = 0.0;
   rows_task *task = rc ? NULL : qlm_calloc(1, sizeof *task, "gptq threads", err);
   if (!rc && !task) rc = QLM_ENOMEM;
-  qlm_pool *pool = !rc && nt > 1 ? qlm_pool_new(nt) : NULL; /* NULL (no threads to be had): one thread */
   if (!rc) {
     *task = (rows_task){.w = &w, .o = o, .rows = rows, .n = n, .B = B, .g = g, .w_hat = w_hat};
     qlm_pool_run(pool, rows_worker, task);
