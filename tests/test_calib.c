@@ -104,6 +104,26 @@ static int capture(void *ctx, int il, const qlm_layer_stats *st, qlm_error *err)
   return QLM_OK;
 }
 
+/* Layer 0's q/k/v inputs rmsnorm(embedding) * attn_norm of n tokens, in double: their X^T X
+ * (H, E x E), sums of squares and absmax (E = n_embd). */
+static void layer0_reference(const int32_t *tok, int n, double *H, double *sq, double *am) {
+  const qlm_hparams *hp = &g_m->hp;
+  int E = hp->n_embd;
+  const float *emb = g_m->tok_embd.data, *w = g_m->layers[0].attn_norm;
+  for (int t = 0; t < n; t++) {
+    const float *e = emb + (size_t)tok[t] * E;
+    double ss = 0, x[256];
+    for (int i = 0; i < E; i++) ss += (double)e[i] * e[i];
+    double scale = 1.0 / sqrt(ss / E + hp->norm_eps);
+    for (int i = 0; i < E; i++) x[i] = e[i] * scale * w[i];
+    for (int i = 0; i < E; i++) {
+      sq[i] += x[i] * x[i];
+      am[i] = fmax(am[i], fabs(x[i]));
+      for (int j = 0; j < E; j++) H[(size_t)i * E + j] += x[i] * x[j];
+    }
+  }
+}
+
 static void test_layer0_statistics(void **st) {
   (void)st;
   const qlm_hparams *hp = &g_m->hp;
@@ -119,19 +139,7 @@ static void test_layer0_statistics(void **st) {
   assert_int_equal(c.n_tokens, NS * L);
   int E = hp->n_embd;
   double *H = calloc((size_t)E * E, sizeof *H), *sq = calloc((size_t)E, sizeof *sq), *am = calloc((size_t)E, sizeof *am);
-  const float *emb = g_m->tok_embd.data, *w = g_m->layers[0].attn_norm;
-  for (int t = 0; t < NS * L; t++) {
-    const float *e = emb + (size_t)tok[t] * E;
-    double ss = 0, x[256];
-    for (int i = 0; i < E; i++) ss += (double)e[i] * e[i];
-    double scale = 1.0 / sqrt(ss / E + hp->norm_eps);
-    for (int i = 0; i < E; i++) x[i] = e[i] * scale * w[i];
-    for (int i = 0; i < E; i++) {
-      sq[i] += x[i] * x[i];
-      am[i] = fmax(am[i], fabs(x[i]));
-      for (int j = 0; j < E; j++) H[(size_t)i * E + j] += x[i] * x[j];
-    }
-  }
+  layer0_reference(tok, NS * L, H, sq, am);
   double hmax = 0, hdiff = 0;
   for (int i = 0; i < E; i++) {
     assert_true(fabs(c.copy0.absmax[0][i] - am[i]) <= 1e-5 * am[i] + 1e-7);
@@ -147,6 +155,43 @@ static void test_layer0_statistics(void **st) {
   assert_true(hdiff <= 1e-5 * hmax);
   free(H), free(sq), free(am);
   free(c.copy0.absmax[0]), free(c.copy0.sqsum[0]), free(c.copy0.hessian[0]);
+}
+
+/* The pass gathers a slot's calls into products of up to 2048 rows (calib.c, HESS_BATCH): five
+ * 500-token samples make one product of four calls and one of the fifth.  Layer 0's q/k/v
+ * Hessian from qlm_calib_run, f32 and bf16, against the double reference, within the per-product
+ * bounds of the two tests below for T = 2000 rows, plus 8 2^-24 for the f32 inputs' own rounding
+ * (norm and scale: a few ulps of each x); a call dropped or counted twice moves H by ~1/5. */
+static void test_hessian_gathered(void **st) {
+  (void)st;
+  const qlm_hparams *hp = &g_m->hp;
+  enum { NS = 5, L = 500, TP = 2000 };
+  assert_true(hp->n_ctx >= L);
+  int32_t *tok = malloc(NS * L * sizeof *tok);
+  uint64_t r = 23;
+  for (int i = 0; i < NS * L; i++) tok[i] = (int32_t)(tu_rand_u64(&r) % (uint64_t)hp->n_vocab);
+  int E = hp->n_embd;
+  double *H = calloc((size_t)E * E, sizeof *H), *sq = calloc((size_t)E, sizeof *sq), *am = calloc((size_t)E, sizeof *am);
+  layer0_reference(tok, NS * L, H, sq, am);
+  for (int bf16 = 0; bf16 < 2; bf16++) {
+    cap c = {0};
+    qlm_calib_opts o = {.want_hessian = true, .bf16 = bf16};
+    qlm_error err = {0};
+    assert_int_equal(qlm_calib_run(g_m, tok, NS, L, &o, 2, capture, &c, &err), 0);
+    assert_int_equal(c.n_tokens, NS * L);
+    double u = 0x1p-24, rel = bf16 ? 0x1p-8 + 0x1p-18 + (TP / 16.0 + 5.0 + 8.0) * u : (TP + 8.0) * u, worst = 0.0;
+    for (int i = 0; i < E; i++)
+      for (int j = 0; j < E; j++) {
+        double d = fabs(c.copy0.hessian[0][(size_t)i * E + j] - H[(size_t)i * E + j]);
+        double bound = rel * sqrt(H[(size_t)i * E + i] * H[(size_t)j * E + j]);
+        worst = fmax(worst, d / bound);
+        if (d > bound) fail_msg("%s: H(%d, %d) off by %g, bound %g", bf16 ? "bf16" : "f32", i, j, d, bound);
+      }
+    print_message("gathered %s Hessian: worst |dH| / bound %.3g\n", bf16 ? "bf16" : "f32", worst);
+    assert_true(worst > 0.0);
+    free(c.copy0.absmax[0]), free(c.copy0.sqsum[0]), free(c.copy0.hessian[0]);
+  }
+  free(H), free(sq), free(am), free(tok);
 }
 
 /* One call's inputs X [T x C] for the Hessian tests: correlated (a shared factor per token gives
@@ -581,6 +626,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_layer_equals_forward),
       cmocka_unit_test(test_layer0_statistics),
+      cmocka_unit_test(test_hessian_gathered),
       cmocka_unit_test(test_hessian_f32_vs_double),
       cmocka_unit_test(test_hessian_bf16_vs_double),
       cmocka_unit_test(test_inputs_pass),
