@@ -13,7 +13,10 @@
  *                without AVX512_BF16;
  *   matmul:      qlm_matmul_bf16 (f32 and Q4_0 weights, 1 and 3 threads, one matrix and a group
  *                of three, with and without the bf16 weight cache) equals the reference product of bf16(X) and bf16(dequantized W) bit
- *                for bit, on any CPU; LLM.int8() weights are refused. */
+ *                for bit, on any CPU; LLM.int8() weights are refused;
+ *   outer form:  qlm_bgemm_pack's layout element by element, qlm_bgemm_op_ref within its chain's
+ *                bound of the exact product, the AVX-512 kernel equal to it bit for bit (skipped
+ *                without AVX512_BF16, as above). */
 #include "testutil.h"
 
 #include <math.h>
@@ -216,6 +219,88 @@ static void test_matmul_bf16(void **state) {
   free(X), free(Wf), free(deq), free(want), free(xb), free(wb), free(wq);
 }
 
+/* ---- the outer-product form (qlm_bgemm_op) ---- */
+
+/* M x ld bf16 rows: the first K random (a few subnormal ones among them), the rest zero. */
+static qlm_bf16 *op_rows(int64_t M, int64_t ld, int64_t K, uint64_t *s) {
+  qlm_bf16 *p = random_bf(M, ld, K, s);
+  for (int64_t i = 0; i < M * ld; i++)
+    if (i % ld < K && tu_rand_u64(s) % 97 == 0) p[i] = (qlm_bf16)(0x0001 + tu_rand_u64(s) % 0x7f); /* subnormal */
+  return p;
+}
+
+/* B of K x N (row stride N) with f32 values that are bf16. */
+static float *op_source(int64_t K, int64_t N, uint64_t *s) {
+  float *b = malloc((size_t)(K * N) * sizeof *b);
+  assert_non_null(b);
+  for (int64_t i = 0; i < K * N; i++) b[i] = qlm_bf16_to_f32(qlm_f32_to_bf16(val(s)));
+  return b;
+}
+
+/* The packed layout as bgemm.h states it, element by element (zeros in the padding); the
+ * reference against the exact product: one rounding per multiply-add of the chain (K of them,
+ * rounded up to even) and one for alpha, so |y - alpha Σ x b| <= (K + 3) u |alpha| Σ |x b|. */
+static void test_op_reference(void **state) {
+  (void)state;
+  uint64_t s = 3;
+  const int64_t Ks[] = {2, 7, 64, 301}, N = 37, M = 3;
+  for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++) {
+    int64_t K = Ks[c], kp = qlm_pad2(K), len = qlm_bgemm_packed_len(K, N);
+    float *B = op_source(K, N, &s), Y[3 * 37];
+    qlm_bf16 *P = malloc((size_t)len * sizeof *P), *X = random_bf(M, kp, K, &s);
+    memset(P, 0xff, (size_t)len * sizeof *P);
+    qlm_bgemm_pack(B, N, K, N, P);
+    for (int64_t j = 0; j < (N + 15) / 16 * 16; j++)
+      for (int64_t k = 0; k < kp; k++) {
+        qlm_bf16 want = j < N && k < K ? qlm_f32_to_bf16(B[k * N + j]) : 0;
+        assert_int_equal(P[(j / 16) * 16 * kp + (k / 2) * 32 + (j % 16) * 2 + k % 2], want);
+      }
+    const float alpha = 0.125f;
+    qlm_bgemm_op_ref(X, kp, P, K, Y, N, M, N, K, alpha);
+    const double u = ldexp(1.0, -24);
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) {
+        double e = 0, a = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double p = (double)qlm_bf16_to_f32(X[i * kp + k]) * B[k * N + j];
+          e += p, a += fabs(p);
+        }
+        if (fabs(Y[i * N + j] - alpha * e) > (K + 3) * u * alpha * a + 1e-30)
+          fail_msg("K=%lld (%lld,%lld): %.9g vs exact %.9g", (long long)K, (long long)i, (long long)j, Y[i * N + j],
+                   alpha * e);
+      }
+    free(B), free(P), free(X);
+  }
+}
+
+/* The AVX-512 BF16 kernel equals the reference bit for bit: every tile shape (rows 1..13 over the
+ * 6-row tiles, 1..5 groups and partial last groups over the 4-group tiles), odd K, row strides
+ * above K, subnormal operands, and products over the first K rows of a B packed for more (as the
+ * attention's value blocks use it); the output's other columns untouched. */
+static void test_op_avx512bf16_equals_reference(void **state) {
+  (void)state;
+  if (!qlm_bgemm_fast()) skip();
+  uint64_t s = 17;
+  const int64_t Ks[] = {2, 9, 64, 130}, Ns[] = {1, 15, 16, 17, 64, 75};
+  for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++)
+    for (size_t d = 0; d < sizeof Ns / sizeof Ns[0]; d++)
+      for (int64_t M = 1; M <= 13; M++) {
+        int64_t K = Ks[c], N = Ns[d], kpack = K + (M % 2) * 11, kp = qlm_pad2(K), ldx = kp + 6, ldy = N + 3;
+        float *src = op_source(kpack, N, &s);
+        float *want = malloc((size_t)(M * ldy) * sizeof *want), *got = malloc((size_t)(M * ldy) * sizeof *got);
+        qlm_bf16 *B = malloc((size_t)qlm_bgemm_packed_len(kpack, N) * sizeof *B), *X = op_rows(M, ldx, K, &s);
+        qlm_bgemm_pack(src, N, kpack, N, B);
+        memset(want, 0x7f, (size_t)(M * ldy) * sizeof *want);
+        memset(got, 0x7f, (size_t)(M * ldy) * sizeof *got);
+        qlm_bgemm_op_ref(X, ldx, B, kpack, want, ldy, M, N, K, 0.3f);
+        qlm_bgemm_op_avx512bf16(X, ldx, B, kpack, got, ldy, M, N, K, 0.3f);
+        if (memcmp(want, got, (size_t)(M * ldy) * sizeof *got))
+          fail_msg("M=%lld N=%lld K=%lld kpack=%lld: the AVX-512 kernel differs from the reference", (long long)M,
+                   (long long)N, (long long)K, (long long)kpack);
+        free(src), free(want), free(got), free(B), free(X);
+      }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conversion),
@@ -223,6 +308,8 @@ int main(void) {
       cmocka_unit_test(test_avx512bf16_equals_reference),
       cmocka_unit_test(test_avx512bf16_chunks_and_subnormals),
       cmocka_unit_test(test_matmul_bf16),
+      cmocka_unit_test(test_op_reference),
+      cmocka_unit_test(test_op_avx512bf16_equals_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -410,6 +410,52 @@ static void test_gemm_attention(void **st) {
   free(xa), free(xb), free(xc), free(tok), free(pos), free(seq);
 }
 
+/* --calib-dtype bf16's attention (qlm_state_set_bf16: q/k/v products and weights·values in bf16,
+ * scores and softmax f32) against the f32 state, stage by stage over every layer of a 200-token
+ * window (blocks of 64 rows and a partial one): the attention outputs within 2^-5 of their
+ * largest magnitude (bf16 inputs move q, k, v and the weights by ~2^-9 relative; a wrong head,
+ * block, key range or mask moves them by their own size), not equal (the bf16 path ran), and the
+ * same bits at 1 and 3 threads. */
+static void test_bf16_attention(void **st) {
+  (void)st;
+  const qlm_hparams *hp = &g_m->hp;
+  int T = 200 < hp->n_ctx ? 200 : hp->n_ctx, QD = hp->n_head * hp->head_dim;
+  int32_t *tok = malloc((size_t)T * sizeof *tok), *pos = malloc((size_t)T * sizeof *pos), *seq = calloc((size_t)T, sizeof *seq);
+  uint64_t r = 31;
+  for (int i = 0; i < T; i++) tok[i] = (int32_t)(tu_rand_u64(&r) % (uint64_t)hp->n_vocab), pos[i] = i;
+  qlm_error err = {0};
+  qlm_state *s[3];
+  const int threads[3] = {2, 1, 3}; /* f32, then bf16 at 1 and 3 threads */
+  for (int k = 0; k < 3; k++) {
+    assert_int_equal(qlm_state_new(g_m, 1, T, T, threads[k], &s[k], &err), 0);
+    assert_int_equal(qlm_state_set_bf16(s[k], k > 0, &err), 0);
+  }
+  qlm_batch b = {.n = T, .token = tok, .pos = pos, .seq = seq};
+  size_t n = (size_t)T * hp->n_embd, na = (size_t)T * QD;
+  float *x = malloc(n * sizeof *x), *att[3];
+  for (int k = 0; k < 3; k++) att[k] = malloc(na * sizeof *att[k]);
+  assert_int_equal(qlm_embed(g_m, &b, x, &err), 0);
+  double worst = 0.0;
+  for (int il = 0; il < hp->n_layer; il++) {
+    for (int k = 0; k < 3; k++) {
+      const float *a;
+      qlm_state_clear(s[k], 0);
+      assert_int_equal(qlm_stage_attention(g_m, s[k], &b, il, x, &a, &err), 0);
+      memcpy(att[k], a, na * sizeof *a);
+    }
+    assert_memory_equal(att[1], att[2], na * sizeof *att[1]);
+    double scale = 0.0, d = 0.0;
+    for (size_t i = 0; i < na; i++) scale = fmax(scale, fabs(att[0][i])), d = fmax(d, fabs((double)att[0][i] - att[1][i]));
+    worst = fmax(worst, d / scale);
+    assert_int_equal(qlm_forward_layer(g_m, s[0], &b, il, x, NULL, NULL, &err), 0); /* next layer's input: f32 */
+  }
+  print_message("bf16 attention vs f32: worst layer difference %.3g of max |attention output|\n", worst);
+  assert_true(worst < 0x1p-5);
+  assert_true(worst > 0.0);
+  for (int k = 0; k < 3; k++) qlm_state_free(s[k]), free(att[k]);
+  free(x), free(tok), free(pos), free(seq);
+}
+
 static void test_text_and_windows(void **st) {
   (void)st;
   char *dir = tu_tmpdir(), path[512];
@@ -631,6 +677,7 @@ int main(void) {
       cmocka_unit_test(test_hessian_bf16_vs_double),
       cmocka_unit_test(test_inputs_pass),
       cmocka_unit_test(test_gemm_attention),
+      cmocka_unit_test(test_bf16_attention),
       cmocka_unit_test(test_text_and_windows),
       cmocka_unit_test(test_driver_calibrated_pass),
       cmocka_unit_test(test_gptq_end_to_end),

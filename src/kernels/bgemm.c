@@ -4,6 +4,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/cpu.h"
 #include "kernels/sgemm.h"
@@ -49,4 +50,43 @@ void qlm_bgemm_xwt(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W, int64_t ld
                    int64_t n, int64_t K) {
   if (qlm_bgemm_fast()) qlm_bgemm_xwt_avx512bf16(X, ldx, W, ldw, Y, ldy, T, n, K);
   else qlm_bgemm_xwt_ref(X, ldx, W, ldw, Y, ldy, T, n, K);
+}
+
+/* ---- outer-product form ---- */
+
+/* Packed element (k, j) of a B packed for kpack rows: group j / 16, pair k / 2, lane j % 16. */
+static int64_t packed_at(int64_t kpack, int64_t k, int64_t j) {
+  return (j / 16) * 16 * qlm_pad2(kpack) + (k / 2) * 32 + (j % 16) * 2 + (k % 2);
+}
+
+/* Group by group, each row of src read in order (16 values of it into the group's lanes). */
+void qlm_bgemm_pack(const float *src, int64_t ld, int64_t K, int64_t N, qlm_bf16 *packed) {
+  int64_t kp = qlm_pad2(K);
+  for (int64_t j0 = 0; j0 < N; j0 += 16) {
+    qlm_bf16 *g = packed + j0 * kp;
+    int64_t w = N - j0 < 16 ? N - j0 : 16;
+    if (w < 16 || kp > K) memset(g, 0, (size_t)(16 * kp) * sizeof *g);
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t l = 0; l < w; l++) g[(k / 2) * 32 + l * 2 + (k % 2)] = qlm_f32_to_bf16(src[k * ld + j0 + l]);
+  }
+}
+
+void qlm_bgemm_op_ref(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
+                      int64_t M, int64_t N, int64_t K, float alpha) {
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) {
+      const qlm_bf16 *x = X + i * ldx;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < qlm_pad2(K); k += 2) {
+        acc = madd(acc, x[k + 1], packed[packed_at(kpack, k + 1, j)]);
+        acc = madd(acc, x[k], packed[packed_at(kpack, k, j)]);
+      }
+      Y[i * ldy + j] = alpha * acc;
+    }
+}
+
+void qlm_bgemm_op(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
+                  int64_t M, int64_t N, int64_t K, float alpha) {
+  if (qlm_bgemm_fast()) qlm_bgemm_op_avx512bf16(X, ldx, packed, kpack, Y, ldy, M, N, K, alpha);
+  else qlm_bgemm_op_ref(X, ldx, packed, kpack, Y, ldy, M, N, K, alpha);
 }

@@ -69,3 +69,65 @@ void qlm_bgemm_xwt_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W,
           tile_any((int)min64(RM, min64(j0 + nc, n) - j), (int)min64(RN, min64(i0 + tc, T) - i), W + j * ldw, ldw,
                    X + i * ldx, ldx, Y + i * ldy + j, ldy, K);
 }
+
+/* ---- outer-product form (bgemm.h qlm_bgemm_op) ----
+ * Tiles of OM rows of X x OG groups of 16 packed columns: per pair of k, OG loads of B, OM
+ * broadcasts of X's pair, OM·OG VDPBF16PS into one accumulator per output (24 + 4 + 1 of the 32
+ * registers).  Groups outer, rows inner: a tile column's packed B (OG·16·K bf16, 8 KiB at K =
+ * 64) stays in L1 while every row passes. */
+#define OM 6
+#define OG 4
+
+static inline __attribute__((always_inline)) void op_tile(const int rm, const int rg, const qlm_bf16 *X, int64_t ldx,
+                                                          const qlm_bf16 *B, int64_t gs, int64_t kp, float *Y,
+                                                          int64_t ldy, __mmask16 last, float alpha) {
+  __m512 acc[OM][OG];
+  for (int r = 0; r < rm; r++)
+    for (int g = 0; g < rg; g++) acc[r][g] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kp; k += 2) {
+    __m512bh b[OG];
+    for (int g = 0; g < rg; g++) b[g] = load_bh(B + (size_t)g * (size_t)gs + (size_t)k * 16);
+    for (int r = 0; r < rm; r++) {
+      int32_t pair;
+      __builtin_memcpy(&pair, X + r * ldx + k, sizeof pair);
+      __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+      for (int g = 0; g < rg; g++) acc[r][g] = _mm512_dpbf16_ps(acc[r][g], x, b[g]);
+    }
+  }
+  __m512 a = _mm512_set1_ps(alpha);
+  for (int r = 0; r < rm; r++)
+    for (int g = 0; g < rg; g++) {
+      __m512 v = _mm512_mul_ps(acc[r][g], a);
+      if (g == rg - 1) _mm512_mask_storeu_ps(Y + r * ldy + g * 16, last, v);
+      else _mm512_storeu_ps(Y + r * ldy + g * 16, v);
+    }
+}
+
+static void op_tile_any(int rm, int rg, const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *B, int64_t gs, int64_t kp,
+                        float *Y, int64_t ldy, __mmask16 last, float alpha) {
+#define OTILE(a, b) \
+  case (a) * 8 + (b): op_tile(a, b, X, ldx, B, gs, kp, Y, ldy, last, alpha); return;
+  switch (rm * 8 + rg) {
+    OTILE(6, 4) OTILE(6, 3) OTILE(6, 2) OTILE(6, 1)
+    OTILE(5, 4) OTILE(5, 3) OTILE(5, 2) OTILE(5, 1)
+    OTILE(4, 4) OTILE(4, 3) OTILE(4, 2) OTILE(4, 1)
+    OTILE(3, 4) OTILE(3, 3) OTILE(3, 2) OTILE(3, 1)
+    OTILE(2, 4) OTILE(2, 3) OTILE(2, 2) OTILE(2, 1)
+    OTILE(1, 4) OTILE(1, 3) OTILE(1, 2) OTILE(1, 1)
+  default: return;
+  }
+#undef OTILE
+}
+
+void qlm_bgemm_op_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y,
+                             int64_t ldy, int64_t M, int64_t N, int64_t K, float alpha) {
+  int64_t kp = qlm_pad2(K), gs = 16 * qlm_pad2(kpack), ng = (N + 15) / 16;
+  for (int64_t g0 = 0; g0 < ng; g0 += OG) {
+    int rg = (int)min64(OG, ng - g0);
+    int64_t cols = min64(16, N - (g0 + rg - 1) * 16); /* valid columns of the tile's last group */
+    __mmask16 last = (__mmask16)((1u << cols) - 1u);
+    for (int64_t i = 0; i < M; i += OM)
+      op_tile_any((int)min64(OM, M - i), rg, X + i * ldx, ldx, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy,
+                  last, alpha);
+  }
+}

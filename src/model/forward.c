@@ -19,6 +19,7 @@
 #include <cblas.h>
 
 #include "kernels/attn.h"
+#include "kernels/bgemm.h"
 #include "kernels/gemv.h"
 #include "kernels/vexp.h"
 #include "model/model.h"
@@ -50,15 +51,23 @@ struct qlm_state {
   bool gemm_att;               /* qlm_state_set_gemm_attention: one-sequence batches by BLAS */
   bool bf16;                   /* qlm_state_set_bf16: multi-row linear products in bf16 */
   qlm_bf16_cache bf16_cache;   /* their weights in bf16 (qlm_state_weights_changed clears it) */
+  qlm_bf16 *vpack;             /* bf16 on: [n_head_kv][qlm_bgemm_packed_len(n_ctx, head_dim)] values, packed */
+  qlm_bf16 *prows;             /* bf16 on: [n_threads][gatt_rows][pad2(n_ctx)] a block's attention weights */
   float *gsc;                  /* [n_threads][gatt_rows][n_ctx] its scores, then weights */
   int gatt_rows;               /* min(QLM_GATT_ROWS, max_batch): query rows per block */
 };
 
 int qlm_state_n_ctx(const qlm_state *s) { return s->n_ctx; }
 
+static void free_att_bf16(qlm_state *s) {
+  free(s->vpack), free(s->prows);
+  s->vpack = s->prows = NULL;
+}
+
 void qlm_state_free(qlm_state *s) {
   if (!s) return;
   qlm_bf16_cache_clear(&s->bf16_cache);
+  free_att_bf16(s);
   free(s->k_cache);
   free(s->v_cache);
   free(s->n_past);
@@ -385,24 +394,54 @@ typedef struct gatt_task {
   qlm_state *s;
   const qlm_batch *b;
   int layer;
+  int nk_all;   /* keys in the cache for this batch (its last position + 1): what vpack holds */
 } gatt_task;
+
+/* S [m x nk] = scale · q kᵀ for query rows [r0, r0 + m) of head h (S's rows nk apart).  In f32
+ * also under bf16: scores go through exp, and bf16 q and k (2^-9 each) moved the large ones
+ * enough to cost SmolLM2's GPTQ (8 x 2048 calibration) ~1 point of WikiText-2 PPL. */
+static void gatt_scores(const gatt_task *t, int h, int r0, int m, int nk, float *S) {
+  qlm_state *s = t->s;
+  const qlm_hparams *hp = &s->m->hp;
+  int hd = hp->head_dim, qd = hp->n_head * hd, kvh = h / (hp->n_head / hp->n_head_kv);
+  float scale = 1.0f / sqrtf((float)hd);
+  const float *q = s->q + (size_t)r0 * qd + (size_t)h * hd;
+  size_t base = (size_t)t->b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, q, qd, s->k_cache + base, s->kv_dim, 0.0f, S,
+              nk);
+}
+
+/* o [m rows, qd apart] = P V for the weights P = S [m x nk] of head h (zeros past each row's keys). */
+static void gatt_values(const gatt_task *t, int ith, int h, int m, int nk, const float *S, float *o) {
+  qlm_state *s = t->s;
+  const qlm_hparams *hp = &s->m->hp;
+  int hd = hp->head_dim, qd = hp->n_head * hd, kvh = h / (hp->n_head / hp->n_head_kv);
+  if (s->bf16) { /* the weights in bf16 against the values packed for all nk_all keys */
+    int64_t nk2 = qlm_pad2(nk);
+    qlm_bf16 *pb = s->prows + (size_t)ith * (size_t)s->gatt_rows * (size_t)qlm_pad2(s->n_ctx);
+    for (int i = 0; i < m; i++) qlm_bf16_from_f32(S + (size_t)i * nk, nk, pb + i * nk2, nk2);
+    const qlm_bf16 *vp = s->vpack + (size_t)kvh * (size_t)qlm_bgemm_packed_len(s->n_ctx, hd);
+    qlm_bgemm_op(pb, nk2, vp, t->nk_all, o, qd, m, hd, nk, 1.0f);
+    return;
+  }
+  size_t base = (size_t)t->b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, S, nk, s->v_cache + base, s->kv_dim, 0.0f, o,
+              qd);
+}
 
 static void gatt_worker(void *arg, int ith, int nth) {
   const gatt_task *t = arg;
   qlm_state *s = t->s;
   const qlm_batch *b = t->b;
   const qlm_hparams *hp = &s->m->hp;
-  int hd = hp->head_dim, nh = hp->n_head, gs = nh / hp->n_head_kv, T = b->n;
+  int hd = hp->head_dim, nh = hp->n_head, T = b->n;
   int qb = s->gatt_rows, qd = nh * hd, nblk = (T + qb - 1) / qb;
-  float scale = 1.0f / sqrtf((float)hd), *S = s->gsc + (size_t)ith * (size_t)qb * (size_t)s->n_ctx;
+  float *S = s->gsc + (size_t)ith * (size_t)qb * (size_t)s->n_ctx;
   /* items (row block, head), heads fastest: a block's heads cost the same, later blocks more */
   for (int it = ith; it < nblk * nh; it += nth) {
     int h = it % nh, r0 = (it / nh) * qb, r1 = r0 + qb < T ? r0 + qb : T, m = r1 - r0;
     int nk = b->pos[r1 - 1] + 1;
-    size_t base = (size_t)b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim + (size_t)(h / gs) * hd;
-    const float *K = s->k_cache + base, *V = s->v_cache + base;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, s->q + (size_t)r0 * qd + (size_t)h * hd, qd,
-                K, s->kv_dim, 0.0f, S, nk);
+    gatt_scores(t, h, r0, m, nk, S);
     float inv[QLM_GATT_ROWS];
     for (int i = 0; i < m; i++) {
       float *row = S + (size_t)i * nk;
@@ -411,9 +450,23 @@ static void gatt_worker(void *arg, int ith, int nth) {
       memset(row + n, 0, (size_t)(nk - n) * sizeof *row);
     }
     float *o = s->att + (size_t)r0 * qd + (size_t)h * hd;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, S, nk, V, s->kv_dim, 0.0f, o, qd);
+    gatt_values(t, ith, h, m, nk, S, o);
     for (int i = 0; i < m; i++)
       for (int d = 0; d < hd; d++) o[(size_t)i * qd + d] *= inv[i];
+  }
+}
+
+/* bf16 attention: every key/value head's cached values at positions [0, nk_all) packed
+ * (kernels/bgemm.h), one head per thread at a time. */
+static void pack_worker(void *arg, int ith, int nth) {
+  const gatt_task *t = arg;
+  qlm_state *s = t->s;
+  const qlm_hparams *hp = &s->m->hp;
+  int hd = hp->head_dim;
+  for (int kvh = ith; kvh < hp->n_head_kv; kvh += nth) {
+    size_t base = (size_t)t->b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
+    qlm_bgemm_pack(s->v_cache + base, s->kv_dim, t->nk_all, hd,
+                   s->vpack + (size_t)kvh * (size_t)qlm_bgemm_packed_len(s->n_ctx, hd));
   }
 }
 
@@ -425,9 +478,22 @@ static bool gemm_attention_fits(const qlm_state *s, const qlm_batch *b) {
   return true;
 }
 
-void qlm_state_set_bf16(qlm_state *s, bool on) {
-  s->bf16 = on;
+int qlm_state_set_bf16(qlm_state *s, bool on, qlm_error *err) {
+  s->bf16 = false;
   qlm_bf16_cache_clear(&s->bf16_cache);
+  free_att_bf16(s);
+  if (!on) return QLM_OK;
+  const qlm_hparams *hp = &s->m->hp;
+  size_t nkv = (size_t)hp->n_head_kv, nt = (size_t)qlm_pool_size(s->pool), rows = (size_t)s->gatt_rows;
+  size_t ctx2 = (size_t)qlm_pad2(s->n_ctx);
+  s->vpack = qlm_malloc(nkv * (size_t)qlm_bgemm_packed_len(s->n_ctx, hp->head_dim) * sizeof(qlm_bf16), "bf16 values", err);
+  s->prows = qlm_malloc(nt * rows * ctx2 * sizeof(qlm_bf16), "bf16 attention weights", err);
+  if (!s->vpack || !s->prows) {
+    free_att_bf16(s);
+    return QLM_ENOMEM;
+  }
+  s->bf16 = true;
+  return QLM_OK;
 }
 
 void qlm_state_weights_changed(qlm_state *s) { qlm_bf16_cache_clear(&s->bf16_cache); }
@@ -554,7 +620,8 @@ static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b
   qkv_job j = {s, b, L, il};
   for_rows(s, T, qkv_range, &j);
   if (gemm_attention_fits(s, b)) {
-    gatt_task gt = {.s = s, .b = b, .layer = il};
+    gatt_task gt = {.s = s, .b = b, .layer = il, .nk_all = b->pos[T - 1] + 1};
+    if (s->bf16) qlm_pool_run(s->pool, pack_worker, &gt);
     qlm_pool_run(s->pool, gatt_worker, &gt);
   } else {
     att_task at = {.s = s, .b = b, .layer = il};

@@ -502,7 +502,7 @@ static int pass_open(calib_pass *p, qlm_model *m, const int32_t *tokens, int n_s
   if (o->want_hessian) p->tmp = qlm_malloc((size_t)max_cols * max_cols * sizeof(float), "a Hessian scratch", err);
   int rc = (!p->xs || !p->pos || (o->want_hessian && !p->tmp)) ? QLM_ENOMEM : QLM_OK;
   if (!rc) rc = qlm_state_new(m, 1, seq_len, seq_len, n_threads, &p->s, err);
-  if (!rc) qlm_state_set_bf16(p->s, o->bf16);
+  if (!rc) rc = qlm_state_set_bf16(p->s, o->bf16, err);
   if (!rc) rc = qlm_state_set_gemm_attention(p->s, true, err); /* a window is one sequence: attention by BLAS */
   if (!rc) rc = stats_new(hp, o->want_hessian, n_samples, &p->st, err);
   p->a.cap = seq_len > HESS_BATCH ? seq_len : HESS_BATCH;
