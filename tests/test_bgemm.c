@@ -12,8 +12,9 @@
  *                subnormal operands (read as zero) — skipped, and reported as skipped, on a CPU
  *                without AVX512_BF16;
  *   matmul:      qlm_matmul_bf16 (f32 and Q4_0 weights, 1 and 3 threads, one matrix and a group
- *                of three, with and without the bf16 weight cache) equals the reference product of bf16(X) and bf16(dequantized W) bit
- *                for bit, on any CPU; LLM.int8() weights are refused;
+ *                of three, with and without the bf16 weight cache) equals the outer-form
+ *                reference product of bf16(X) and bf16(dequantized W) bit for bit, on any CPU;
+ *                LLM.int8() weights are refused;
  *   outer form:  qlm_bgemm_pack's layout element by element, qlm_bgemm_op_ref within its chain's
  *                bound of the exact product, the AVX-512 kernel equal to it bit for bit (skipped
  *                without AVX512_BF16, as above). */
@@ -168,7 +169,8 @@ static void test_avx512bf16_chunks_and_subnormals(void **state) {
   assert_true(y == 16.0f);
 }
 
-/* qlm_matmul_bf16 against bf16(X) · bf16(W)ᵀ by the reference, W f32 or Q4_0. */
+/* qlm_matmul_bf16 against bf16(X) · bf16(W)ᵀ by the outer-form reference (W's rows packed as
+ * columns through qlm_bgemm_pack of Wᵀ, not the qlm_bgemm_pack_t the product uses), W f32 or Q4_0. */
 static void test_matmul_bf16(void **state) {
   (void)state;
   enum { T = 37, ROWS = 70, COLS = 96 }; /* rows: several threads' ranges and a partial tile */
@@ -176,7 +178,8 @@ static void test_matmul_bf16(void **state) {
   float *X = malloc(sizeof(float) * T * COLS), *Wf = malloc(sizeof(float) * ROWS * COLS), *deq = malloc(sizeof(float) * ROWS * COLS);
   float *want = malloc(sizeof(float) * T * ROWS), *got[3];
   int64_t kp = qlm_bgemm_pad(COLS);
-  qlm_bf16 *xb = malloc(sizeof(qlm_bf16) * T * kp), *wb = malloc(sizeof(qlm_bf16) * ROWS * kp);
+  qlm_bf16 *xb = malloc(sizeof(qlm_bf16) * T * kp), *wb = malloc(sizeof(qlm_bf16) * qlm_bgemm_packed_len(COLS, ROWS));
+  float *wt = malloc(sizeof(float) * ROWS * COLS); /* W transposed: B(k, j) = W[j][k] */
   size_t qrow = qlm_type_row_bytes(QLM_TYPE_Q4_0, COLS);
   unsigned char *wq = malloc(qrow * ROWS);
   for (int k = 0; k < 3; k++) got[k] = malloc(sizeof(float) * T * ROWS);
@@ -192,9 +195,10 @@ static void test_matmul_bf16(void **state) {
     for (int r = 0; r < ROWS; r++) {
       const float *src = Wf + r * COLS;
       if (typ) qlm_dequantize(QLM_TYPE_Q4_0, wq + r * qrow, deq + r * COLS, COLS), src = deq + r * COLS;
-      qlm_bf16_from_f32(src, COLS, wb + r * kp, kp);
+      for (int k = 0; k < COLS; k++) wt[k * ROWS + r] = src[k];
     }
-    qlm_bgemm_xwt_ref(xb, kp, wb, kp, want, ROWS, T, ROWS, kp);
+    qlm_bgemm_pack(wt, ROWS, COLS, ROWS, wb);
+    qlm_bgemm_op_ref(xb, kp, wb, COLS, want, ROWS, T, ROWS, COLS, 1.0f);
     qlm_bf16_cache cache = {0};
     for (int p = 0; p < 2; p++)
       for (int use = 0; use < 3; use++) { /* no cache; the cache filled; the cache hit */
@@ -216,7 +220,7 @@ static void test_matmul_bf16(void **state) {
   assert_int_equal(qlm_matmul_bf16(&i8, X, T, got[0], NULL, NULL), 0); /* keeps its int8 arithmetic */
   qlm_pool_free(pools[1]);
   for (int k = 0; k < 3; k++) free(got[k]);
-  free(X), free(Wf), free(deq), free(want), free(xb), free(wb), free(wq);
+  free(X), free(Wf), free(deq), free(want), free(xb), free(wb), free(wq), free(wt);
 }
 
 /* ---- the outer-product form (qlm_bgemm_op) ---- */

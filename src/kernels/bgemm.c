@@ -71,6 +71,19 @@ void qlm_bgemm_pack(const float *src, int64_t ld, int64_t K, int64_t N, qlm_bf16
   }
 }
 
+void qlm_bgemm_pack_t(const float *src, int64_t ld, int64_t K, int64_t j0, int64_t n, qlm_bf16 *packed) {
+  int64_t kp = qlm_pad2(K);
+  for (int64_t g0 = 0; g0 < n; g0 += 16) {
+    qlm_bf16 *g = packed + (j0 + g0) * kp;
+    int64_t w = n - g0 < 16 ? n - g0 : 16;
+    if (w < 16 || kp > K) memset(g, 0, (size_t)(16 * kp) * sizeof *g);
+    for (int64_t l = 0; l < w; l++) {
+      const float *row = src + (g0 + l) * ld;
+      for (int64_t k = 0; k < K; k++) g[(k / 2) * 32 + l * 2 + (k % 2)] = qlm_f32_to_bf16(row[k]);
+    }
+  }
+}
+
 void qlm_bgemm_op_ref(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
                       int64_t M, int64_t N, int64_t K, float alpha) {
   for (int64_t i = 0; i < M; i++)

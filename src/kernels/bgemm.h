@@ -1,6 +1,8 @@
-/* bgemm.h — bf16 X·Wᵀ with f32 sums: the calibration forward's products under --calib-dtype bf16
+/* bgemm.h — bf16 products with f32 sums: the calibration's products under --calib-dtype bf16
  * (quant/calib.h), on AVX-512 BF16 (VDPBF16PS: 32 multiply-adds per instruction, twice the f32
- * FMA rate of a Zen 4 core: 229 vs 116 GFLOP/s measured).
+ * FMA rate of a Zen 4 core: 229 vs 116 GFLOP/s measured).  Two forms: the dot form here (the
+ * Hessians' long sums), and the outer-product form below (the linear layers and the attention's
+ * weights·values).
  *
  *   Y[i·ldy + j] = Σ_k X[i·ldx + k] · W[j·ldw + k]      for i < T, j < n, k < K
  *
@@ -72,6 +74,10 @@ static inline int64_t qlm_bgemm_packed_len(int64_t kpack, int64_t N) { return (N
 
 /* f32 B (K x N, B(k, j) = src[k·ld + j]) -> bf16 packed for kpack = K (zeros past N and K). */
 void qlm_bgemm_pack(const float *src, int64_t ld, int64_t K, int64_t N, qlm_bf16 *packed);
+/* The same for B = srcᵀ (B(k, j) = src[j·ld + k]: the rows of a weight matrix as B's columns),
+ * packing the columns [j0, j0 + n) of B into packed's groups j0/16...: j0 a multiple of 16, and
+ * the whole packed B of N columns has kpack = K. */
+void qlm_bgemm_pack_t(const float *src, int64_t ld, int64_t K, int64_t j0, int64_t n, qlm_bf16 *packed);
 
 void qlm_bgemm_op_ref(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
                       int64_t M, int64_t N, int64_t K, float alpha);
