@@ -59,16 +59,23 @@ static int64_t packed_at(int64_t kpack, int64_t k, int64_t j) {
   return (j / 16) * 16 * qlm_pad2(kpack) + (k / 2) * 32 + (j % 16) * 2 + (k % 2);
 }
 
-/* Group by group, each row of src read in order (16 values of it into the group's lanes). */
-void qlm_bgemm_pack(const float *src, int64_t ld, int64_t K, int64_t N, qlm_bf16 *packed) {
-  int64_t kp = qlm_pad2(K);
-  for (int64_t j0 = 0; j0 < N; j0 += 16) {
-    qlm_bf16 *g = packed + j0 * kp;
-    int64_t w = N - j0 < 16 ? N - j0 : 16;
-    if (w < 16 || kp > K) memset(g, 0, (size_t)(16 * kp) * sizeof *g);
-    for (int64_t k = 0; k < K; k++)
-      for (int64_t l = 0; l < w; l++) g[(k / 2) * 32 + l * 2 + (k % 2)] = qlm_f32_to_bf16(src[k * ld + j0 + l]);
+void qlm_bgemm_pack_rows(const float *src, int64_t ld, int64_t k0, int64_t nk, int64_t kpack, int64_t j0, int64_t j1,
+                         qlm_bf16 *packed) {
+  int64_t gs = 16 * qlm_pad2(kpack);
+  for (int64_t g0 = j0; g0 < j1; g0 += 16) { /* group by group, each row of src read in order */
+    qlm_bf16 *g = packed + g0 / 16 * gs;
+    int64_t w = j1 - g0 < 16 ? j1 - g0 : 16;
+    for (int64_t k = 0; k < nk; k++) {
+      const float *row = src + k * ld + g0;
+      qlm_bf16 *dst = g + (k0 + k) / 2 * 32 + (k0 + k) % 2;
+      for (int64_t l = 0; l < w; l++) dst[l * 2] = qlm_f32_to_bf16(row[l]);
+    }
   }
+}
+
+void qlm_bgemm_pack(const float *src, int64_t ld, int64_t K, int64_t N, qlm_bf16 *packed) {
+  memset(packed, 0, (size_t)qlm_bgemm_packed_len(K, N) * sizeof *packed);
+  qlm_bgemm_pack_rows(src, ld, 0, K, K, 0, N, packed);
 }
 
 void qlm_bgemm_pack_t(const float *src, int64_t ld, int64_t K, int64_t j0, int64_t n, qlm_bf16 *packed) {
@@ -96,6 +103,25 @@ void qlm_bgemm_op_ref(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, in
       }
       Y[i * ldy + j] = alpha * acc;
     }
+}
+
+void qlm_bgemm_op_upper_ref(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
+                            int64_t N, int64_t K) {
+  for (int64_t i = i0; i < i1; i++)
+    for (int64_t j = i; j < N; j++) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < qlm_pad2(K); k += 2) {
+        acc = madd(acc, packed[packed_at(kpack, k + 1, i)], packed[packed_at(kpack, k + 1, j)]);
+        acc = madd(acc, packed[packed_at(kpack, k, i)], packed[packed_at(kpack, k, j)]);
+      }
+      Y[i * ldy + j] = acc;
+    }
+}
+
+void qlm_bgemm_op_upper(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
+                        int64_t N, int64_t K) {
+  if (qlm_bgemm_fast()) qlm_bgemm_op_upper_avx512bf16(packed, kpack, Y, ldy, i0, i1, N, K);
+  else qlm_bgemm_op_upper_ref(packed, kpack, Y, ldy, i0, i1, N, K);
 }
 
 void qlm_bgemm_op(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,

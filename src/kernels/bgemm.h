@@ -74,10 +74,26 @@ static inline int64_t qlm_bgemm_packed_len(int64_t kpack, int64_t N) { return (N
 
 /* f32 B (K x N, B(k, j) = src[k·ld + j]) -> bf16 packed for kpack = K (zeros past N and K). */
 void qlm_bgemm_pack(const float *src, int64_t ld, int64_t K, int64_t N, qlm_bf16 *packed);
+/* Rows [k0, k0 + nk) of a B packed for kpack rows, columns [j0, j1) (j0 a multiple of 16): B(k0 +
+ * k, j) = src[k·ld + j].  Nothing else is written (the caller keeps the padding zero). */
+void qlm_bgemm_pack_rows(const float *src, int64_t ld, int64_t k0, int64_t nk, int64_t kpack, int64_t j0, int64_t j1,
+                         qlm_bf16 *packed);
 /* The same for B = srcᵀ (B(k, j) = src[j·ld + k]: the rows of a weight matrix as B's columns),
  * packing the columns [j0, j0 + n) of B into packed's groups j0/16...: j0 a multiple of 16, and
  * the whole packed B of N columns has kpack = K. */
 void qlm_bgemm_pack_t(const float *src, int64_t ld, int64_t K, int64_t j0, int64_t n, qlm_bf16 *packed);
+
+/* Bᵀ B from one packed B (K x N, packed for kpack >= K rows): Y[i·ldy + j] = Σ_k B(k, i) B(k, j)
+ * for i in [i0, i1), j in [i, N) — the upper triangle of a Hessian XᵀX whose X rows were packed
+ * as B's rows, with no transposed copy: row i's pairs are lane i % 16 of B's group i / 16.  The
+ * arithmetic of qlm_bgemm_op (one chain per output), i0 a multiple of 16; the AVX-512 kernel also
+ * writes some entries left of the diagonal (whole 16-column groups), the reference does not. */
+void qlm_bgemm_op_upper_ref(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
+                            int64_t N, int64_t K);
+void qlm_bgemm_op_upper_avx512bf16(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0,
+                                   int64_t i1, int64_t N, int64_t K);
+void qlm_bgemm_op_upper(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
+                        int64_t N, int64_t K);
 
 void qlm_bgemm_op_ref(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
                       int64_t M, int64_t N, int64_t K, float alpha);

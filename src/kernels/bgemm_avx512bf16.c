@@ -78,18 +78,20 @@ void qlm_bgemm_xwt_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W,
 #define OM 6
 #define OG 4
 
-static inline __attribute__((always_inline)) void op_tile(const int rm, const int rg, const qlm_bf16 *X, int64_t ldx,
-                                                          const qlm_bf16 *B, int64_t gs, int64_t kp, float *Y,
-                                                          int64_t ldy, __mmask16 last, float alpha) {
+/* rm rows of X (row r's pair p at xr[r] + p·xps: xps = 2 for plain rows, 32 for rows read out
+ * of a packed B) times rg groups of B. */
+static inline __attribute__((always_inline)) void op_tile(const int rm, const int rg, const qlm_bf16 *const *xr,
+                                                          const int64_t xps, const qlm_bf16 *B, int64_t gs, int64_t kp,
+                                                          float *Y, int64_t ldy, __mmask16 last, float alpha) {
   __m512 acc[OM][OG];
   for (int r = 0; r < rm; r++)
     for (int g = 0; g < rg; g++) acc[r][g] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kp; k += 2) {
+  for (int64_t k = 0, xo = 0; k < kp; k += 2, xo += xps) {
     __m512bh b[OG];
     for (int g = 0; g < rg; g++) b[g] = load_bh(B + (size_t)g * (size_t)gs + (size_t)k * 16);
     for (int r = 0; r < rm; r++) {
       int32_t pair;
-      __builtin_memcpy(&pair, X + r * ldx + k, sizeof pair);
+      __builtin_memcpy(&pair, xr[r] + xo, sizeof pair);
       __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
       for (int g = 0; g < rg; g++) acc[r][g] = _mm512_dpbf16_ps(acc[r][g], x, b[g]);
     }
@@ -103,10 +105,13 @@ static inline __attribute__((always_inline)) void op_tile(const int rm, const in
     }
 }
 
-static void op_tile_any(int rm, int rg, const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *B, int64_t gs, int64_t kp,
-                        float *Y, int64_t ldy, __mmask16 last, float alpha) {
-#define OTILE(a, b) \
-  case (a) * 8 + (b): op_tile(a, b, X, ldx, B, gs, kp, Y, ldy, last, alpha); return;
+static void op_tile_any(int rm, int rg, const qlm_bf16 *const *xr, int64_t xps, const qlm_bf16 *B, int64_t gs,
+                        int64_t kp, float *Y, int64_t ldy, __mmask16 last, float alpha) {
+#define OTILE(a, b)                                                                                     \
+  case (a) * 8 + (b):                                                                                   \
+    if (xps == 2) op_tile(a, b, xr, 2, B, gs, kp, Y, ldy, last, alpha);                                 \
+    else op_tile(a, b, xr, 32, B, gs, kp, Y, ldy, last, alpha);                                         \
+    return;
   switch (rm * 8 + rg) {
     OTILE(6, 4) OTILE(6, 3) OTILE(6, 2) OTILE(6, 1)
     OTILE(5, 4) OTILE(5, 3) OTILE(5, 2) OTILE(5, 1)
@@ -119,15 +124,38 @@ static void op_tile_any(int rm, int rg, const qlm_bf16 *X, int64_t ldx, const ql
 #undef OTILE
 }
 
+/* The mask of a tile's last group: the valid columns of group g0 + rg - 1 of N. */
+static __mmask16 last_mask(int64_t N, int64_t g0, int rg) {
+  int64_t cols = min64(16, N - (g0 + rg - 1) * 16);
+  return (__mmask16)((1u << cols) - 1u);
+}
+
 void qlm_bgemm_op_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y,
                              int64_t ldy, int64_t M, int64_t N, int64_t K, float alpha) {
   int64_t kp = qlm_pad2(K), gs = 16 * qlm_pad2(kpack), ng = (N + 15) / 16;
   for (int64_t g0 = 0; g0 < ng; g0 += OG) {
     int rg = (int)min64(OG, ng - g0);
-    int64_t cols = min64(16, N - (g0 + rg - 1) * 16); /* valid columns of the tile's last group */
-    __mmask16 last = (__mmask16)((1u << cols) - 1u);
-    for (int64_t i = 0; i < M; i += OM)
-      op_tile_any((int)min64(OM, M - i), rg, X + i * ldx, ldx, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy,
-                  last, alpha);
+    __mmask16 last = last_mask(N, g0, rg);
+    for (int64_t i = 0; i < M; i += OM) {
+      const qlm_bf16 *xr[OM];
+      for (int r = 0; r < OM && i + r < M; r++) xr[r] = X + (i + r) * ldx;
+      op_tile_any((int)min64(OM, M - i), rg, xr, 2, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy, last, alpha);
+    }
+  }
+}
+
+void qlm_bgemm_op_upper_avx512bf16(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0,
+                                   int64_t i1, int64_t N, int64_t K) {
+  int64_t kp = qlm_pad2(K), gs = 16 * qlm_pad2(kpack), ng = (N + 15) / 16;
+  for (int64_t g0 = i0 / 16; g0 < ng; g0 += OG) {
+    int rg = (int)min64(OG, ng - g0);
+    __mmask16 last = last_mask(N, g0, rg);
+    int64_t iend = min64(i1, (g0 + rg) * 16); /* rows past the block's last column: nothing upper */
+    for (int64_t i = i0; i < iend; i += OM) {
+      const qlm_bf16 *xr[OM];
+      for (int r = 0; r < OM && i + r < iend; r++) xr[r] = packed + (i + r) / 16 * gs + (i + r) % 16 * 2;
+      op_tile_any((int)min64(OM, iend - i), rg, xr, 32, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy, last,
+                  1.0f);
+    }
   }
 }

@@ -133,7 +133,7 @@ int qlm_calib_sample(const qlm_tokenizer *tok, const char *text, size_t len, con
 /* A slot's inputs gathered for one Hessian product (accumulate, hess_flush). */
 typedef struct hess_pending {
   float *x;              /* f32 Hessians: [cap x cols] the gathered rows (NULL: each call alone) */
-  qlm_bf16 *xt;          /* bf16 Hessians: [cols x qlm_bgemm_pad(cap)] the gathered rows, transposed */
+  qlm_bf16 *xp;          /* bf16 Hessians: the gathered rows packed (qlm_bgemm_packed_len(cap, cols), zeroed) */
   int T;                 /* rows gathered and not yet in the Hessian */
 } hess_pending;
 
@@ -242,34 +242,27 @@ void qlm_calib_hessian_add(double *H, float *tmp, const float *X, int T, int col
   qlm_pool_run(pool, hess_worker, &h);
 }
 
-/* bf16: X^T in bf16 rows of xt (row stride ld, a multiple of QLM_BGEMM_K_ALIGN), zero-padded
- * from T to qlm_bgemm_pad(T), the tiles as above by bgemm with K = that padded length. */
+/* bf16: the rows of X packed as the rows of kernels/bgemm.h's B (group stride for kpack rows),
+ * then the upper triangle of BᵀB by qlm_bgemm_op_upper in the row tiles above (no transposed
+ * copy: a row of Xᵀ is one lane of B's groups). */
 typedef struct hess_bf16_task {
-  hess_task h;           /* X, T: the rows to transpose (at t_off); then T: all rows in xt */
-  qlm_bf16 *xt;          /* [cols x ld] */
-  int64_t ld, t_off;
+  hess_task h;           /* X, T: the rows to pack (at t_off); then T: all rows packed */
+  qlm_bf16 *xp;          /* packed for kpack rows, qlm_bgemm_packed_len(kpack, cols) */
+  int64_t kpack, t_off;
 } hess_bf16_task;
 
-/* Thread ith's columns of X into rows of xt from column t_off on, 16 tokens at a time (16 rows
- * of X stay in L1 while their columns are written out). */
-static void transpose_worker(void *arg, int ith, int nth) {
+/* Thread ith's column groups of X's rows into xp from row t_off on. */
+static void pack_worker(void *arg, int ith, int nth) {
   const hess_bf16_task *b = arg;
-  int c = b->h.cols, T = b->h.T, j0 = (int)((int64_t)c * ith / nth), j1 = (int)((int64_t)c * (ith + 1) / nth);
-  for (int t0 = 0; t0 < T; t0 += 16) {
-    int t1 = t0 + 16 < T ? t0 + 16 : T;
-    for (int j = j0; j < j1; j++) {
-      qlm_bf16 *dst = b->xt + (size_t)j * (size_t)b->ld + (size_t)b->t_off;
-      for (int t = t0; t < t1; t++) dst[t] = qlm_f32_to_bf16(b->h.X[(size_t)t * c + j]);
-    }
-  }
+  int64_t ng = (b->h.cols + 15) / 16, j0 = ng * ith / nth * 16, j1 = ng * (ith + 1) / nth * 16;
+  if (j1 > b->h.cols) j1 = b->h.cols;
+  if (j0 < j1) qlm_bgemm_pack_rows(b->h.X, b->h.cols, b->t_off, b->h.T, b->kpack, j0, j1, b->xp);
 }
 
 static void hess_bf16_tile(const hess_bf16_task *b, int k) {
   const hess_task *h = &b->h;
   int c = h->cols, i0 = k * HESS_TILE, i1 = i0 + HESS_TILE < c ? i0 + HESS_TILE : c;
-  int64_t tp = qlm_bgemm_pad(h->T);
-  const qlm_bf16 *rows = b->xt + (size_t)i0 * (size_t)b->ld;
-  qlm_bgemm_xwt(rows, b->ld, rows, b->ld, h->tmp + (size_t)i0 * c + i0, c, i1 - i0, c - i0, tp);
+  qlm_bgemm_op_upper(b->xp, b->kpack, h->tmp, c, i0, i1, c, h->T);
   add_upper(h, i0, i1);
 }
 
@@ -280,24 +273,25 @@ static void hess_bf16_worker(void *arg, int ith, int nth) {
     if (tile_owner(k, nth) == ith) hess_bf16_tile(b, k);
 }
 
-/* X [T x cols] into xt's columns [t_off, t_off + T) (row stride ld). */
-static void xt_append(qlm_bf16 *xt, int64_t ld, int t_off, const float *X, int T, int cols, qlm_pool *pool) {
-  hess_bf16_task b = {.h = {.X = X, .T = T, .cols = cols}, .xt = xt, .ld = ld, .t_off = t_off};
-  qlm_pool_run(pool, transpose_worker, &b);
+/* X [T x cols] into rows [t_off, t_off + T) of xp (packed for kpack rows). */
+static void xp_append(qlm_bf16 *xp, int64_t kpack, int t_off, const float *X, int T, int cols, qlm_pool *pool) {
+  hess_bf16_task b = {.h = {.X = X, .T = T, .cols = cols}, .xp = xp, .kpack = kpack, .t_off = t_off};
+  qlm_pool_run(pool, pack_worker, &b);
 }
 
-/* H += the products of xt's first T columns (rows of stride ld), padded with zeros here. */
-static void hessian_add_xt(double *H, float *tmp, qlm_bf16 *xt, int64_t ld, int T, int cols, qlm_pool *pool) {
-  int64_t tp = qlm_bgemm_pad(T);
-  for (int j = 0; j < cols; j++) memset(xt + (size_t)j * (size_t)ld + T, 0, (size_t)(tp - T) * sizeof *xt);
-  hess_bf16_task b = {.h = {.H = H, .tmp = tmp, .T = T, .cols = cols}, .xt = xt, .ld = ld};
+/* H += the products of xp's first T rows; an odd T's partner row is zeroed here (the padding
+ * columns past cols were zeroed when xp was made and are never written). */
+static void hessian_add_xp(double *H, float *tmp, qlm_bf16 *xp, int64_t kpack, int T, int cols, qlm_pool *pool) {
+  if (T % 2)
+    for (int j = 0; j < cols; j++) xp[j / 16 * 16 * qlm_pad2(kpack) + T / 2 * 32 + j % 16 * 2 + 1] = 0;
+  hess_bf16_task b = {.h = {.H = H, .tmp = tmp, .T = T, .cols = cols}, .xp = xp, .kpack = kpack};
   qlm_pool_run(pool, hess_bf16_worker, &b);
 }
 
-void qlm_calib_hessian_add_bf16(double *H, float *tmp, qlm_bf16 *xt, const float *X, int T, int cols, qlm_pool *pool) {
-  int64_t tp = qlm_bgemm_pad(T);
-  xt_append(xt, tp, 0, X, T, cols, pool);
-  hessian_add_xt(H, tmp, xt, tp, T, cols, pool);
+void qlm_calib_hessian_add_bf16(double *H, float *tmp, qlm_bf16 *xp, const float *X, int T, int cols, qlm_pool *pool) {
+  memset(xp, 0, (size_t)qlm_bgemm_packed_len(T, cols) * sizeof *xp);
+  xp_append(xp, T, 0, X, T, cols, pool);
+  hessian_add_xp(H, tmp, xp, T, T, cols, pool);
 }
 
 /* Rows per Hessian product: the calls of a slot (one sample each) are gathered up to this many
@@ -311,7 +305,7 @@ static void hess_flush(acc_ctx *a, qlm_linear_slot slot) {
   hess_pending *p = &a->pend[slot];
   if (!a->want_hessian || p->T == 0) return;
   int cols = a->st->cols[slot];
-  if (p->xt) hessian_add_xt(a->st->hessian[slot], a->tmp, p->xt, qlm_bgemm_pad(a->cap), p->T, cols, a->pool);
+  if (p->xp) hessian_add_xp(a->st->hessian[slot], a->tmp, p->xp, a->cap, p->T, cols, a->pool);
   else qlm_calib_hessian_add(a->st->hessian[slot], a->tmp, p->x, p->T, cols, a->pool);
   p->T = 0;
 }
@@ -328,7 +322,7 @@ static void slot_complete(acc_ctx *a, qlm_linear_slot slot) {
 static void hess_gather(acc_ctx *a, qlm_linear_slot slot, const float *X, int T, int cols) {
   hess_pending *p = &a->pend[slot];
   if (p->T > 0 && p->T + T > a->cap) hess_flush(a, slot);
-  if (p->xt) xt_append(p->xt, qlm_bgemm_pad(a->cap), p->T, X, T, cols, a->pool);
+  if (p->xp) xp_append(p->xp, a->cap, p->T, X, T, cols, a->pool);
   else if (p->x && T < a->cap) memcpy(p->x + (size_t)p->T * (size_t)cols, X, (size_t)T * (size_t)cols * sizeof *X);
   else {
     qlm_calib_hessian_add(a->st->hessian[slot], a->tmp, X, T, cols, a->pool);
@@ -466,21 +460,21 @@ static void pass_close(calib_pass *p) {
   stats_free(&p->st);
   qlm_state_free(p->s);
   free(p->tmp);
-  for (int k = 0; k < QLM_N_SLOTS; k++) free(p->a.pend[k].x), free(p->a.pend[k].xt);
+  for (int k = 0; k < QLM_N_SLOTS; k++) free(p->a.pend[k].x), free(p->a.pend[k].xp);
   free(p->pos);
   free(p->xs);
   memset(p, 0, sizeof *p);
 }
 
-/* Each slot's gathering buffer for cap rows: bf16 always (the product reads the transposed
- * rows), f32 only when more than one call fits (else each call is multiplied from its X). */
+/* Each slot's gathering buffer for cap rows: bf16 always (packed, zeroed: the padding stays
+ * zero), f32 only when more than one call fits (else each call is multiplied from its X). */
 static int pending_alloc(hess_pending pend[QLM_N_SLOTS], const int cols[QLM_N_SLOTS], int cap, int seq_len, bool bf16,
                          qlm_error *err) {
   for (int k = 0; k < QLM_N_SLOTS; k++) {
     size_t c = (size_t)cols[k];
-    if (bf16) pend[k].xt = qlm_malloc(c * (size_t)qlm_bgemm_pad(cap) * sizeof(qlm_bf16), "a Hessian scratch", err);
+    if (bf16) pend[k].xp = qlm_calloc((size_t)qlm_bgemm_packed_len(cap, cols[k]), sizeof(qlm_bf16), "a Hessian scratch", err);
     else if (cap > seq_len) pend[k].x = qlm_malloc(c * (size_t)cap * sizeof(float), "a Hessian scratch", err);
-    if (bf16 ? !pend[k].xt : cap > seq_len && !pend[k].x) return QLM_ENOMEM;
+    if (bf16 ? !pend[k].xp : cap > seq_len && !pend[k].x) return QLM_ENOMEM;
   }
   return QLM_OK;
 }

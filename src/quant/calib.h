@@ -114,9 +114,10 @@ int qlm_calib_run_staged(qlm_model *m, const int32_t *tokens, int n_samples, int
  * may be NULL).  Error bound and why it suffices: calib.c, accumulate(). */
 void qlm_calib_hessian_add(double *H, float *tmp, const float *X, int T, int cols, qlm_pool *pool);
 
-/* The same in bf16 (--calib-dtype bf16): X rounded to bf16 and transposed into xt
- * [cols x qlm_bgemm_pad(T)] (scratch), each call's products by kernels/bgemm.h with f32 sums,
- * added in double.  Needs qlm_bgemm_fast() for speed (else the scalar reference: same bits). */
-void qlm_calib_hessian_add_bf16(double *H, float *tmp, qlm_bf16 *xt, const float *X, int T, int cols, qlm_pool *pool);
+/* The same in bf16 (--calib-dtype bf16): X rounded to bf16 and packed into xp
+ * (qlm_bgemm_packed_len(T, cols) values of scratch), the products by kernels/bgemm.h's
+ * qlm_bgemm_op_upper (one f32 chain per entry), added in double.  Needs qlm_bgemm_fast() for
+ * speed (else the scalar reference: same bits). */
+void qlm_calib_hessian_add_bf16(double *H, float *tmp, qlm_bf16 *xp, const float *X, int T, int cols, qlm_pool *pool);
 
 #endif
