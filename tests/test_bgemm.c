@@ -17,7 +17,9 @@
  *                LLM.int8() weights are refused;
  *   outer form:  qlm_bgemm_pack's layout element by element, qlm_bgemm_op_ref within its chain's
  *                bound of the exact product, the AVX-512 kernel equal to it bit for bit (skipped
- *                without AVX512_BF16, as above). */
+ *                without AVX512_BF16, as above); the Hessians' BᵀB (qlm_bgemm_op_upper) equal to
+ *                qlm_bgemm_op_ref on Bᵀ written out, and its AVX-512 kernel to its reference
+ *                (that part only with AVX512_BF16). */
 #include "testutil.h"
 
 #include <math.h>
@@ -305,6 +307,46 @@ static void test_op_avx512bf16_equals_reference(void **state) {
       }
 }
 
+/* qlm_bgemm_op_upper: the reference equals qlm_bgemm_op_ref with X = Bᵀ written out as rows (the
+ * same chains: reading row i out of B's lanes is only addressing), and the AVX-512 kernel equals
+ * the reference bit for bit on the upper triangle, for row ranges starting at 0, 16 and 48, odd
+ * K, N with a partial group, and B packed for more rows than used. */
+static void test_op_upper(void **state) {
+  (void)state;
+  uint64_t s = 29;
+  const int64_t Ks[] = {1, 9, 64, 301}, Ns[] = {16, 75, 200};
+  for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++)
+    for (size_t d = 0; d < sizeof Ns / sizeof Ns[0]; d++) {
+      int64_t K = Ks[c], N = Ns[d], kpack = K + 3, kp = qlm_pad2(K);
+      float *src = op_source(kpack, N, &s), *want = malloc((size_t)(N * N) * sizeof *want);
+      float *got = malloc((size_t)(N * N) * sizeof *got), *viaop = malloc((size_t)(N * N) * sizeof *viaop);
+      qlm_bf16 *B = malloc((size_t)qlm_bgemm_packed_len(kpack, N) * sizeof *B);
+      qlm_bf16 *X = calloc((size_t)(N * kp), sizeof *X);
+      qlm_bgemm_pack(src, N, kpack, N, B);
+      if (K % 2) /* the last pair's partner row: zero, as the Hessian's odd-T flush makes it */
+        for (int64_t j = 0; j < N; j++) B[j / 16 * 16 * qlm_pad2(kpack) + K / 2 * 32 + j % 16 * 2 + 1] = 0;
+      for (int64_t i = 0; i < N; i++)
+        for (int64_t k = 0; k < K; k++) X[i * kp + k] = qlm_f32_to_bf16(src[k * N + i]);
+      qlm_bgemm_op_ref(X, kp, B, kpack, viaop, N, N, N, K, 1.0f);
+      const int64_t starts[] = {0, 16, 48};
+      for (size_t a = 0; a < 3 && starts[a] < N; a++) {
+        int64_t i0 = starts[a], i1 = i0 + 37 < N ? i0 + 37 : N;
+        qlm_bgemm_op_upper_ref(B, kpack, want, N, i0, i1, N, K);
+        if (qlm_bgemm_fast()) qlm_bgemm_op_upper_avx512bf16(B, kpack, got, N, i0, i1, N, K);
+        for (int64_t i = i0; i < i1; i++)
+          for (int64_t j = i; j < N; j++) {
+            if (memcmp(&want[i * N + j], &viaop[i * N + j], sizeof *want))
+              fail_msg("K=%lld N=%lld (%lld,%lld): upper reference %a, via rows %a", (long long)K, (long long)N,
+                       (long long)i, (long long)j, (double)want[i * N + j], (double)viaop[i * N + j]);
+            if (qlm_bgemm_fast() && memcmp(&want[i * N + j], &got[i * N + j], sizeof *want))
+              fail_msg("K=%lld N=%lld (%lld,%lld): AVX-512 %a, reference %a", (long long)K, (long long)N, (long long)i,
+                       (long long)j, (double)got[i * N + j], (double)want[i * N + j]);
+          }
+      }
+      free(src), free(want), free(got), free(viaop), free(B), free(X);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conversion),
@@ -314,6 +356,7 @@ int main(void) {
       cmocka_unit_test(test_matmul_bf16),
       cmocka_unit_test(test_op_reference),
       cmocka_unit_test(test_op_avx512bf16_equals_reference),
+      cmocka_unit_test(test_op_upper),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
