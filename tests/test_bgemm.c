@@ -243,7 +243,8 @@ static float *op_source(int64_t K, int64_t N, uint64_t *s) {
   return b;
 }
 
-/* The packed layout as bgemm.h states it, element by element (zeros in the padding); the
+/* The packed layout as bgemm.h states it, element by element (zeros in the padding), also when
+ * packed in pieces of rows and columns (qlm_bgemm_pack_rows, as the Hessians gather); the
  * reference against the exact product: one rounding per multiply-add of the chain (K of them,
  * rounded up to even) and one for alpha, so |y - alpha Σ x b| <= (K + 3) u |alpha| Σ |x b|. */
 static void test_op_reference(void **state) {
@@ -261,6 +262,16 @@ static void test_op_reference(void **state) {
         qlm_bf16 want = j < N && k < K ? qlm_f32_to_bf16(B[k * N + j]) : 0;
         assert_int_equal(P[(j / 16) * 16 * kp + (k / 2) * 32 + (j % 16) * 2 + k % 2], want);
       }
+    if (K > 5) { /* the same from pieces: rows [0, 5) then [5, K) (an odd start), columns [0, 16) then [16, N) */
+      qlm_bf16 *P2 = calloc((size_t)len, sizeof *P2);
+      for (int part = 0; part < 2; part++) {
+        int64_t j0 = part ? 16 : 0, j1 = part ? N : 16;
+        qlm_bgemm_pack_rows(B, N, 0, 5, K, j0, j1, P2);
+        qlm_bgemm_pack_rows(B + 5 * N, N, 5, K - 5, K, j0, j1, P2);
+      }
+      assert_memory_equal(P, P2, (size_t)len * sizeof *P);
+      free(P2);
+    }
     const float alpha = 0.125f;
     qlm_bgemm_op_ref(X, kp, P, K, Y, N, M, N, K, alpha);
     const double u = ldexp(1.0, -24);

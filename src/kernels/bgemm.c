@@ -9,7 +9,11 @@
 #include "kernels/cpu.h"
 #include "kernels/sgemm.h"
 
-void qlm_bf16_from_f32(const float *x, int64_t n, qlm_bf16 *y, int64_t n_pad) {
+/* target_clones: the loop vectorizes (integer operations: the same bits at every level); the
+ * conversions of X, the attention weights and the packed operands were ~6% of a bf16 calibration
+ * forward as scalar loops. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) void qlm_bf16_from_f32(const float *x, int64_t n,
+                                                                                   qlm_bf16 *y, int64_t n_pad) {
   for (int64_t i = 0; i < n; i++) y[i] = qlm_f32_to_bf16(x[i]);
   for (int64_t i = n; i < n_pad; i++) y[i] = 0;
 }
@@ -59,17 +63,27 @@ static int64_t packed_at(int64_t kpack, int64_t k, int64_t j) {
   return (j / 16) * 16 * qlm_pad2(kpack) + (k / 2) * 32 + (j % 16) * 2 + (k % 2);
 }
 
-void qlm_bgemm_pack_rows(const float *src, int64_t ld, int64_t k0, int64_t nk, int64_t kpack, int64_t j0, int64_t j1,
-                         qlm_bf16 *packed) {
+/* Row by row (src read in order; with the groups inner, walking down 16 columns at a time was
+ * 0.86 ns per value on 2048 x 1536, this 0.28), a whole pair of rows as 32-bit lanes;
+ * target_clones as qlm_bf16_from_f32. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) void qlm_bgemm_pack_rows(
+    const float *src, int64_t ld, int64_t k0, int64_t nk, int64_t kpack, int64_t j0, int64_t j1, qlm_bf16 *packed) {
   int64_t gs = 16 * qlm_pad2(kpack);
-  for (int64_t g0 = j0; g0 < j1; g0 += 16) { /* group by group, each row of src read in order */
-    qlm_bf16 *g = packed + g0 / 16 * gs;
-    int64_t w = j1 - g0 < 16 ? j1 - g0 : 16;
-    for (int64_t k = 0; k < nk; k++) {
-      const float *row = src + k * ld + g0;
-      qlm_bf16 *dst = g + (k0 + k) / 2 * 32 + (k0 + k) % 2;
-      for (int64_t l = 0; l < w; l++) dst[l * 2] = qlm_f32_to_bf16(row[l]);
+  for (int64_t k = 0; k < nk;) {
+    const float *a = src + k * ld, *b = a + ld;
+    bool pair = (k0 + k) % 2 == 0 && k + 1 < nk;
+    for (int64_t g0 = j0; g0 < j1; g0 += 16) {
+      qlm_bf16 *dst = packed + g0 / 16 * gs + (k0 + k) / 2 * 32 + (k0 + k) % 2;
+      int64_t w = j1 - g0 < 16 ? j1 - g0 : 16;
+      if (pair)
+        for (int64_t l = 0; l < w; l++) { /* little-endian: row k's value at the lower address */
+          uint32_t v = (uint32_t)qlm_f32_to_bf16(a[g0 + l]) | (uint32_t)qlm_f32_to_bf16(b[g0 + l]) << 16;
+          memcpy(dst + 2 * l, &v, sizeof v);
+        }
+      else
+        for (int64_t l = 0; l < w; l++) dst[l * 2] = qlm_f32_to_bf16(a[g0 + l]);
     }
+    k += pair ? 2 : 1;
   }
 }
 
