@@ -12,11 +12,14 @@
 /* target_clones: the loop vectorizes (integer operations: the same bits at every level); the
  * conversions of X, the attention weights and the packed operands were ~6% of a bf16 calibration
  * forward as scalar loops. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) void qlm_bf16_from_f32(const float *x, int64_t n,
-                                                                                   qlm_bf16 *y, int64_t n_pad) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void from_f32(const float *x, int64_t n,
+                                                                                 qlm_bf16 *y, int64_t n_pad) {
   for (int64_t i = 0; i < n; i++) y[i] = qlm_f32_to_bf16(x[i]);
   for (int64_t i = n; i < n_pad; i++) y[i] = 0;
 }
+
+/* (The clones stay static: clang's target_clones leaves an external name unresolved.) */
+void qlm_bf16_from_f32(const float *x, int64_t n, qlm_bf16 *y, int64_t n_pad) { from_f32(x, n, y, n_pad); }
 
 /* An operand as VDPBF16PS reads it: subnormals are zero (DAZ). */
 static float operand(qlm_bf16 h) {
@@ -66,7 +69,7 @@ static int64_t packed_at(int64_t kpack, int64_t k, int64_t j) {
 /* Row by row (src read in order; with the groups inner, walking down 16 columns at a time was
  * 0.86 ns per value on 2048 x 1536, this 0.28), a whole pair of rows as 32-bit lanes;
  * target_clones as qlm_bf16_from_f32. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) void qlm_bgemm_pack_rows(
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void pack_rows(
     const float *src, int64_t ld, int64_t k0, int64_t nk, int64_t kpack, int64_t j0, int64_t j1, qlm_bf16 *packed) {
   int64_t gs = 16 * qlm_pad2(kpack);
   for (int64_t k = 0; k < nk;) {
@@ -85,6 +88,11 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void qlm_bgemm_pack
     }
     k += pair ? 2 : 1;
   }
+}
+
+void qlm_bgemm_pack_rows(const float *src, int64_t ld, int64_t k0, int64_t nk, int64_t kpack, int64_t j0, int64_t j1,
+                         qlm_bf16 *packed) {
+  pack_rows(src, ld, k0, nk, kpack, j0, j1, packed);
 }
 
 void qlm_bgemm_pack(const float *src, int64_t ld, int64_t K, int64_t N, qlm_bf16 *packed) {
