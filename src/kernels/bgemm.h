@@ -69,6 +69,11 @@ void qlm_bgemm_xwt(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W, int64_t ld
  * K zero. */
 static inline int64_t qlm_pad2(int64_t k) { return (k + 1) / 2 * 2; }
 
+/* Where B(k, j) lies in a B packed for kpack rows: group j / 16, pair k / 2, lane j % 16, k % 2. */
+static inline int64_t qlm_bgemm_packed_at(int64_t kpack, int64_t k, int64_t j) {
+  return (j / 16) * 16 * qlm_pad2(kpack) + (k / 2) * 32 + (j % 16) * 2 + (k % 2);
+}
+
 /* The packed B of kpack x N: qlm_bgemm_packed_len(kpack, N) bf16 values. */
 static inline int64_t qlm_bgemm_packed_len(int64_t kpack, int64_t N) { return (N + 15) / 16 * 16 * qlm_pad2(kpack); }
 

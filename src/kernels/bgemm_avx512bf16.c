@@ -153,7 +153,7 @@ void qlm_bgemm_op_upper_avx512bf16(const qlm_bf16 *packed, int64_t kpack, float 
     int64_t iend = min64(i1, (g0 + rg) * 16); /* rows past the block's last column: nothing upper */
     for (int64_t i = i0; i < iend; i += OM) {
       const qlm_bf16 *xr[OM];
-      for (int r = 0; r < OM && i + r < iend; r++) xr[r] = packed + (i + r) / 16 * gs + (i + r) % 16 * 2;
+      for (int r = 0; r < OM && i + r < iend; r++) xr[r] = packed + qlm_bgemm_packed_at(kpack, 0, i + r);
       op_tile_any((int)min64(OM, iend - i), rg, xr, 32, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy, last,
                   1.0f);
     }

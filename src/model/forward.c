@@ -49,7 +49,7 @@ struct qlm_state {
   qlm_attn_scores_fn att_scores; /* attention products (kernels/attn.h) */
   qlm_attn_pv_fn att_pv;
   bool gemm_att;               /* qlm_state_set_gemm_attention: one-sequence batches by BLAS */
-  bool bf16;                   /* qlm_state_set_bf16: multi-row linear products in bf16 */
+  bool bf16;                   /* qlm_state_set_bf16: multi-row linear products and attention weights·values in bf16 */
   qlm_bf16_cache bf16_cache;   /* their weights in bf16 (qlm_state_weights_changed clears it) */
   qlm_bf16 *vpack;             /* bf16 on: [n_head_kv][qlm_bgemm_packed_len(n_ctx, head_dim)] values, packed */
   qlm_bf16 *prows;             /* bf16 on: [n_threads][gatt_rows][pad2(n_ctx)] a block's attention weights */
@@ -397,6 +397,13 @@ typedef struct gatt_task {
   int nk_all;   /* keys in the cache for this batch (its last position + 1): what vpack holds */
 } gatt_task;
 
+/* Offset in the K and V caches of key/value head kvh's first position for t's sequence and layer. */
+static size_t kv_head_base(const gatt_task *t, int kvh) {
+  const qlm_state *s = t->s;
+  return (size_t)t->b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim +
+         (size_t)kvh * (size_t)s->m->hp.head_dim;
+}
+
 /* S [m x nk] = scale · q kᵀ for query rows [r0, r0 + m) of head h (S's rows nk apart).  In f32
  * also under bf16: a score's error becomes the relative error of its weight through exp, and
  * bf16 q and k (2^-9 each) move a score of 10 by up to ~0.04, 4% of its weight, 4x the fp16 of
@@ -408,7 +415,7 @@ static void gatt_scores(const gatt_task *t, int h, int r0, int m, int nk, float 
   int hd = hp->head_dim, qd = hp->n_head * hd, kvh = h / (hp->n_head / hp->n_head_kv);
   float scale = 1.0f / sqrtf((float)hd);
   const float *q = s->q + (size_t)r0 * qd + (size_t)h * hd;
-  size_t base = (size_t)t->b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
+  size_t base = kv_head_base(t, kvh);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, q, qd, s->k_cache + base, s->kv_dim, 0.0f, S,
               nk);
 }
@@ -426,7 +433,7 @@ static void gatt_values(const gatt_task *t, int ith, int h, int m, int nk, const
     qlm_bgemm_op(pb, nk2, vp, t->nk_all, o, qd, m, hd, nk, 1.0f);
     return;
   }
-  size_t base = (size_t)t->b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
+  size_t base = kv_head_base(t, kvh);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, S, nk, s->v_cache + base, s->kv_dim, 0.0f, o,
               qd);
 }
@@ -466,7 +473,7 @@ static void pack_worker(void *arg, int ith, int nth) {
   const qlm_hparams *hp = &s->m->hp;
   int hd = hp->head_dim;
   for (int kvh = ith; kvh < hp->n_head_kv; kvh += nth) {
-    size_t base = (size_t)t->b->seq[0] * s->seq_stride + (size_t)t->layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
+    size_t base = kv_head_base(t, kvh);
     qlm_bgemm_pack(s->v_cache + base, s->kv_dim, t->nk_all, hd,
                    s->vpack + (size_t)kvh * (size_t)qlm_bgemm_packed_len(s->n_ctx, hd));
   }

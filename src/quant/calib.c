@@ -283,7 +283,7 @@ static void xp_append(qlm_bf16 *xp, int64_t kpack, int t_off, const float *X, in
  * columns past cols were zeroed when xp was made and are never written). */
 static void hessian_add_xp(double *H, float *tmp, qlm_bf16 *xp, int64_t kpack, int T, int cols, qlm_pool *pool) {
   if (T % 2)
-    for (int j = 0; j < cols; j++) xp[j / 16 * 16 * qlm_pad2(kpack) + T / 2 * 32 + j % 16 * 2 + 1] = 0;
+    for (int j = 0; j < cols; j++) xp[qlm_bgemm_packed_at(kpack, T, j)] = 0;
   hess_bf16_task b = {.h = {.H = H, .tmp = tmp, .T = T, .cols = cols}, .xp = xp, .kpack = kpack};
   qlm_pool_run(pool, hess_bf16_worker, &b);
 }
