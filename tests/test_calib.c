@@ -546,6 +546,26 @@ static void test_driver_calibrated_pass(void **st) {
   tu_greedy(g_src, 32, NULL, ref, NULL);
   tu_greedy(q, 32, NULL, got, NULL);
   assert_int_equal(tu_common_prefix(ref, got, 32), 32); /* 8-bit keeps the greedy text */
+  /* the file says what it was calibrated on */
+  assert_true(sum.calibrated);
+  const qlm_meta *mt = qlm_source_meta(q, "qlm.calib.text"), *mn = qlm_source_meta(q, "qlm.calib.samples");
+  const qlm_meta *ml = qlm_source_meta(q, "qlm.calib.len"), *ms = qlm_source_meta(q, "qlm.calib.seed");
+  const qlm_meta *md = qlm_source_meta(q, "qlm.calib.dtype");
+  assert_true(mt && mn && ml && ms && md);
+  assert_string_equal(mt->v.s, txt);
+  assert_int_equal(mn->v.u, 2);
+  assert_int_equal(ml->v.u, sum.calib_len);
+  assert_true(sum.calib_len > 0 && sum.calib_len <= 16);
+  assert_int_equal(ms->v.u, 1);
+  assert_string_equal(md->v.s, "f32");
+  qlm_source_close(q);
+  /* a method without calibration writes none of it */
+  qlm_quant_params plain = {.method = &qlm_method_absmax, .opts = {.bits = 8}, .n_threads = 1};
+  if (qlm_quantize(g_src, out, &plain, &sum, &err)) fail_msg("%s", err.msg);
+  assert_false(sum.calibrated);
+  assert_int_equal(qlm_source_open(out, NULL, &q, &err), 0);
+  assert_null(qlm_source_meta(q, "qlm.calib.text"));
+  assert_null(qlm_source_meta(q, "qlm.calib.dtype"));
   qlm_source_close(q);
   /* no calibration text: a usage error */
   p.calib_text = NULL;

@@ -74,6 +74,18 @@ static const char *tensor_method(const qlm_source *s, const char *name) {
   return m && m->type == QLM_META_STRING ? m->v.s : NULL;
 }
 
+/* The calibration a quantized file was made with (qlm.calib.*, quant/quantize.c), if any. */
+static void print_calibration(const qlm_source *s) {
+  const qlm_meta *text = qlm_source_meta(s, "qlm.calib.text"), *n = qlm_source_meta(s, "qlm.calib.samples");
+  const qlm_meta *len = qlm_source_meta(s, "qlm.calib.len"), *seed = qlm_source_meta(s, "qlm.calib.seed");
+  const qlm_meta *dt = qlm_source_meta(s, "qlm.calib.dtype");
+  if (!text || text->type != QLM_META_STRING || !n || n->type != QLM_META_U32 || !len || len->type != QLM_META_U32 ||
+      !seed || seed->type != QLM_META_U64)
+    return;
+  printf("calibrated:   %u windows of %u tokens from %s, seed %" PRIu64 ", products in %s\n", (unsigned)n->v.u,
+         (unsigned)len->v.u, text->v.s, (uint64_t)seed->v.u, dt && dt->type == QLM_META_STRING ? dt->v.s : "f32");
+}
+
 static void print_summary(const qlm_source *s) {
   const qlm_hparams *h = &s->hp;
   int64_t params = 0, q_params = 0;
@@ -106,6 +118,7 @@ static void print_summary(const qlm_source *s) {
     printf("quantized:    by qlm, default method '%s'%s; %" PRId64 " weights in quantized tensors at %.3f bits/weight\n",
            qm->v.s, rules ? " with rules (see --meta)" : "", q_params,
            q_params ? 8.0 * (double)q_bytes / (double)q_params : 0.0);
+    print_calibration(s);
   }
   const qlm_vocab *v = &s->vocab;
   printf("tokenizer:    %s, %d tokens, %d merges, pre '%s', bos %d, eos %d, add_bos %s\n", tok_name(v->kind), v->n_tokens,

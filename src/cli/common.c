@@ -134,7 +134,7 @@ static char *argv_options(const char *const *names, const char *const *flags, ch
 
 void cli_db_set_quant(const qlm_db_quant *q) {
   static const char *const opts[] = {"opt", "threshold", "target-bpw", "calib", "calib-samples", "calib-len",
-                                     "keep-embeddings", "type", NULL};
+                                     "calib-dtype", "keep-embeddings", "type", NULL};
   static const char *const flags[] = {"dq", NULL};
   static const char *const rules[] = {"rule", "rules", NULL};
   g_db.has_quant = 1;

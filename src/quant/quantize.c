@@ -392,8 +392,27 @@ static int write_vocab(qlm_gguf_writer *w, const qlm_source *src, qlm_error *err
   return QLM_OK;
 }
 
+/* What the calibration windows were taken from, as printed and written into the file. */
+static const char *calib_label(const qlm_quant_params *p) {
+  return p->calib_text ? p->calib_text : "the given tokens";
+}
+
+/* How the calibration statistics were gathered, so that a file says what it was calibrated on
+ * (qlm info shows them; the same text, windows, seed and dtype give the same weights). */
+static int write_calib_metadata(qlm_gguf_writer *w, const qlm_quant_params *p, const qlm_quant_summary *sum,
+                                qlm_error *err) {
+  if (!sum->calibrated) return QLM_OK;
+  int rc;
+  if ((rc = qlm_gguf_add_str(w, "qlm.calib.text", calib_label(p), err)) ||
+      (rc = qlm_gguf_add_u32(w, "qlm.calib.samples", (uint32_t)sum->calib_samples, err)) ||
+      (rc = qlm_gguf_add_u32(w, "qlm.calib.len", (uint32_t)sum->calib_len, err)) ||
+      (rc = qlm_gguf_add_scalar(w, "qlm.calib.seed", QLM_META_U64, sum->calib_seed, err)))
+    return rc;
+  return qlm_gguf_add_str(w, "qlm.calib.dtype", sum->calib_bf16 ? "bf16" : "f32", err);
+}
+
 static int write_metadata(qlm_gguf_writer *w, const qlm_source *src, const qlm_quant_params *p, bool ggml_only,
-                          double seconds, qlm_error *err) {
+                          const qlm_quant_summary *sum, qlm_error *err) {
   int rc = QLM_OK;
   if (strcmp(src->format, "gguf") == 0) {
     for (int i = 0; i < src->n_meta && !rc; i++)
@@ -415,12 +434,12 @@ static int write_metadata(qlm_gguf_writer *w, const qlm_source *src, const qlm_q
       (rc = qlm_gguf_add_str(w, "qlm.version", QLM_VERSION, err)) ||
       (rc = qlm_gguf_add_str(w, "qlm.source", p->source_label ? p->source_label : src->path, err)) ||
       (rc = qlm_gguf_add_str(w, "qlm.quantize.method", desc, err)) ||
-      (rc = qlm_gguf_add_f32(w, "qlm.quantize.seconds", (float)seconds, err)))
+      (rc = qlm_gguf_add_f32(w, "qlm.quantize.seconds", (float)sum->seconds, err)))
     return rc;
   if (!p->method && (rc = qlm_gguf_add_str(w, "qlm.quantize.type", qlm_type_name(p->type), err))) return rc;
   if (qlm_rules_count(p->rules) && (rc = qlm_gguf_add_str(w, "qlm.quantize.rules", qlm_rules_text(p->rules), err)))
     return rc;
-  return QLM_OK;
+  return write_calib_metadata(w, p, sum, err);
 }
 
 /* ---- the driver */
@@ -513,7 +532,7 @@ static int write_model(const qlm_source *src, const qlm_quant_params *p, qlm_qte
   qlm_gguf_writer *w = qlm_gguf_writer_new(err);
   if (!w) return err && err->code ? err->code : QLM_ENOMEM;
   bool ggml_only = only_ggml_types(outs, src->n_tensors);
-  int rc = write_metadata(w, src, p, ggml_only, sum->seconds, err);
+  int rc = write_metadata(w, src, p, ggml_only, sum, err);
   for (int i = 0; i < src->n_tensors && !rc; i++)
     if (descs[i]) rc = write_tensor_meta(w, src->tensors[i].name, descs[i], err);
   char **names = qlm_calloc((size_t)src->n_tensors * QLM_QAUX_MAX + 1, sizeof *names, "tensor names", err);
@@ -981,8 +1000,12 @@ static int run_calibration(driver *d, bool hessian, qlm_calib_layer_fn fn, qlm_c
   int L = 0;
   qlm_model *m = NULL;
   int rc = calib_windows(d, &o, &tokens, &L, err);
-  if (!rc && d->p->on_calib)
-    d->p->on_calib(d->p->ctx, o.n_samples, L, d->p->calib_text ? d->p->calib_text : "the given tokens");
+  if (!rc) {
+    qlm_quant_summary *sum = d->sum;
+    sum->calibrated = true, sum->calib_samples = o.n_samples, sum->calib_len = L;
+    sum->calib_seed = o.seed, sum->calib_bf16 = o.bf16;
+    if (d->p->on_calib) d->p->on_calib(d->p->ctx, o.n_samples, L, calib_label(d->p));
+  }
   if (!rc) rc = qlm_model_load(d->src, &m, err);
   if (!rc) *model_out = m;
   if (!rc && slot_fn) rc = qlm_calib_run_staged(m, tokens, o.n_samples, L, &o, d->p->n_threads, slot_fn, ctx, err);

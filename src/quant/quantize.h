@@ -69,6 +69,12 @@ typedef struct qlm_quant_summary {
                           * comparable with a library's quantize calls.  Not in it: reading and
                           * converting the input weights, calibration, the error report, and the
                           * tensors kept in f32/f16 (embeddings, norms). */
+  /* The calibration the file was made with (written as qlm.calib.*; all zero when no pass ran) */
+  bool calibrated;       /* a calibration pass ran (a calibrated method or --target-bpw) */
+  int calib_samples;     /* windows taken */
+  int calib_len;         /* tokens per window, after the caps (context, text) */
+  uint64_t calib_seed;   /* qlm_calib_opts.seed */
+  bool calib_bf16;       /* the forward's products in bf16 (--calib-dtype bf16) */
 } qlm_quant_summary;
 
 typedef struct qlm_quant_params {
