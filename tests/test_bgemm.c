@@ -16,15 +16,17 @@
  *                reference product of bf16(X) and bf16(dequantized W) bit for bit, on any CPU;
  *                LLM.int8() weights are refused;
  *   outer form:  qlm_bgemm_pack's layout element by element, qlm_bgemm_op_ref within its chain's
- *                bound of the exact product, the AVX-512 kernel equal to it bit for bit (skipped
- *                without AVX512_BF16, as above); the Hessians' BᵀB (qlm_bgemm_op_upper) equal to
- *                qlm_bgemm_op_ref on Bᵀ written out, and its AVX-512 kernel to its reference
- *                (that part only with AVX512_BF16). */
+ *                bound of the exact product, each kernel equal to it bit for bit: AVX-512 BF16,
+ *                and the AVX-512F and AVX2 FMA chains (each skipped, and reported as skipped,
+ *                where the CPU or QLM_SIMD lacks it), the FMA chains' DAZ/FTZ on subnormals;
+ *                the Hessians' BᵀB (qlm_bgemm_op_upper) equal to qlm_bgemm_op_ref on Bᵀ written
+ *                out, and every kernel that runs here equal to that reference. */
 #include "testutil.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xmmintrin.h>
 
 #include "kernels/bgemm.h"
 #include "kernels/cpu.h"
@@ -290,13 +292,32 @@ static void test_op_reference(void **state) {
   }
 }
 
-/* The AVX-512 BF16 kernel equals the reference bit for bit: every tile shape (rows 1..13 over the
- * 6-row tiles, 1..5 groups and partial last groups over the 4-group tiles), odd K, row strides
- * above K, subnormal operands, and products over the first K rows of a B packed for more (as the
- * attention's value blocks use it); the output's other columns untouched. */
-static void test_op_avx512bf16_equals_reference(void **state) {
-  (void)state;
-  if (!qlm_bgemm_fast()) skip();
+typedef void op_kernel(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
+                       int64_t M, int64_t N, int64_t K, float alpha);
+typedef void upper_kernel(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
+                          int64_t N, int64_t K);
+
+/* The kernels besides the reference, and whether this CPU (and QLM_SIMD) can run each. */
+static const struct {
+  const char *name;
+  op_kernel *op;
+  upper_kernel *upper;
+} k_kernels[] = {{"avx512bf16", qlm_bgemm_op_avx512bf16, qlm_bgemm_op_upper_avx512bf16},
+                 {"avx512 (FMA chains)", qlm_bgemm_op_avx512, qlm_bgemm_op_upper_avx512},
+                 {"avx2 (FMA chains)", qlm_bgemm_op_avx2, qlm_bgemm_op_upper_avx2}};
+enum { N_KERNELS = sizeof k_kernels / sizeof k_kernels[0] };
+
+static bool kernel_runs(int k) {
+  return k == 0 ? qlm_bgemm_fast() : qlm_cpu_simd_level() >= (k == 1 ? QLM_SIMD_AVX512 : QLM_SIMD_AVX2);
+}
+
+/* Kernel k equals the reference bit for bit: every tile shape (rows 1..13 over the 6- and 4-row
+ * tiles, 1..5 groups and partial last groups over the 4-, 3- and 1-group tiles), odd K, row
+ * strides above K, subnormal operands, alpha != 1, and products over the first K rows of a B
+ * packed for more (as the attention's value blocks use it); the output's other columns
+ * untouched. */
+static void op_equals_reference(int kernel) {
+  if (!kernel_runs(kernel)) skip();
   uint64_t s = 17;
   const int64_t Ks[] = {2, 9, 64, 130}, Ns[] = {1, 15, 16, 17, 64, 75};
   for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++)
@@ -310,12 +331,50 @@ static void test_op_avx512bf16_equals_reference(void **state) {
         memset(want, 0x7f, (size_t)(M * ldy) * sizeof *want);
         memset(got, 0x7f, (size_t)(M * ldy) * sizeof *got);
         qlm_bgemm_op_ref(X, ldx, B, kpack, want, ldy, M, N, K, 0.3f);
-        qlm_bgemm_op_avx512bf16(X, ldx, B, kpack, got, ldy, M, N, K, 0.3f);
+        k_kernels[kernel].op(X, ldx, B, kpack, got, ldy, M, N, K, 0.3f);
         if (memcmp(want, got, (size_t)(M * ldy) * sizeof *got))
-          fail_msg("M=%lld N=%lld K=%lld kpack=%lld: the AVX-512 kernel differs from the reference", (long long)M,
-                   (long long)N, (long long)K, (long long)kpack);
+          fail_msg("M=%lld N=%lld K=%lld kpack=%lld: the %s kernel differs from the reference", (long long)M,
+                   (long long)N, (long long)K, (long long)kpack, k_kernels[kernel].name);
         free(src), free(want), free(got), free(B), free(X);
       }
+}
+
+static void test_op_avx512bf16_equals_reference(void **state) {
+  (void)state;
+  op_equals_reference(0);
+}
+
+static void test_op_avx512_fma_equals_reference(void **state) {
+  (void)state;
+  op_equals_reference(1);
+}
+
+static void test_op_avx2_fma_equals_reference(void **state) {
+  (void)state;
+  op_equals_reference(2);
+}
+
+/* The FMA chains read subnormal operands as zero and flush subnormal sums, as VDPBF16PS.  K = 3,
+ * chain order k = 1, 0, 3, 2: x0 = 2^-132 (a subnormal bf16) times 2^100 would add 2^-32 without
+ * DAZ; the last step, 2^-70 · 2^-60 = 2^-130 onto zero, would leave a subnormal without FTZ. The
+ * result must be zero, as the reference's, and the caller's MXCSR as it was. */
+static void test_op_fma_subnormals(void **state) {
+  (void)state;
+  if (!kernel_runs(2)) skip();
+  const int64_t K = 3, N = 1;
+  float src[3] = {ldexpf(1.0f, 100), 0.0f, ldexpf(1.0f, -60)}; /* B(k, 0) */
+  qlm_bf16 B[64], X[4] = {0x0002, 0, qlm_f32_to_bf16(ldexpf(1.0f, -70)), 0};
+  qlm_bgemm_pack(src, 1, K, N, B);
+  unsigned csr = _mm_getcsr();
+  for (int k = 1; k < N_KERNELS; k++) {
+    if (!kernel_runs(k)) continue;
+    float y = -1.0f, want = -1.0f;
+    qlm_bgemm_op_ref(X, 4, B, K, &want, 1, 1, N, K, 1.0f);
+    k_kernels[k].op(X, 4, B, K, &y, 1, 1, N, K, 1.0f);
+    assert_true(want == 0.0f);
+    if (memcmp(&y, &want, sizeof y)) fail_msg("%s: %a, reference %a", k_kernels[k].name, (double)y, (double)want);
+    assert_int_equal(_mm_getcsr(), csr);
+  }
 }
 
 /* qlm_bgemm_op_upper: the reference equals qlm_bgemm_op_ref with X = Bᵀ written out as rows (the
@@ -343,16 +402,20 @@ static void test_op_upper(void **state) {
       for (size_t a = 0; a < 3 && starts[a] < N; a++) {
         int64_t i0 = starts[a], i1 = i0 + 37 < N ? i0 + 37 : N;
         qlm_bgemm_op_upper_ref(B, kpack, want, N, i0, i1, N, K);
-        if (qlm_bgemm_fast()) qlm_bgemm_op_upper_avx512bf16(B, kpack, got, N, i0, i1, N, K);
         for (int64_t i = i0; i < i1; i++)
-          for (int64_t j = i; j < N; j++) {
+          for (int64_t j = i; j < N; j++)
             if (memcmp(&want[i * N + j], &viaop[i * N + j], sizeof *want))
               fail_msg("K=%lld N=%lld (%lld,%lld): upper reference %a, via rows %a", (long long)K, (long long)N,
                        (long long)i, (long long)j, (double)want[i * N + j], (double)viaop[i * N + j]);
-            if (qlm_bgemm_fast() && memcmp(&want[i * N + j], &got[i * N + j], sizeof *want))
-              fail_msg("K=%lld N=%lld (%lld,%lld): AVX-512 %a, reference %a", (long long)K, (long long)N, (long long)i,
-                       (long long)j, (double)got[i * N + j], (double)want[i * N + j]);
-          }
+        for (int k = 0; k < N_KERNELS; k++) {
+          if (!kernel_runs(k)) continue;
+          k_kernels[k].upper(B, kpack, got, N, i0, i1, N, K);
+          for (int64_t i = i0; i < i1; i++)
+            for (int64_t j = i; j < N; j++)
+              if (memcmp(&want[i * N + j], &got[i * N + j], sizeof *want))
+                fail_msg("K=%lld N=%lld (%lld,%lld): %s %a, reference %a", (long long)K, (long long)N, (long long)i,
+                         (long long)j, k_kernels[k].name, (double)got[i * N + j], (double)want[i * N + j]);
+        }
       }
       free(src), free(want), free(got), free(viaop), free(B), free(X);
     }
@@ -367,6 +430,9 @@ int main(void) {
       cmocka_unit_test(test_matmul_bf16),
       cmocka_unit_test(test_op_reference),
       cmocka_unit_test(test_op_avx512bf16_equals_reference),
+      cmocka_unit_test(test_op_avx512_fma_equals_reference),
+      cmocka_unit_test(test_op_avx2_fma_equals_reference),
+      cmocka_unit_test(test_op_fma_subnormals),
       cmocka_unit_test(test_op_upper),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,7 +9,6 @@
 
 #include "core/shared_dir.h"
 #include "cli/cli.h"
-#include "kernels/bgemm.h"
 #include "quant/quantize.h"
 
 typedef struct quant_opts {
@@ -79,7 +78,8 @@ static void usage(FILE *f, bool export_gguf) {
           "      --calib-dtype D       f32 (default) or bf16: the calibration forward's linear products, its\n"
           "                            attention weights x values and the Hessians X^T X with bf16 inputs and\n"
           "                            f32 sums (scores, softmax, norms stay f32), 1.5-1.8x faster on a CPU\n"
-          "                            with AVX512_BF16 (needed); the reference GPTQ/AWQ calibrate in fp16\n"
+          "                            with AVX512_BF16; the same bits on every CPU (without it: as f32 FMAs);\n"
+          "                            the reference GPTQ/AWQ calibrate in fp16\n"
           "      --target-bpw B        mixed precision: give each linear matrix 2/3/4/5/6/8 bits (as the\n"
           "                            method allows) so they average B bits/weight, spending bits where the\n"
           "                            layer's output error on the calibration text drops most\n"
@@ -186,9 +186,7 @@ static int parse_opts(int argc, char **argv, quant_opts *o, qlm_error *err) {
     case 'c':
       if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
         rc = qlm_fail(err, QLM_EUSAGE, "--calib-dtype: '%s' is not f32 or bf16", optarg);
-      else if ((o->calib_bf16 = !strcmp(optarg, "bf16")) && !qlm_bgemm_fast())
-        rc = qlm_fail(err, QLM_EUSAGE, "--calib-dtype bf16: this CPU has no AVX512_BF16 (or QLM_SIMD caps it below "
-                                       "avx512); use f32");
+      else o->calib_bf16 = !strcmp(optarg, "bf16");
       break;
     case 'B': {
       char *end;

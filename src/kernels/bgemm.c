@@ -5,6 +5,7 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#include <xmmintrin.h> /* MXCSR */
 
 #include "kernels/cpu.h"
 #include "kernels/sgemm.h"
@@ -134,14 +135,76 @@ void qlm_bgemm_op_upper_ref(const qlm_bf16 *packed, int64_t kpack, float *Y, int
     }
 }
 
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Groups outer, rows inner: a tile column's packed B (og·16·K bf16, 8 KiB at og = 4, K = 64)
+ * stays in L1 while every row passes. */
+void qlm_bgemm_op_tiles(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed,
+                        int64_t kpack, float *Y, int64_t ldy, int64_t M, int64_t N, int64_t K, float alpha) {
+  int64_t kp = qlm_pad2(K), gs = 16 * qlm_pad2(kpack), ng = (N + 15) / 16;
+  for (int64_t g0 = 0; g0 < ng; g0 += og) {
+    int rg = (int)min64(og, ng - g0), last = (int)min64(16, N - (g0 + rg - 1) * 16);
+    for (int64_t i = 0; i < M; i += om) {
+      const qlm_bf16 *xr[QLM_BGEMM_MAX_OM];
+      for (int r = 0; r < om && i + r < M; r++) xr[r] = X + (i + r) * ldx;
+      tile((int)min64(om, M - i), rg, xr, 2, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy, last, alpha);
+    }
+  }
+}
+
+/* Rows i0.. as X read out of B's lanes; from the group holding row i0 on, and in each tile column
+ * only the rows up to its last column (below: nothing of the upper triangle). */
+void qlm_bgemm_op_upper_tiles(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *packed, int64_t kpack, float *Y,
+                              int64_t ldy, int64_t i0, int64_t i1, int64_t N, int64_t K) {
+  int64_t kp = qlm_pad2(K), gs = 16 * qlm_pad2(kpack), ng = (N + 15) / 16;
+  for (int64_t g0 = i0 / 16; g0 < ng; g0 += og) {
+    int rg = (int)min64(og, ng - g0), last = (int)min64(16, N - (g0 + rg - 1) * 16);
+    int64_t iend = min64(i1, (g0 + rg) * 16);
+    for (int64_t i = i0; i < iend; i += om) {
+      const qlm_bf16 *xr[QLM_BGEMM_MAX_OM];
+      for (int r = 0; r < om && i + r < iend; r++) xr[r] = packed + qlm_bgemm_packed_at(kpack, 0, i + r);
+      tile((int)min64(om, iend - i), rg, xr, 32, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy, last, 1.0f);
+    }
+  }
+}
+
+/* MXCSR's DAZ (bit 6) and FTZ (bit 15): VDPBF16PS's treatment of subnormals for SSE/AVX FMAs. */
+#define MXCSR_DAZ_FTZ 0x8040u
+
+void qlm_bgemm_op_emulated(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *X, int64_t ldx,
+                           const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+                           float alpha) {
+  unsigned csr = _mm_getcsr();
+  _mm_setcsr(csr | MXCSR_DAZ_FTZ);
+  qlm_bgemm_op_tiles(tile, om, og, X, ldx, packed, kpack, Y, ldy, M, N, K, 1.0f);
+  _mm_setcsr(csr);
+  if (alpha != 1.0f) /* the reference's alpha·acc, rounded once, without flushing */
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) Y[i * ldy + j] = alpha * Y[i * ldy + j];
+}
+
+void qlm_bgemm_op_upper_emulated(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *packed, int64_t kpack,
+                                 float *Y, int64_t ldy, int64_t i0, int64_t i1, int64_t N, int64_t K) {
+  unsigned csr = _mm_getcsr();
+  _mm_setcsr(csr | MXCSR_DAZ_FTZ);
+  qlm_bgemm_op_upper_tiles(tile, om, og, packed, kpack, Y, ldy, i0, i1, N, K);
+  _mm_setcsr(csr);
+}
+
 void qlm_bgemm_op_upper(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
                         int64_t N, int64_t K) {
+  qlm_simd_level l = qlm_cpu_simd_level();
   if (qlm_bgemm_fast()) qlm_bgemm_op_upper_avx512bf16(packed, kpack, Y, ldy, i0, i1, N, K);
+  else if (l >= QLM_SIMD_AVX512) qlm_bgemm_op_upper_avx512(packed, kpack, Y, ldy, i0, i1, N, K);
+  else if (l >= QLM_SIMD_AVX2) qlm_bgemm_op_upper_avx2(packed, kpack, Y, ldy, i0, i1, N, K);
   else qlm_bgemm_op_upper_ref(packed, kpack, Y, ldy, i0, i1, N, K);
 }
 
 void qlm_bgemm_op(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
                   int64_t M, int64_t N, int64_t K, float alpha) {
+  qlm_simd_level l = qlm_cpu_simd_level();
   if (qlm_bgemm_fast()) qlm_bgemm_op_avx512bf16(X, ldx, packed, kpack, Y, ldy, M, N, K, alpha);
+  else if (l >= QLM_SIMD_AVX512) qlm_bgemm_op_avx512(X, ldx, packed, kpack, Y, ldy, M, N, K, alpha);
+  else if (l >= QLM_SIMD_AVX2) qlm_bgemm_op_avx2(X, ldx, packed, kpack, Y, ldy, M, N, K, alpha);
   else qlm_bgemm_op_ref(X, ldx, packed, kpack, Y, ldy, M, N, K, alpha);
 }

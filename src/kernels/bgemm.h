@@ -104,8 +104,43 @@ void qlm_bgemm_op_ref(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, in
                       int64_t M, int64_t N, int64_t K, float alpha);
 void qlm_bgemm_op_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y,
                              int64_t ldy, int64_t M, int64_t N, int64_t K, float alpha);
-/* The AVX-512 BF16 kernel where qlm_bgemm_fast(), else the reference (same bits). */
+/* Without AVX512_BF16 the same chains run as f32 FMAs: the operands widened to f32 exactly (a
+ * bf16 is an f32's top half), fma(x_odd, b_odd, acc) then fma(x_even, b_even, acc) with MXCSR's
+ * DAZ and FTZ set (subnormal operands read as zero, subnormal results flushed: VDPBF16PS's
+ * rules) for the chains, cleared again for alpha·acc.  A product of two bf16 is exact in f32, so
+ * each FMA rounds once, as the instruction does: the same bits as the reference at half the
+ * instruction's rate, and a bf16 calibration gives the same file on every x86-64 CPU. */
+void qlm_bgemm_op_avx512(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
+                         int64_t M, int64_t N, int64_t K, float alpha);
+void qlm_bgemm_op_upper_avx512(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
+                               int64_t N, int64_t K);
+void qlm_bgemm_op_avx2(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
+                       int64_t M, int64_t N, int64_t K, float alpha);
+void qlm_bgemm_op_upper_avx2(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
+                             int64_t N, int64_t K);
+/* The best of the above for this CPU (and QLM_SIMD): AVX-512 BF16, else the AVX-512F or AVX2
+ * FMA chains, else the reference; all the same bits. */
 void qlm_bgemm_op(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
                   int64_t M, int64_t N, int64_t K, float alpha);
+
+/* ---- internal to the kernels: one loop over tiles for every instruction set ----
+ * A tile is rm <= om rows of X (row r's pair p at xr[r] + p·xps: xps = 2 for plain rows, 32 for
+ * rows read out of a packed B) times rg <= og groups of 16 packed columns (group g at B + g·gs,
+ * kp values each), written to Y's rows ldy apart with alpha; the last group has last_cols
+ * columns (1..16). */
+typedef void qlm_bgemm_tile_fn(int rm, int rg, const qlm_bf16 *const *xr, int64_t xps, const qlm_bf16 *B, int64_t gs,
+                               int64_t kp, float *Y, int64_t ldy, int last_cols, float alpha);
+#define QLM_BGEMM_MAX_OM 8
+void qlm_bgemm_op_tiles(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed,
+                        int64_t kpack, float *Y, int64_t ldy, int64_t M, int64_t N, int64_t K, float alpha);
+void qlm_bgemm_op_upper_tiles(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *packed, int64_t kpack, float *Y,
+                              int64_t ldy, int64_t i0, int64_t i1, int64_t N, int64_t K);
+/* The same for FMA tiles that emulate VDPBF16PS: the tiles run with MXCSR's DAZ and FTZ set (and
+ * write the bare sums); then the caller's MXCSR is back and Y's M x N outputs are scaled by alpha. */
+void qlm_bgemm_op_emulated(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *X, int64_t ldx,
+                           const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+                           float alpha);
+void qlm_bgemm_op_upper_emulated(qlm_bgemm_tile_fn *tile, int om, int og, const qlm_bf16 *packed, int64_t kpack,
+                                 float *Y, int64_t ldy, int64_t i0, int64_t i1, int64_t N, int64_t K);
 
 #endif

@@ -71,15 +71,12 @@ void qlm_bgemm_xwt_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W,
 }
 
 /* ---- outer-product form (bgemm.h qlm_bgemm_op) ----
- * Tiles of OM rows of X x OG groups of 16 packed columns: per pair of k, OG loads of B, OM
- * broadcasts of X's pair, OM·OG VDPBF16PS into one accumulator per output (24 + 4 + 1 of the 32
- * registers).  Groups outer, rows inner: a tile column's packed B (OG·16·K bf16, 8 KiB at K =
- * 64) stays in L1 while every row passes. */
+ * Tiles of OM rows of X x OG groups of 16 packed columns (bgemm.c's qlm_bgemm_op_tiles): per pair
+ * of k, OG loads of B, OM broadcasts of X's pair, OM·OG VDPBF16PS into one accumulator per output
+ * (24 + 4 + 1 of the 32 registers). */
 #define OM 6
 #define OG 4
 
-/* rm rows of X (row r's pair p at xr[r] + p·xps: xps = 2 for plain rows, 32 for rows read out
- * of a packed B) times rg groups of B. */
 static inline __attribute__((always_inline)) void op_tile(const int rm, const int rg, const qlm_bf16 *const *xr,
                                                           const int64_t xps, const qlm_bf16 *B, int64_t gs, int64_t kp,
                                                           float *Y, int64_t ldy, __mmask16 last, float alpha) {
@@ -105,8 +102,10 @@ static inline __attribute__((always_inline)) void op_tile(const int rm, const in
     }
 }
 
+/* qlm_bgemm_tile_fn: the tile for these sizes, the loops' bounds constants. */
 static void op_tile_any(int rm, int rg, const qlm_bf16 *const *xr, int64_t xps, const qlm_bf16 *B, int64_t gs,
-                        int64_t kp, float *Y, int64_t ldy, __mmask16 last, float alpha) {
+                        int64_t kp, float *Y, int64_t ldy, int last_cols, float alpha) {
+  __mmask16 last = (__mmask16)((1u << last_cols) - 1u);
 #define OTILE(a, b)                                                                                     \
   case (a) * 8 + (b):                                                                                   \
     if (xps == 2) op_tile(a, b, xr, 2, B, gs, kp, Y, ldy, last, alpha);                                 \
@@ -124,38 +123,12 @@ static void op_tile_any(int rm, int rg, const qlm_bf16 *const *xr, int64_t xps, 
 #undef OTILE
 }
 
-/* The mask of a tile's last group: the valid columns of group g0 + rg - 1 of N. */
-static __mmask16 last_mask(int64_t N, int64_t g0, int rg) {
-  int64_t cols = min64(16, N - (g0 + rg - 1) * 16);
-  return (__mmask16)((1u << cols) - 1u);
-}
-
 void qlm_bgemm_op_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y,
                              int64_t ldy, int64_t M, int64_t N, int64_t K, float alpha) {
-  int64_t kp = qlm_pad2(K), gs = 16 * qlm_pad2(kpack), ng = (N + 15) / 16;
-  for (int64_t g0 = 0; g0 < ng; g0 += OG) {
-    int rg = (int)min64(OG, ng - g0);
-    __mmask16 last = last_mask(N, g0, rg);
-    for (int64_t i = 0; i < M; i += OM) {
-      const qlm_bf16 *xr[OM];
-      for (int r = 0; r < OM && i + r < M; r++) xr[r] = X + (i + r) * ldx;
-      op_tile_any((int)min64(OM, M - i), rg, xr, 2, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy, last, alpha);
-    }
-  }
+  qlm_bgemm_op_tiles(op_tile_any, OM, OG, X, ldx, packed, kpack, Y, ldy, M, N, K, alpha);
 }
 
 void qlm_bgemm_op_upper_avx512bf16(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0,
                                    int64_t i1, int64_t N, int64_t K) {
-  int64_t kp = qlm_pad2(K), gs = 16 * qlm_pad2(kpack), ng = (N + 15) / 16;
-  for (int64_t g0 = i0 / 16; g0 < ng; g0 += OG) {
-    int rg = (int)min64(OG, ng - g0);
-    __mmask16 last = last_mask(N, g0, rg);
-    int64_t iend = min64(i1, (g0 + rg) * 16); /* rows past the block's last column: nothing upper */
-    for (int64_t i = i0; i < iend; i += OM) {
-      const qlm_bf16 *xr[OM];
-      for (int r = 0; r < OM && i + r < iend; r++) xr[r] = packed + qlm_bgemm_packed_at(kpack, 0, i + r);
-      op_tile_any((int)min64(OM, iend - i), rg, xr, 32, packed + g0 * gs, gs, kp, Y + i * ldy + g0 * 16, ldy, last,
-                  1.0f);
-    }
-  }
+  qlm_bgemm_op_upper_tiles(op_tile_any, OM, OG, packed, kpack, Y, ldy, i0, i1, N, K);
 }

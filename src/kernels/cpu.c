@@ -65,7 +65,9 @@ static void init(void) {
     if (strcmp(env, "scalar") == 0) want = QLM_SIMD_SCALAR;
     else if (strcmp(env, "avx2") == 0) want = QLM_SIMD_AVX2;
     else if (strcmp(env, "avx512") == 0) want = QLM_SIMD_AVX512;
-    else fprintf(stderr, "qlm: QLM_SIMD=%s: unknown level (scalar, avx2, avx512); using %s\n", env, qlm_simd_name(g_level));
+    else if (strcmp(env, "avx512-nobf16") == 0) want = QLM_SIMD_AVX512, g_bf16 = false; /* as Skylake-SP..Ice Lake */
+    else fprintf(stderr, "qlm: QLM_SIMD=%s: unknown level (scalar, avx2, avx512, avx512-nobf16); using %s\n", env,
+                 qlm_simd_name(g_level));
     if (want < g_level) g_level = want;
   }
 }

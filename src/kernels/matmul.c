@@ -703,8 +703,8 @@ static void task_bf16(void *arg, int ith, int nth) {
 }
 
 /* Whether qlm_matmul_bf16 takes W: a float or dequantizable block type (LLM.int8() weights keep
- * their int8 arithmetic).  Without AVX-512 BF16 the product is bgemm.h's scalar reference: the
- * same bits, slowly (the CLI refuses --calib-dtype bf16 there). */
+ * their int8 arithmetic).  Without AVX-512 BF16 the product runs as bgemm.h's FMA chains (or, with
+ * QLM_SIMD=scalar, its portable reference): the same bits. */
 static int bf16_takes(const qlm_mat *W) {
   if (W->rows <= 0 || W->cols <= 0 || W->rows > INT32_MAX || W->cols > INT32_MAX) return 0;
   if (W->type == QLM_TYPE_F32) return 1;
