@@ -9,6 +9,8 @@
 #include "core/mapfile.h"
 #include "formats/source.h"
 
+#include <sqlite3.h>
+
 typedef tu_run run_result;
 
 /* Run `qlm ARGS` (ARGS is shell syntax) capturing stdout and stderr into temporary files. */
@@ -140,46 +142,65 @@ static void test_usage_errors(void **st) {
 /* A bf16 calibration gives the same weights at every SIMD level: AVX-512 BF16 where the CPU has
  * it, the AVX-512F and AVX2 FMA chains, the portable reference (kernels/bgemm.h).  GPTQ 4-bit of
  * stories260K on 4 windows of 64 tokens, each level run as a user would (QLM_SIMD caps it; a
- * level above this CPU's runs as the CPU's own, and compares all the same). */
+ * level above this CPU's runs as the CPU's own, and compares all the same).  bf16 is the default
+ * (the run without --calib-dtype, recorded in the database as calib-dtype=bf16), except below
+ * AVX2 where f32 is. */
 static void test_bf16_calibration_same_at_every_level(void **st) {
   (void)st;
   char *model = shared_arg("models/stories260K/stories260K.gguf"), *dir = tu_tmpdir();
-  const char *levels[] = {"avx512", "avx512-nobf16", "avx2", "scalar"};
+  const struct {
+    const char *simd, *dtype, *says;
+  } runs[] = {{"avx512", "--calib-dtype bf16", "products in bf16"},
+              {"avx512-nobf16", "--calib-dtype bf16", "products in bf16"},
+              {"avx2", "--calib-dtype bf16", "products in bf16"},
+              {"scalar", "--calib-dtype bf16", "products in bf16"},
+              {NULL, "", "products in bf16"},
+              {"scalar", "", "products in f32"}};
   qlm_source *ref = NULL;
-  for (int l = 0; l < 4; l++) {
+  char db[600];
+  snprintf(db, sizeof db, "%s/runs.db", dir);
+  for (int l = 0; l < 6; l++) {
     char args[2048], out[600];
-    snprintf(out, sizeof out, "%s/%s.gguf", dir, levels[l]);
+    snprintf(out, sizeof out, "%s/%d.gguf", dir, l);
     snprintf(args, sizeof args,
-             "quantize -m '%s' -o '%s' --method gptq --bits 4 --group 32 --calib-samples 4 --calib-len 64 "
-             "--calib-dtype bf16 -t 2",
-             model, out);
-    setenv("QLM_SIMD", levels[l], 1);
+             "quantize -m '%s' -o '%s' --method gptq --bits 4 --group 32 --calib-samples 4 --calib-len 64 %s -t 2%s%s",
+             model, out, runs[l].dtype, l == 4 ? " --db " : "", l == 4 ? db : "");
+    if (runs[l].simd) setenv("QLM_SIMD", runs[l].simd, 1);
     run_result r = run_qlm(args);
     unsetenv("QLM_SIMD");
-    if (r.status != 0) fail_msg("QLM_SIMD=%s: exit %d: %s", levels[l], r.status, r.err);
-    assert_non_null(strstr(r.out, "products in bf16"));
+    if (r.status != 0) fail_msg("QLM_SIMD=%s: exit %d: %s", runs[l].simd, r.status, r.err);
+    if (!strstr(r.out, runs[l].says)) fail_msg("run %d: no '%s' in\n%s", l, runs[l].says, r.out);
     run_free(&r);
     qlm_source *q = NULL;
     qlm_error e = {0};
     if (qlm_source_open(out, NULL, &q, &e)) fail_msg("%s", e.msg);
+    unlink(out);
     if (!ref) {
       ref = q;
       continue;
     }
     assert_int_equal(q->n_tensors, ref->n_tensors);
+    bool same = true;
     for (int i = 0; i < q->n_tensors; i++) {
       const qlm_tensor *a = &ref->tensors[i], *b = qlm_source_tensor(q, a->name);
       assert_non_null(b);
-      if (a->nbytes != b->nbytes || memcmp(a->data, b->data, a->nbytes))
-        fail_msg("QLM_SIMD=%s: tensor %s differs from the avx512 run", levels[l], a->name);
+      same &= a->nbytes == b->nbytes && !memcmp(a->data, b->data, a->nbytes);
     }
+    if (same != (l < 5)) fail_msg("run %d (QLM_SIMD=%s %s): weights %s the first run's", l, runs[l].simd, runs[l].dtype,
+                                  same ? "equal to" : "differ from");
     qlm_source_close(q);
-    unlink(out);
   }
   qlm_source_close(ref);
-  char out[600];
-  snprintf(out, sizeof out, "%s/avx512.gguf", dir);
-  unlink(out);
+  sqlite3 *h;
+  sqlite3_stmt *stmt;
+  assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(h, "SELECT options FROM quant_configs", -1, &stmt, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+  const char *opts = (const char *)sqlite3_column_text(stmt, 0);
+  if (!opts || !strstr(opts, "calib-dtype=bf16")) fail_msg("recorded options: %s", opts ? opts : "(null)");
+  sqlite3_finalize(stmt);
+  sqlite3_close(h);
+  unlink(db);
   rmdir(dir);
   free(dir);
   free(model);

@@ -77,6 +77,9 @@ int cli_db_add_result(const qlm_result *r, qlm_error *err);
 /* Quantization config (options and rules default to the --opt/--dq/--threshold/--target-bpw/--calib*
  * and --rule/--rules values of the command line). */
 void cli_db_set_quant(const qlm_db_quant *q);
+/* After cli_db_set_quant: one more option (name=value) for a setting resolved at run time, not
+ * read from the command line (--calib-dtype's default). */
+int cli_db_add_quant_option(const char *name, const char *value, qlm_error *err);
 int cli_db_add_artefact(const char *path, const char *kind, qlm_error *err);
 void cli_db_success(void);
 /* Record the pending run into db_path (with the meter's phases when m != NULL) and clear it.

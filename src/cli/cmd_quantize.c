@@ -7,8 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/shared_dir.h"
 #include "cli/cli.h"
+#include "core/shared_dir.h"
+#include "kernels/cpu.h"
 #include "quant/quantize.h"
 
 typedef struct quant_opts {
@@ -21,7 +22,7 @@ typedef struct quant_opts {
   bool export_gguf;        /* export-gguf: --type only */
   const char *calib;       /* calibration text */
   long calib_samples, calib_len, seed;
-  bool calib_bf16;         /* --calib-dtype bf16 */
+  bool calib_bf16;         /* --calib-dtype bf16 (the default from AVX2 up) */
   double target_bpw;
   cli_measure cm;          /* --country, --emissions, ... */
 } quant_opts;
@@ -75,11 +76,12 @@ static void usage(FILE *f, bool export_gguf) {
           "      --calib-samples N     windows of calibration text (default 128)\n"
           "      --calib-len L         tokens per window (default 2048, capped by the model's context)\n"
           "      --seed S              where the windows start (default 0)\n"
-          "      --calib-dtype D       f32 (default) or bf16: the calibration forward's linear products, its\n"
-          "                            attention weights x values and the Hessians X^T X with bf16 inputs and\n"
-          "                            f32 sums (scores, softmax, norms stay f32), 1.5-1.8x faster on a CPU\n"
-          "                            with AVX512_BF16; the same bits on every CPU (without it: as f32 FMAs);\n"
-          "                            the reference GPTQ/AWQ calibrate in fp16\n"
+          "      --calib-dtype D       bf16 (default) or f32: bf16 runs the calibration forward's linear\n"
+          "                            products, its attention weights x values and the Hessians X^T X with\n"
+          "                            bf16 inputs and f32 sums (scores, softmax, norms stay f32), as the\n"
+          "                            reference GPTQ/AWQ calibrate in fp16: 1.9x faster than f32 with\n"
+          "                            AVX512_BF16, 1.1-1.2x with AVX-512F or AVX2 (the same bf16 products as\n"
+          "                            f32 FMAs); f32 is the default only below AVX2 (QLM_SIMD=scalar)\n"
           "      --target-bpw B        mixed precision: give each linear matrix 2/3/4/5/6/8 bits (as the\n"
           "                            method allows) so they average B bits/weight, spending bits where the\n"
           "                            layer's output error on the calibration text drops most\n"
@@ -234,8 +236,8 @@ static void print_tensor(void *ctx, const qlm_quant_tensor *t) {
 
 static void print_calib(void *ctx, int n_samples, int seq_len, const char *text) {
   const quant_opts *o = ctx;
-  printf("calibration: %d windows of %d tokens from %s, layer by layer%s\n", n_samples, seq_len, text,
-         o->calib_bf16 ? ", products in bf16" : "");
+  printf("calibration: %d windows of %d tokens from %s, layer by layer, products in %s\n", n_samples, seq_len, text,
+         o->calib_bf16 ? "bf16" : "f32");
   fflush(stdout);
 }
 
@@ -260,7 +262,8 @@ static int run(int argc, char **argv, bool export_gguf) {
   heap_for_large_buffers();
   qlm_error err = {0};
   quant_opts o = {.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads(), .export_gguf = export_gguf,
-                  .calib = default_calib(), .calib_samples = 128, .calib_len = 2048};
+                  .calib = default_calib(), .calib_samples = 128, .calib_len = 2048,
+                  .calib_bf16 = qlm_cpu_simd_level() >= QLM_SIMD_AVX2};
   if (!(o.rules = qlm_rules_new(&err))) return cli_report(&err);
   cli_measure_init(&o.cm, export_gguf ? "export-gguf" : "quantize");
   int rc = parse_opts(argc, argv, &o, &err);
@@ -311,6 +314,7 @@ static int run(int argc, char **argv, bool export_gguf) {
     if (o.method && o.method->defaults) o.method->defaults(&eff);
     cli_db_set_quant(&(qlm_db_quant){.method = o.method ? o.method->name : qlm_type_name(o.type), .bits = eff.bits,
                                      .group = eff.group, .seed = o.seed});
+    if (s.calibrated && cli_db_add_quant_option("calib-dtype", s.calib_bf16 ? "bf16" : "f32", &err)) cli_report(&err);
     if (cli_db_add_artefact(o.out, "model", &err)) cli_report(&err);
   }
   return cli_measure_end(&o.cm, meter, 0);

@@ -134,7 +134,7 @@ static char *argv_options(const char *const *names, const char *const *flags, ch
 
 void cli_db_set_quant(const qlm_db_quant *q) {
   static const char *const opts[] = {"opt", "threshold", "target-bpw", "calib", "calib-samples", "calib-len",
-                                     "calib-dtype", "keep-embeddings", "type", NULL};
+                                     "keep-embeddings", "type", NULL};
   static const char *const flags[] = {"dq", NULL};
   static const char *const rules[] = {"rule", "rules", NULL};
   g_db.has_quant = 1;
@@ -148,6 +148,18 @@ void cli_db_set_quant(const qlm_db_quant *q) {
   g_db.quant.options = g_db.quant_options;
   g_db.quant.rules = g_db.quant_rules;
   g_db.ok = 1;
+}
+
+int cli_db_add_quant_option(const char *name, const char *value, qlm_error *err) {
+  const char *prev = g_db.quant_options ? g_db.quant_options : "";
+  size_t n = strlen(prev) + strlen(name) + strlen(value) + 3;
+  char *s = malloc(n);
+  if (!s) return qlm_fail(err, QLM_ENOMEM, "--db: out of memory (option %s)", name);
+  snprintf(s, n, "%s%s%s=%s", prev, *prev ? " " : "", name, value);
+  free(g_db.quant_options);
+  g_db.quant_options = s;
+  g_db.quant.options = s;
+  return QLM_OK;
 }
 
 int cli_db_add_artefact(const char *path, const char *kind, qlm_error *err) {

@@ -12,12 +12,6 @@
 
 #define OM 4
 
-static inline float bits_f32(uint32_t b) {
-  float f;
-  memcpy(&f, &b, sizeof f);
-  return f;
-}
-
 static inline __attribute__((always_inline)) void op_tile(const int rm, const qlm_bf16 *const *xr, const int64_t xps,
                                                           const qlm_bf16 *B, int64_t kp, float *Y, int64_t ldy,
                                                           int last_cols) {
@@ -30,9 +24,10 @@ static inline __attribute__((always_inline)) void op_tile(const int rm, const ql
     __m256 bo0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi)), be0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
     __m256 bo1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi)), be1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
     for (int r = 0; r < rm; r++) {
-      uint32_t pair;
+      int32_t pair;
       memcpy(&pair, xr[r] + xo, sizeof pair);
-      __m256 xodd = _mm256_set1_ps(bits_f32(pair & 0xffff0000u)), xeven = _mm256_set1_ps(bits_f32(pair << 16));
+      __m256i xp = _mm256_set1_epi32(pair); /* a broadcast load; the halves split in vector lanes */
+      __m256 xodd = _mm256_castsi256_ps(_mm256_and_si256(xp, hi)), xeven = _mm256_castsi256_ps(_mm256_slli_epi32(xp, 16));
       acc[r][0] = _mm256_fmadd_ps(xeven, be0, _mm256_fmadd_ps(xodd, bo0, acc[r][0]));
       acc[r][1] = _mm256_fmadd_ps(xeven, be1, _mm256_fmadd_ps(xodd, bo1, acc[r][1]));
     }

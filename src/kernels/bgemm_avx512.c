@@ -14,20 +14,6 @@
 #define OM 6
 #define OG 3
 
-/* The f32 values of a bf16 pair (little-endian: k even in the low half). */
-static inline float pair_odd(uint32_t p) {
-  uint32_t b = p & 0xffff0000u;
-  float f;
-  memcpy(&f, &b, sizeof f);
-  return f;
-}
-static inline float pair_even(uint32_t p) {
-  uint32_t b = p << 16;
-  float f;
-  memcpy(&f, &b, sizeof f);
-  return f;
-}
-
 static inline __attribute__((always_inline)) void op_tile(const int rm, const int rg, const qlm_bf16 *const *xr,
                                                           const int64_t xps, const qlm_bf16 *B, int64_t gs, int64_t kp,
                                                           float *Y, int64_t ldy, __mmask16 last) {
@@ -43,9 +29,10 @@ static inline __attribute__((always_inline)) void op_tile(const int rm, const in
       be[g] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
     }
     for (int r = 0; r < rm; r++) {
-      uint32_t pair;
+      int32_t pair;
       memcpy(&pair, xr[r] + xo, sizeof pair);
-      __m512 xodd = _mm512_set1_ps(pair_odd(pair)), xeven = _mm512_set1_ps(pair_even(pair));
+      __m512i xp = _mm512_set1_epi32(pair); /* a broadcast load; the halves split in vector lanes */
+      __m512 xodd = _mm512_castsi512_ps(_mm512_and_si512(xp, hi)), xeven = _mm512_castsi512_ps(_mm512_slli_epi32(xp, 16));
       for (int g = 0; g < rg; g++) {
         acc[r][g] = _mm512_fmadd_ps(xodd, bo[g], acc[r][g]);
         acc[r][g] = _mm512_fmadd_ps(xeven, be[g], acc[r][g]);
