@@ -109,7 +109,8 @@ void qlm_bgemm_op_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *pac
  * DAZ and FTZ set (subnormal operands read as zero, subnormal results flushed: VDPBF16PS's
  * rules) for the chains, cleared again for alpha·acc.  A product of two bf16 is exact in f32, so
  * each FMA rounds once, as the instruction does: the same bits as the reference at half the
- * instruction's rate, and a bf16 calibration gives the same file on every x86-64 CPU. */
+ * instruction's rate, so the bf16 products are the same on every x86-64 CPU (a calibration's
+ * f32 attention scores are OpenBLAS's, whose kernel OpenBLAS picks per CPU). */
 void qlm_bgemm_op_avx512(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
                          int64_t M, int64_t N, int64_t K, float alpha);
 void qlm_bgemm_op_upper_avx512(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
