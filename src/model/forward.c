@@ -309,17 +309,24 @@ static void rope_row(const qlm_hparams *hp, float *v, int n_heads, const float *
   }
 }
 
-/* row[0..n) -> e^(row - max) in place; returns the sum.  16 lanes kept apart so the compiler
- * vectorizes without reassociating. */
-__attribute__((target_clones("avx512f", "default"))) static float softmax_row(float *row, int n) {
-  float mx[16], sum[16];
-  for (int l = 0; l < 16; l++) mx[l] = -INFINITY, sum[l] = 0.0f;
+/* The maximum of row[0..n) (16 lanes kept apart so the compiler vectorizes). */
+static inline float row_max(const float *row, int n) {
+  float mx[16];
+  for (int l = 0; l < 16; l++) mx[l] = -INFINITY;
   int n16 = n & ~15;
   for (int i = 0; i < n16; i += 16)
     for (int l = 0; l < 16; l++) mx[l] = row[i + l] > mx[l] ? row[i + l] : mx[l];
   float m = -INFINITY;
   for (int l = 0; l < 16; l++) m = mx[l] > m ? mx[l] : m;
   for (int i = n16; i < n; i++) m = row[i] > m ? row[i] : m;
+  return m;
+}
+
+/* row[0..n) -> e^(row - max) in place; returns the sum.  16 lanes kept apart so the compiler
+ * vectorizes without reassociating. */
+__attribute__((target_clones("avx512f", "default"))) static float softmax_row(float *row, int n) {
+  float m = row_max(row, n), sum[16] = {0};
+  int n16 = n & ~15;
   for (int i = 0; i < n16; i += 16)
     for (int l = 0; l < 16; l++) {
       float e = qlm_exp_nonpos(row[i + l] - m);
@@ -331,6 +338,30 @@ __attribute__((target_clones("avx512f", "default"))) static float softmax_row(fl
     row[i] = qlm_exp_nonpos(row[i] - m);
     tot += row[i];
   }
+  for (int l = 0; l < 16; l++) tot += sum[l];
+  return tot;
+}
+
+/* softmax_row's e^(row - max) written as bf16 to out[0..n) and zeros to out[n..n_pad) instead of
+ * back into row (the bf16 attention's weights, rounded as qlm_bf16_from_f32 rounds them); the
+ * same sum, in the same order. */
+__attribute__((target_clones("avx512f", "default"))) static float softmax_row_bf16(const float *row, int n,
+                                                                                   qlm_bf16 *out, int n_pad) {
+  float m = row_max(row, n), sum[16] = {0};
+  int n16 = n & ~15;
+  for (int i = 0; i < n16; i += 16)
+    for (int l = 0; l < 16; l++) {
+      float e = qlm_exp_nonpos(row[i + l] - m);
+      out[i + l] = qlm_f32_to_bf16(e);
+      sum[l] += e;
+    }
+  float tot = 0.0f;
+  for (int i = n16; i < n; i++) {
+    float e = qlm_exp_nonpos(row[i] - m);
+    out[i] = qlm_f32_to_bf16(e);
+    tot += e;
+  }
+  for (int i = n; i < n_pad; i++) out[i] = 0;
   for (int l = 0; l < 16; l++) tot += sum[l];
   return tot;
 }
@@ -420,17 +451,20 @@ static void gatt_scores(const gatt_task *t, int h, int r0, int m, int nk, float 
               nk);
 }
 
-/* o [m rows, qd apart] = P V for the weights P = S [m x nk] of head h (zeros past each row's keys). */
+/* This thread's bf16 attention weights: gatt_rows rows of pad2(n_ctx). */
+static qlm_bf16 *gatt_prows(const gatt_task *t, int ith) {
+  return t->s->prows + (size_t)ith * (size_t)t->s->gatt_rows * (size_t)qlm_pad2(t->s->n_ctx);
+}
+
+/* o [m rows, qd apart] = P V for head h's weights: in f32 P = S [m x nk] (zeros past each row's
+ * keys); in bf16 gatt_prows' rows, pad2(nk) apart, against the values packed for all nk_all keys. */
 static void gatt_values(const gatt_task *t, int ith, int h, int m, int nk, const float *S, float *o) {
   qlm_state *s = t->s;
   const qlm_hparams *hp = &s->m->hp;
   int hd = hp->head_dim, qd = hp->n_head * hd, kvh = h / (hp->n_head / hp->n_head_kv);
-  if (s->bf16) { /* the weights in bf16 against the values packed for all nk_all keys */
-    int64_t nk2 = qlm_pad2(nk);
-    qlm_bf16 *pb = s->prows + (size_t)ith * (size_t)s->gatt_rows * (size_t)qlm_pad2(s->n_ctx);
-    for (int i = 0; i < m; i++) qlm_bf16_from_f32(S + (size_t)i * nk, nk, pb + i * nk2, nk2);
+  if (s->bf16) {
     const qlm_bf16 *vp = s->vpack + (size_t)kvh * (size_t)qlm_bgemm_packed_len(s->n_ctx, hd);
-    qlm_bgemm_op(pb, nk2, vp, t->nk_all, o, qd, m, hd, nk, 1.0f);
+    qlm_bgemm_op(gatt_prows(t, ith), qlm_pad2(nk), vp, t->nk_all, o, qd, m, hd, nk, 1.0f);
     return;
   }
   size_t base = kv_head_base(t, kvh);
@@ -455,6 +489,11 @@ static void gatt_worker(void *arg, int ith, int nth) {
     for (int i = 0; i < m; i++) {
       float *row = S + (size_t)i * nk;
       int n = b->pos[r0 + i] + 1; /* causal: keys after the row's position get weight 0 */
+      if (s->bf16) {
+        int nk2 = (int)qlm_pad2(nk);
+        inv[i] = 1.0f / softmax_row_bf16(row, n, gatt_prows(t, ith) + (size_t)i * (size_t)nk2, nk2);
+        continue;
+      }
       inv[i] = 1.0f / softmax_row(row, n);
       memset(row + n, 0, (size_t)(nk - n) * sizeof *row);
     }
