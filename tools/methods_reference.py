@@ -35,7 +35,8 @@ usage:
   methods_reference.py time --method M [--reps N]      time the original alone (for bench/methods-vs-python)
 options: --model F32.gguf (default ~/.cache/qlm/bench/smollm2-f32.gguf), --threads 2, --qlm BIN,
          --calib-samples 16 --calib-len 512, --autogptq DIR (unpacked auto_gptq wheel),
-         --json FILE (per-tensor rows)
+         --json FILE (per-tensor rows), --gptq-model OUT.gguf (compare: the f32 model with AutoGPTQ's
+         dequantized matrices in place of its linears, for `qlm ppl -m OUT.gguf`)
 venv: /root/.cache/qlm/venv-ref (torch, hqq, optimum-quanto, bitsandbytes, transformers, gguf).
 """
 import argparse
@@ -51,7 +52,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qlm_gguf import QlmFile  # noqa: E402
+from qlm_gguf import T_F32, QlmFile  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("QLM_SHARED", os.path.join(ROOT, "..", "shared"))
@@ -385,7 +386,7 @@ def compare_gptq(args, mats, qf, done=None):
         orig, collect = done
     if args.gptq_save:  # the original's results, for looking at them again without the long run
         np.savez(args.gptq_save, **{k + "/" + n: a for k, v in collect.items() for n, a in zip("QSZ", v)})
-    rows = []
+    rows, deqs = [], {}
     for name, w in mats:
         m = LINEAR.match(name)
         key = f"{m.group(1)}.{HF_NAMES[m.group(2)]}"
@@ -397,11 +398,34 @@ def compare_gptq(args, mats, qf, done=None):
         codes_hf = np.clip(np.round(Q / step) + zz, 0, 15).astype(np.uint8)
         inv = np.argsort(p)
         codes, deq = codes_hf[inv], Q[inv]  # back to the GGUF row order
+        deqs[name] = deq
         t = qf.decode(name)
         rows.append(dict(method="gptq4", tensor=name, shape=list(w.shape), agree=float((t["codes"] == codes).mean()),
                          err_qlm=rel_err(w, t["deq"]), err_py=rel_err(w, deq),
                          scale_maxrel=_maxrel(t["scale"], scale[inv])))
+    if args.gptq_model:
+        write_with_matrices(args.model, args.gptq_model, deqs)
     return rows
+
+
+def write_with_matrices(src, out, mats):
+    """A copy of the f32 GGUF src with the named matrices' data replaced (same shapes, f32, GGUF row
+    order), written to a temporary file and renamed."""
+    f = QlmFile(src)
+    tmp = out + ".tmp"
+    with open(src, "rb") as a, open(tmp, "wb") as b:
+        b.write(a.read())
+    mm = np.memmap(tmp, dtype=np.uint8, mode="r+")
+    for name, deq in mats.items():
+        ne, t, off = f.tensors[name]
+        if t != T_F32 or f.shape(name) != deq.shape:
+            sys.exit(f"{src}: {name} is not an f32 matrix of shape {deq.shape}")
+        a = f.data_start + off
+        mm[a:a + 4 * deq.size] = np.ascontiguousarray(deq, dtype="<f4").view(np.uint8).ravel()
+    mm.flush()
+    del mm
+    os.replace(tmp, out)
+    print(f"wrote {out}: {len(mats)} matrices are AutoGPTQ's", file=sys.stderr)
 
 
 # ---- commands ----
@@ -511,6 +535,8 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--qlm-file", help="time --method gptq4: also compare the run's codes with this qlm file")
     ap.add_argument("--gptq-save", help="compare: also save AutoGPTQ's Q, scale, zero per matrix (.npz)")
+    ap.add_argument("--gptq-model", help="compare: also write a copy of --model (f32 GGUF) whose linear matrices are "
+                    "AutoGPTQ's dequantized weights, for `qlm ppl` to score the original's result")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a deterministic method's codes differ")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
