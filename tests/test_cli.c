@@ -145,7 +145,7 @@ static void test_usage_errors(void **st) {
  * level above this CPU's runs as the CPU's own, and compares all the same; the f32 attention
  * scores are OpenBLAS's, whose kernel follows the CPU, not QLM_SIMD).  bf16 is the default
  * (the run without --calib-dtype, recorded in the database as calib-dtype=bf16), except below
- * AVX2 where f32 is. */
+ * AVX2 where f32 is; qlm info shows the calibration (qlm.calib.*). */
 static void test_bf16_calibration_same_at_every_level(void **st) {
   (void)st;
   char *model = shared_arg("models/stories260K/stories260K.gguf"), *dir = tu_tmpdir();
@@ -172,6 +172,14 @@ static void test_bf16_calibration_same_at_every_level(void **st) {
     if (r.status != 0) fail_msg("QLM_SIMD=%s: exit %d: %s", runs[l].simd, r.status, r.err);
     if (!strstr(r.out, runs[l].says)) fail_msg("run %d: no '%s' in\n%s", l, runs[l].says, r.out);
     run_free(&r);
+    if (l == 0) { /* qlm info shows what the file was calibrated on */
+      snprintf(args, sizeof args, "info '%s' --no-tensors", out);
+      r = run_qlm(args);
+      assert_int_equal(r.status, 0);
+      if (!strstr(r.out, "calibrated:   4 windows of 64 tokens from ") || !strstr(r.out, "seed 0, products in bf16"))
+        fail_msg("qlm info:\n%s", r.out);
+      run_free(&r);
+    }
     qlm_source *q = NULL;
     qlm_error e = {0};
     if (qlm_source_open(out, NULL, &q, &e)) fail_msg("%s", e.msg);
