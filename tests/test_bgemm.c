@@ -3,14 +3,6 @@
  *   conversion:  qlm_f32_to_bf16 (core/fp16.h) rounds to nearest even (ties both ways, carries into the exponent,
  *                overflow to infinity, NaN stays NaN) — checked against the exact rounding
  *                computed in double;
- *   reference:   qlm_bgemm_xwt_ref is within the chain's error bound of the double-precision
- *                product of the bf16 values (|err| <= (2 K/32 + 5) u sum |x w|: one rounding per
- *                multiply-add of a lane's chain of 2 K/32, 4 for the lane tree, one spare), so it
- *                computes the product at all — an oracle independent of the kernel;
- *   AVX-512 BF16: bit-identical to the reference for every tile shape (edge tiles 1..5 x 1..5),
- *                several K, row strides larger than K, across the kernel's chunk edges, and with
- *                subnormal operands (read as zero) — skipped, and reported as skipped, on a CPU
- *                without AVX512_BF16;
  *   matmul:      qlm_matmul_bf16 (f32 and Q4_0 weights, 1 and 3 threads, one matrix and a group
  *                of three, with and without the bf16 weight cache) equals the outer-form
  *                reference product of bf16(X) and bf16(dequantized W) bit for bit, on any CPU;
@@ -18,7 +10,7 @@
  *   outer form:  qlm_bgemm_pack's layout element by element, qlm_bgemm_op_ref within its chain's
  *                bound of the exact product, each kernel equal to it bit for bit: AVX-512 BF16,
  *                and the AVX-512F and AVX2 FMA chains (each skipped, and reported as skipped,
- *                where the CPU or QLM_SIMD lacks it), the FMA chains' DAZ/FTZ on subnormals;
+ *                where the CPU or QLM_SIMD lacks it), and every kernel's DAZ/FTZ on a known result;
  *                the Hessians' BᵀB (qlm_bgemm_op_upper) equal to qlm_bgemm_op_ref on Bᵀ written
  *                out, and every kernel that runs here equal to that reference. */
 #include "testutil.h"
@@ -92,85 +84,6 @@ static void test_conversion(void **state) {
   assert_int_equal(pad[1], 0xc000);
   for (int i = 3; i < 32; i++) assert_int_equal(pad[i], 0);
   assert_int_equal(pad[32], 0xffff); /* nothing past n_pad */
-}
-
-static void test_reference_near_exact(void **state) {
-  (void)state;
-  uint64_t s = 42;
-  const int64_t Ks[] = {32, 64, 576, 1536};
-  for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++) {
-    int64_t K = Ks[c], T = 3, n = 4;
-    qlm_bf16 *X = random_bf(T, K, K, &s), *W = random_bf(n, K, K, &s);
-    float Y[12];
-    qlm_bgemm_xwt_ref(X, K, W, K, Y, n, T, n, K);
-    const double u = ldexp(1.0, -24), depth = 2.0 * (double)K / 32 + 5;
-    for (int64_t i = 0; i < T; i++)
-      for (int64_t j = 0; j < n; j++) {
-        double e = 0, a = 0;
-        for (int64_t k = 0; k < K; k++) {
-          double p = (double)qlm_bf16_to_f32(X[i * K + k]) * qlm_bf16_to_f32(W[j * K + k]);
-          e += p, a += fabs(p);
-        }
-        if (fabs(Y[i * n + j] - e) > depth * u * a + 1e-30)
-          fail_msg("K=%lld (%lld,%lld): %.9g vs exact %.9g", (long long)K, (long long)i, (long long)j, Y[i * n + j], e);
-      }
-    free(X), free(W);
-  }
-}
-
-static void expect_equal(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W, int64_t ldw, int64_t T, int64_t n,
-                         int64_t K) {
-  float *want = malloc((size_t)(T * n) * sizeof *want), *got = malloc((size_t)(T * n) * sizeof *got);
-  assert_non_null(want);
-  assert_non_null(got);
-  qlm_bgemm_xwt_ref(X, ldx, W, ldw, want, n, T, n, K);
-  memset(got, 0x7f, (size_t)(T * n) * sizeof *got);
-  qlm_bgemm_xwt_avx512bf16(X, ldx, W, ldw, got, n, T, n, K);
-  for (int64_t i = 0; i < T * n; i++)
-    if (memcmp(&want[i], &got[i], sizeof *got))
-      fail_msg("T=%lld n=%lld K=%lld: output %lld is %a, the reference %a", (long long)T, (long long)n, (long long)K,
-               (long long)i, (double)got[i], (double)want[i]);
-  free(want), free(got);
-}
-
-static void test_avx512bf16_equals_reference(void **state) {
-  (void)state;
-  if (!qlm_bgemm_fast()) skip();
-  uint64_t s = 7;
-  const int64_t Ks[] = {32, 96, 576};
-  for (size_t c = 0; c < sizeof Ks / sizeof Ks[0]; c++)
-    for (int64_t T = 1; T <= 11; T += 1)
-      for (int64_t n = 1; n <= 11; n += 2) {
-        int64_t K = Ks[c], ldx = K + 32, ldw = K + 64;
-        qlm_bf16 *X = random_bf(T, ldx, K, &s), *W = random_bf(n, ldw, K, &s);
-        expect_equal(X, ldx, W, ldw, T, n, K);
-        free(X), free(W);
-      }
-}
-
-/* Shapes that cross the kernel's chunks (8 MiB of activation rows, 256 KiB of weight rows), and
- * subnormal operands, which VDPBF16PS reads as zero. */
-static void test_avx512bf16_chunks_and_subnormals(void **state) {
-  (void)state;
-  if (!qlm_bgemm_fast()) skip();
-  uint64_t s = 99;
-  int64_t K = 4096, T = 1030, n = 37;
-  qlm_bf16 *X = random_bf(T, K, K, &s), *W = random_bf(n, K, K, &s);
-  expect_equal(X, K, W, K, T, n, K);
-  free(X), free(W);
-  /* subnormal x (odd k) times 2^126: read as zero, the products vanish; without DAZ each would
-   * be 2^-133..2^-127 x 2^126, far above the sum's last bit */
-  qlm_bf16 xs[32], ws[32];
-  for (int k = 0; k < 32; k++) {
-    xs[k] = k % 2 ? (qlm_bf16)(0x0001 + k) : 0x3f80; /* 1.0 */
-    ws[k] = k % 2 ? 0x7e80 : 0x3f80;                 /* 2^126, 1.0 */
-  }
-  float y = -1.0f;
-  qlm_bgemm_xwt_ref(xs, 32, ws, 32, &y, 1, 1, 1, 32);
-  assert_true(y == 16.0f);
-  y = -1.0f;
-  qlm_bgemm_xwt_avx512bf16(xs, 32, ws, 32, &y, 1, 1, 1, 32);
-  assert_true(y == 16.0f);
 }
 
 /* qlm_matmul_bf16 against bf16(X) · bf16(W)ᵀ by the outer-form reference (W's rows packed as
@@ -354,7 +267,8 @@ static void test_op_avx2_fma_equals_reference(void **state) {
   op_equals_reference(2);
 }
 
-/* The FMA chains read subnormal operands as zero and flush subnormal sums, as VDPBF16PS.  K = 3,
+/* Every kernel (VDPBF16PS itself, and the FMA chains that copy it) reads subnormal operands as
+ * zero and flushes subnormal sums.  K = 3,
  * chain order k = 1, 0, 3, 2: x0 = 2^-132 (a subnormal bf16) times 2^100 would add 2^-32 without
  * DAZ; the last step, 2^-70 · 2^-60 = 2^-130 onto zero, would leave a subnormal without FTZ. The
  * result must be zero, as the reference's, and the caller's MXCSR as it was. */
@@ -366,7 +280,7 @@ static void test_op_fma_subnormals(void **state) {
   qlm_bf16 B[64], X[4] = {0x0002, 0, qlm_f32_to_bf16(ldexpf(1.0f, -70)), 0};
   qlm_bgemm_pack(src, 1, K, N, B);
   unsigned csr = _mm_getcsr();
-  for (int k = 1; k < N_KERNELS; k++) {
+  for (int k = 0; k < N_KERNELS; k++) {
     if (!kernel_runs(k)) continue;
     float y = -1.0f, want = -1.0f;
     qlm_bgemm_op_ref(X, 4, B, K, &want, 1, 1, N, K, 1.0f);
@@ -424,9 +338,6 @@ static void test_op_upper(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conversion),
-      cmocka_unit_test(test_reference_near_exact),
-      cmocka_unit_test(test_avx512bf16_equals_reference),
-      cmocka_unit_test(test_avx512bf16_chunks_and_subnormals),
       cmocka_unit_test(test_matmul_bf16),
       cmocka_unit_test(test_op_reference),
       cmocka_unit_test(test_op_avx512bf16_equals_reference),

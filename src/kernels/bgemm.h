@@ -1,26 +1,12 @@
 /* bgemm.h — bf16 products with f32 sums: the calibration's products under --calib-dtype bf16
- * (quant/calib.h), on AVX-512 BF16 (VDPBF16PS: 32 multiply-adds per instruction, twice the f32
- * FMA rate of a Zen 4 core: 229 vs 116 GFLOP/s measured).  Two forms: the dot form here (the
- * Hessians' long sums), and the outer-product form below (the linear layers and the attention's
- * weights·values).
+ * (quant/calib.h): the linear layers, the attention's weights·values and the Hessians XᵀX.  On
+ * AVX-512 BF16 by VDPBF16PS (32 multiply-adds per instruction, twice the f32 FMA rate of a Zen 4
+ * core: 229 vs 116 GFLOP/s measured), elsewhere by the same chains as f32 FMAs (below).
  *
- *   Y[i·ldy + j] = Σ_k X[i·ldx + k] · W[j·ldw + k]      for i < T, j < n, k < K
- *
- * X and W are bf16 (the top half of an f32: 8 significand bits), both read along k as in
- * sgemm.h.  K and both row strides are multiples of QLM_BGEMM_K_ALIGN elements (callers pad rows
- * with zeros: qlm_bf16_from_f32): every step is a whole 64-byte line, no tails.
- *
- * Arithmetic, fixed so that every output's bits are independent of T, n, the tile and the thread
- * split (VDPBF16PS's own definition, Intel SDM): lane l of one 16-lane f32 accumulator takes, per
- * step of 32 k, acc += x[2l+1]·w[2l+1], then acc += x[2l]·w[2l], each rounded once to nearest
- * even (the product of two bf16 is exact in f32), inputs that are subnormal read as zero and
- * subnormal results flush to zero; the 16 lanes are then summed by sgemm.h's tree.
- * qlm_bgemm_xwt_ref does exactly this in portable C, and the AVX-512 kernel must match it bit
- * for bit (test_bgemm).
- *
- * Accuracy: rounding x and w to bf16 costs up to 2^-8 relative per product (2 x 2^-9), the f32
- * sum as sgemm.h's.  GPTQ's and AWQ's reference implementations run the calibration forward in
- * fp16 (2^-11 per operand) on the GPU; bf16 keeps f32's range, so no activation overflows. */
+ * Operands are bf16 (the top half of an f32: 8 significand bits).  Accuracy: rounding x and w to
+ * bf16 costs up to 2^-8 relative per product (2 x 2^-9), then one f32 rounding per multiply-add
+ * of the chain.  GPTQ's and AWQ's reference implementations run the calibration forward in fp16
+ * (2^-11 per operand) on the GPU; bf16 keeps f32's range, so no activation overflows. */
 #ifndef QLM_BGEMM_H
 #define QLM_BGEMM_H
 
@@ -31,7 +17,7 @@
 
 typedef uint16_t qlm_bf16;
 
-/* K and the row strides of qlm_bgemm_xwt, in bf16 elements: one 64-byte step. */
+/* Row stride of bf16 activation rows (qlm_matmul_bf16), in elements: whole 64-byte lines. */
 #define QLM_BGEMM_K_ALIGN 32
 
 /* n rounded up to QLM_BGEMM_K_ALIGN. */
@@ -40,27 +26,22 @@ static inline int64_t qlm_bgemm_pad(int64_t n) { return (n + QLM_BGEMM_K_ALIGN -
 /* y[0..n) = bf16(x[0..n)), then zeros up to n_pad (>= n). */
 void qlm_bf16_from_f32(const float *x, int64_t n, qlm_bf16 *y, int64_t n_pad);
 
-/* AVX-512 BF16 is usable (kernels/cpu.c's detection; QLM_SIMD below avx512 turns it off). */
+/* AVX-512 BF16 is usable (kernels/cpu.c's detection; QLM_SIMD below avx512, or avx512-nobf16,
+ * turns it off). */
 bool qlm_bgemm_fast(void);
 
-void qlm_bgemm_xwt_ref(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W, int64_t ldw, float *Y, int64_t ldy,
-                       int64_t T, int64_t n, int64_t K);
-void qlm_bgemm_xwt_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W, int64_t ldw, float *Y,
-                              int64_t ldy, int64_t T, int64_t n, int64_t K);
-/* The AVX-512 BF16 kernel where qlm_bgemm_fast(), else the reference (same bits, ~50x slower). */
-void qlm_bgemm_xwt(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *W, int64_t ldw, float *Y, int64_t ldy, int64_t T,
-                   int64_t n, int64_t K);
-
-/* ---- the outer-product form, for short sums and short rows (attention) ----
+/* ---- the product: outer-product form ----
  *
  *   Y[i·ldy + j] = alpha · Σ_k X[i·ldx + k] · B(k, j)      for i < M, j < N, k < K
  *
- * The dot form above reduces 16 lanes per output, which dominated when K = head_dim = 64
- * (38 GFLOP/s).  Here each output has one accumulator lane: B is packed (qlm_bgemm_pack) in
- * groups of 16 columns, per pair of k the 16 columns' (B(2p, j), B(2p+1, j)); a step
- * broadcasts X's pair (x[2p], x[2p+1]) of a row to all lanes.  Arithmetic (qlm_bgemm_op_ref):
- * per output, for p = 0, 1, ... in order acc += x[2p+1]·b(2p+1), then acc += x[2p]·b(2p) (each
- * rounded once, DAZ/FTZ as above), then y = alpha·acc rounded once.  On SmolLM2's attention
+ * Each output has one accumulator lane (a dot form, reducing 16 lanes per output, ran at 38
+ * GFLOP/s when K = head_dim = 64): B is packed (qlm_bgemm_pack) in groups of 16 columns, per
+ * pair of k the 16 columns' (B(2p, j), B(2p+1, j)); a step broadcasts X's pair (x[2p], x[2p+1])
+ * of a row to all lanes.  Arithmetic (qlm_bgemm_op_ref), VDPBF16PS's own (Intel SDM), so that
+ * every output's bits are independent of M, N, the tile and the thread split: per output, for
+ * p = 0, 1, ... in order acc += x[2p+1]·b(2p+1), then acc += x[2p]·b(2p), each rounded once to
+ * nearest even (the product of two bf16 is exact in f32), operands that are subnormal read as
+ * zero and subnormal results flushed to zero; then y = alpha·acc rounded once.  On SmolLM2's attention
  * shapes (64 query rows, head_dim 64, 1024 keys) one Zen 4 core: weights·values 232 GFLOP/s
  * (q·kᵀ 188), OpenBLAS sgemm 94 (82).
  *

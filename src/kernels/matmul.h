@@ -69,7 +69,7 @@ typedef struct qlm_bf16_weights {
   const void *data;   /* the matrix's qlm_mat.data, type and shape: the key */
   int type;
   int64_t rows, cols;
-  qlm_bf16 *w;        /* [rows x qlm_bgemm_pad(cols)] bf16, zero-padded; NULL: empty entry */
+  qlm_bf16 *w;        /* W's rows packed as the columns of kernels/bgemm.h's B; NULL: empty entry */
 } qlm_bf16_weights;
 struct qlm_bf16_cache {
   qlm_bf16_weights e[QLM_BF16_CACHE_N];
