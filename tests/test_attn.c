@@ -5,7 +5,11 @@
  *   bits: at most 1 ulp of the float result (checked: |diff| <= 1 ulp), and exactly equal on
  *   integer-valued inputs (exact sums);
  * pv: every level does the reference's float operations per element in its order: bit-identical.
- * Shapes cover tails (head sizes not a multiple of 4/8/16, groups of 1..6 query heads). */
+ * Shapes cover tails (head sizes not a multiple of 4/8/16, groups of 1..6 query heads).
+ * softmax (kernels/softmax.h, the bf16 calibration's attention weights): the reference within
+ *   its rounding of the softmax computed in double, the padding zeroed and nothing past it
+ *   written; the AVX-512 row bit-identical to the reference (NaN and clamped scores included),
+ *   skipped, and reported as skipped, on a CPU (or QLM_SIMD) without AVX-512. */
 #include "testutil.h"
 
 #include <math.h>
@@ -14,6 +18,7 @@
 
 #include "kernels/attn.h"
 #include "kernels/cpu.h"
+#include "kernels/softmax.h"
 
 static float unif(uint64_t *s) {
   *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
@@ -88,10 +93,80 @@ static void test_pv_levels(void **st) {
       }
 }
 
+/* A row of n scores in [-spread, spread]; with odd, a NaN whose payload is all ones at 5 (it
+ * passes through e^x: rounded naively it would carry into the sign) and one far below the max
+ * (clamped). */
+static void score_row(float *row, int n, float spread, bool odd, uint64_t *rng) {
+  for (int i = 0; i < n; i++) row[i] = unif(rng) * spread;
+  if (odd && n > 7) {
+    uint32_t nan = 0x7fffffffu;
+    memcpy(&row[5], &nan, sizeof nan);
+    row[7] = -1000.0f;
+  }
+}
+
+static const int k_softmax_ns[] = {1, 2, 15, 16, 17, 33, 100, 511, 2048};
+enum { N_SOFTMAX = sizeof k_softmax_ns / sizeof k_softmax_ns[0], MAX_N = 2048, PAD = 3, GUARD = 4 };
+
+static void test_softmax_bf16_reference(void **st) {
+  (void)st;
+  uint64_t rng = 13;
+  float *row = malloc(sizeof(float) * MAX_N);
+  qlm_bf16 *out = malloc(sizeof(qlm_bf16) * (MAX_N + PAD + GUARD));
+  for (int c = 0; c < N_SOFTMAX; c++) {
+    int n = k_softmax_ns[c];
+    score_row(row, n, 12.0f, false, &rng);
+    memset(out, 0xAB, sizeof(qlm_bf16) * (size_t)(n + PAD + GUARD));
+    float tot = qlm_softmax_bf16_ref(row, n, out, n + PAD);
+    double m = -INFINITY, sum = 0.0;
+    for (int i = 0; i < n; i++) m = row[i] > m ? row[i] : m;
+    for (int i = 0; i < n; i++) sum += exp((double)row[i] - m);
+    /* each e_i within ~2 ulp (vexp.h), summed in lanes of <= 128 terms then 16 lanes: below
+     * (2 + 128 + 16) 2^-24 relative, ~8.7e-6 */
+    if (fabs(tot - sum) > 1e-5 * sum) fail_msg("n %d: sum %.9g, want %.9g", n, (double)tot, sum);
+    for (int i = 0; i < n; i++) {
+      double e = exp((double)row[i] - m), got = qlm_bf16_to_f32(out[i]);
+      /* bf16 keeps 8 significand bits: within half a step (2^-8 relative) plus e_i's own error */
+      if (fabs(got - e) > e * 0x1.01p-8) fail_msg("n %d, i %d: weight %.9g, want %.9g", n, i, got, e);
+    }
+    for (int i = n; i < n + PAD; i++) assert_int_equal(out[i], 0);
+    for (int i = n + PAD; i < n + PAD + GUARD; i++) assert_int_equal(out[i], 0xABAB);
+  }
+  free(row), free(out);
+}
+
+static void test_softmax_bf16_avx512_equals_reference(void **st) {
+  (void)st;
+  if (qlm_cpu_simd_level() < QLM_SIMD_AVX512) skip();
+  uint64_t rng = 14;
+  float *row = malloc(sizeof(float) * MAX_N);
+  qlm_bf16 *want = malloc(sizeof(qlm_bf16) * (MAX_N + PAD)), *got = malloc(sizeof(qlm_bf16) * (MAX_N + PAD));
+  for (int odd = 0; odd < 2; odd++)
+    for (int c = 0; c < N_SOFTMAX; c++)
+      for (int rep = 0; rep < 4; rep++) {
+        int n = k_softmax_ns[c];
+        score_row(row, n, rep < 2 ? 12.0f : 100.0f, odd, &rng);
+        memset(got, 0xAB, sizeof(qlm_bf16) * (size_t)(n + PAD));
+        float a = qlm_softmax_bf16_ref(row, n, want, n + PAD), b = qlm_softmax_bf16_avx512(row, n, got, n + PAD);
+        if (memcmp(&a, &b, sizeof a)) fail_msg("n %d: sum %a, reference %a", n, (double)b, (double)a);
+        assert_memory_equal(want, got, sizeof(qlm_bf16) * (size_t)(n + PAD));
+      }
+  /* 2^20 weights: about 16 land on each of the rounding's edge cases (low 16 bits 0x7fff, 0x8000) */
+  for (int rep = 0; rep < 512; rep++) {
+    score_row(row, MAX_N, 20.0f, false, &rng);
+    float a = qlm_softmax_bf16_ref(row, MAX_N, want, MAX_N), b = qlm_softmax_bf16_avx512(row, MAX_N, got, MAX_N);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_memory_equal(want, got, sizeof(qlm_bf16) * MAX_N);
+  }
+  free(row), free(want), free(got);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_scores_levels),
       cmocka_unit_test(test_pv_levels),
+      cmocka_unit_test(test_softmax_bf16_reference),
+      cmocka_unit_test(test_softmax_bf16_avx512_equals_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

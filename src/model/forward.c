@@ -21,6 +21,7 @@
 #include "kernels/attn.h"
 #include "kernels/bgemm.h"
 #include "kernels/gemv.h"
+#include "kernels/softmax.h"
 #include "kernels/vexp.h"
 #include "model/model.h"
 
@@ -342,15 +343,6 @@ __attribute__((target_clones("avx512f", "default"))) static float softmax_row(fl
   return tot;
 }
 
-/* softmax_row, then its weights as bf16 in out[0..n) and zeros in out[n..n_pad): the bf16
- * attention's weights, where the weights·values product reads them.  (One fused loop measured
- * slower: GCC left the conversion scalar there; qlm_bf16_from_f32 is vectorized.) */
-static float softmax_row_bf16(float *row, int n, qlm_bf16 *out, int n_pad) {
-  float sum = softmax_row(row, n);
-  qlm_bf16_from_f32(row, n, out, n_pad);
-  return sum;
-}
-
 /* ---- attention ---- */
 
 typedef struct att_task {
@@ -476,7 +468,7 @@ static void gatt_worker(void *arg, int ith, int nth) {
       int n = b->pos[r0 + i] + 1; /* causal: keys after the row's position get weight 0 */
       if (s->bf16) {
         int nk2 = (int)qlm_pad2(nk);
-        inv[i] = 1.0f / softmax_row_bf16(row, n, gatt_prows(t, ith) + (size_t)i * (size_t)nk2, nk2);
+        inv[i] = 1.0f / qlm_softmax_bf16(row, n, gatt_prows(t, ith) + (size_t)i * (size_t)nk2, nk2);
         continue;
       }
       inv[i] = 1.0f / softmax_row(row, n);
