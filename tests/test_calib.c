@@ -412,12 +412,14 @@ static void test_gemm_attention(void **st) {
   free(xa), free(xb), free(xc), free(tok), free(pos), free(seq);
 }
 
-/* --calib-dtype bf16's attention (qlm_state_set_bf16: q/k/v products and weights·values in bf16,
- * scores and softmax f32) against the f32 state, stage by stage over every layer of a 200-token
- * window (blocks of 64 rows and a partial one): the attention outputs within 2^-5 of their
- * largest magnitude (bf16 inputs move q, k, v and the weights by ~2^-9 relative; a wrong head,
- * block, key range or mask moves them by their own size), not equal (the bf16 path ran), and the
- * same bits at 1 and 3 threads. */
+/* --calib-dtype bf16's attention (qlm_state_set_bf16: q/k/v products, scores and weights·values
+ * in bf16, softmax f32) against the f32 state, stage by stage over every layer of a 200-token
+ * window (blocks of 64 rows and a partial one): the attention outputs within 2^-4 of their
+ * largest magnitude, not equal (the bf16 path ran), and the same bits at 1 and 3 threads.  bf16
+ * moves q, k, v and the weights by ~2^-9 relative, and a score s by up to ~2^-8 |s|, which exp
+ * turns into a relative change of the weight: stories260K's peaky heads (head_dim 8) measured
+ * 0.046 (0.015 while the scores were f32); a wrong head, block, key range or mask moves the
+ * outputs by their own size. */
 static void test_bf16_attention(void **st) {
   (void)st;
   const qlm_hparams *hp = &g_m->hp;
@@ -452,7 +454,7 @@ static void test_bf16_attention(void **st) {
     assert_int_equal(qlm_forward_layer(g_m, s[0], &b, il, x, NULL, NULL, &err), 0); /* next layer's input: f32 */
   }
   print_message("bf16 attention vs f32: worst layer difference %.3g of max |attention output|\n", worst);
-  assert_true(worst < 0x1p-5);
+  assert_true(worst < 0x1p-4);
   assert_true(worst > 0.0);
   for (int k = 0; k < 3; k++) qlm_state_free(s[k]), free(att[k]);
   free(x), free(tok), free(pos), free(seq);

@@ -1,7 +1,8 @@
 /* bgemm.h — bf16 products with f32 sums: the calibration's products under --calib-dtype bf16
- * (quant/calib.h): the linear layers, the attention's weights·values and the Hessians XᵀX.  On
- * AVX-512 BF16 by VDPBF16PS (32 multiply-adds per instruction, twice the f32 FMA rate of a Zen 4
- * core: 229 vs 116 GFLOP/s measured), elsewhere by the same chains as f32 FMAs (below).
+ * (quant/calib.h): the linear layers, the attention's scores and weights·values, and the
+ * Hessians XᵀX.  On AVX-512 BF16 by VDPBF16PS (32 multiply-adds per instruction, twice the f32
+ * FMA rate of a Zen 4 core: 229 vs 116 GFLOP/s measured), elsewhere by the same chains as f32
+ * FMAs (below).
  *
  * Operands are bf16 (the top half of an f32: 8 significand bits).  Accuracy: rounding x and w to
  * bf16 costs up to 2^-8 relative per product (2 x 2^-9), then one f32 rounding per multiply-add
@@ -90,8 +91,9 @@ void qlm_bgemm_op_avx512bf16(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *pac
  * DAZ and FTZ set (subnormal operands read as zero, subnormal results flushed: VDPBF16PS's
  * rules) for the chains, cleared again for alpha·acc.  A product of two bf16 is exact in f32, so
  * each FMA rounds once, as the instruction does: the same bits as the reference at half the
- * instruction's rate, so the bf16 products are the same on every x86-64 CPU (a calibration's
- * f32 attention scores are OpenBLAS's, whose kernel OpenBLAS picks per CPU). */
+ * instruction's rate, so the bf16 products are the same on every x86-64 CPU (what a GPTQ
+ * calibration then solves with is OpenBLAS's double-precision LAPACK/BLAS, whose kernels
+ * OpenBLAS picks per CPU). */
 void qlm_bgemm_op_avx512(const qlm_bf16 *X, int64_t ldx, const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy,
                          int64_t M, int64_t N, int64_t K, float alpha);
 void qlm_bgemm_op_upper_avx512(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,

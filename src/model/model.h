@@ -225,11 +225,11 @@ int qlm_stage_ffn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b,
 int qlm_state_set_gemm_attention(qlm_state *s, bool on, qlm_error *err);
 
 /* Multi-row products (T > 1) of the linear layers in bf16 with f32 sums (qlm_matmul_bf16), and
- * the BLAS attention's weights·values product in bf16 (kernels/bgemm.h qlm_bgemm_op; scores and
- * softmax stay f32): the calibration forward's --calib-dtype bf16, about twice the f32 rate on
- * AVX-512 BF16.  Off by default; matrices qlm_matmul_bf16 does not take, and decode, stay f32;
- * norms and the residual stream stay f32 either way.  On allocates the packed values and bf16
- * weights of the attention (QLM_ENOMEM, with bf16 left off, when that fails). */
+ * the BLAS attention's scores and weights·values products in bf16 (kernels/bgemm.h qlm_bgemm_op;
+ * the softmax stays f32): the calibration forward's --calib-dtype bf16, about twice the f32 rate
+ * on AVX-512 BF16.  Off by default; matrices qlm_matmul_bf16 does not take, and decode, stay f32;
+ * norms and the residual stream stay f32 either way.  On allocates the packed keys and values
+ * and the bf16 queries and weights of the attention (QLM_ENOMEM, with bf16 left off, when that fails). */
 int qlm_state_set_bf16(qlm_state *s, bool on, qlm_error *err);
 /* The model's weights changed (a matrix replaced or edited): forget the bf16 copies the state
  * keeps of them (kernels/matmul.h, qlm_bf16_cache).  Needed only with qlm_state_set_bf16 on. */
