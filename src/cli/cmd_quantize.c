@@ -22,7 +22,7 @@ typedef struct quant_opts {
   bool export_gguf;        /* export-gguf: --type only */
   const char *calib;       /* calibration text */
   long calib_samples, calib_len, seed;
-  bool calib_bf16;         /* --calib-dtype bf16 (the default from AVX2 up) */
+  bool calib_bf16;         /* --calib-dtype bf16 (the default from AVX-512 up: faster there) */
   double target_bpw;
   cli_measure cm;          /* --country, --emissions, ... */
 } quant_opts;
@@ -79,9 +79,10 @@ static void usage(FILE *f, bool export_gguf) {
           "      --calib-dtype D       bf16 (default) or f32: bf16 runs the calibration forward's linear\n"
           "                            products, its attention scores and weights x values and the Hessians\n"
           "                            X^T X with bf16 inputs and f32 sums (softmax, norms stay f32), as the\n"
-          "                            reference GPTQ/AWQ calibrate in fp16: 1.9x faster than f32 with\n"
-          "                            AVX512_BF16, 1.1-1.2x with AVX-512F or AVX2 (the same bf16 products as\n"
-          "                            f32 FMAs); f32 is the default only below AVX2 (QLM_SIMD=scalar)\n"
+          "                            reference GPTQ/AWQ calibrate in fp16: 2.2x faster than f32 with\n"
+          "                            AVX512_BF16, 1.1-1.2x with AVX-512F (the same bf16 products as f32\n"
+          "                            FMAs); f32 is the default on AVX2 (bf16 0.8-0.9x there, the same bits)\n"
+          "                            and below\n"
           "      --target-bpw B        mixed precision: give each linear matrix 2/3/4/5/6/8 bits (as the\n"
           "                            method allows) so they average B bits/weight, spending bits where the\n"
           "                            layer's output error on the calibration text drops most\n"
@@ -263,7 +264,7 @@ static int run(int argc, char **argv, bool export_gguf) {
   qlm_error err = {0};
   quant_opts o = {.type = -1, .embd_type = QLM_TYPE_F32, .threads = cli_default_threads(), .export_gguf = export_gguf,
                   .calib = default_calib(), .calib_samples = 128, .calib_len = 2048,
-                  .calib_bf16 = qlm_cpu_simd_level() >= QLM_SIMD_AVX2};
+                  .calib_bf16 = qlm_cpu_simd_level() >= QLM_SIMD_AVX512};
   if (!(o.rules = qlm_rules_new(&err))) return cli_report(&err);
   cli_measure_init(&o.cm, export_gguf ? "export-gguf" : "quantize");
   int rc = parse_opts(argc, argv, &o, &err);

@@ -50,8 +50,9 @@ typedef struct qlm_calib_opts {
                              maxima: left zero) for a method that reads only the Hessian (GPTQ) */
   int store;              /* qlm_calib_run_staged: QLM_CALIB_STORE_* (0 = auto) */
   bool bf16;              /* the forward's linear products and the Hessians in bf16 with f32 sums
-                             (kernels/bgemm.h; --calib-dtype bf16, the CLI's default from AVX2 up):
-                             about 2x faster on AVX-512 BF16, 1.1-1.2x as FMA chains elsewhere, as
+                             (kernels/bgemm.h; --calib-dtype bf16, the CLI's default from AVX-512 up):
+                             about 2x faster on AVX-512 BF16, 1.1-1.2x as AVX-512F FMA chains, 0.8-0.9x
+                             as AVX2 FMA chains, as
                              the reference GPTQ/AWQ run their calibration forward in fp16 */
   float *x_out;           /* not NULL: receives the residual streams after the last layer
                              [n_samples x seq_len x n_embd] (seq_len as passed to the run) */
