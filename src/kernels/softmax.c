@@ -6,21 +6,8 @@
 #include "kernels/cpu.h"
 #include "kernels/vexp.h"
 
-/* The largest of row[0..n): 16 lane maxima over the first n & ~15, reduced, then the tail. */
-static float row_max(const float *row, int n) {
-  float mx[16];
-  for (int l = 0; l < 16; l++) mx[l] = -INFINITY;
-  int n16 = n & ~15;
-  for (int i = 0; i < n16; i += 16)
-    for (int l = 0; l < 16; l++) mx[l] = row[i + l] > mx[l] ? row[i + l] : mx[l];
-  float m = -INFINITY;
-  for (int l = 0; l < 16; l++) m = mx[l] > m ? mx[l] : m;
-  for (int i = n16; i < n; i++) m = row[i] > m ? row[i] : m;
-  return m;
-}
-
 float qlm_softmax_bf16_ref(const float *row, int n, qlm_bf16 *out, int n_pad) {
-  float m = row_max(row, n), sum[16] = {0}, tot = 0.0f;
+  float m = qlm_row_max(row, n), sum[16] = {0}, tot = 0.0f;
   int n16 = n & ~15;
   for (int i = 0; i < n16; i += 16)
     for (int l = 0; l < 16; l++) {

@@ -14,9 +14,24 @@
 #ifndef QLM_SOFTMAX_H
 #define QLM_SOFTMAX_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "kernels/bgemm.h" /* qlm_bf16 */
+
+/* The largest of row[0..n): 16 lane maxima over the first n & ~15, reduced in lane order, then
+ * the tail (comparisons, not fmaxf: no NaN rules, so a caller's loop vectorizes). */
+static inline float qlm_row_max(const float *row, int n) {
+  float mx[16];
+  for (int l = 0; l < 16; l++) mx[l] = -INFINITY;
+  int n16 = n & ~15;
+  for (int i = 0; i < n16; i += 16)
+    for (int l = 0; l < 16; l++) mx[l] = row[i + l] > mx[l] ? row[i + l] : mx[l];
+  float m = -INFINITY;
+  for (int l = 0; l < 16; l++) m = mx[l] > m ? mx[l] : m;
+  for (int i = n16; i < n; i++) m = row[i] > m ? row[i] : m;
+  return m;
+}
 
 float qlm_softmax_bf16_ref(const float *row, int n, qlm_bf16 *out, int n_pad);
 float qlm_softmax_bf16_avx512(const float *row, int n, qlm_bf16 *out, int n_pad);

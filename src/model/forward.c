@@ -312,23 +312,10 @@ static void rope_row(const qlm_hparams *hp, float *v, int n_heads, const float *
   }
 }
 
-/* The maximum of row[0..n) (16 lanes kept apart so the compiler vectorizes). */
-static inline float row_max(const float *row, int n) {
-  float mx[16];
-  for (int l = 0; l < 16; l++) mx[l] = -INFINITY;
-  int n16 = n & ~15;
-  for (int i = 0; i < n16; i += 16)
-    for (int l = 0; l < 16; l++) mx[l] = row[i + l] > mx[l] ? row[i + l] : mx[l];
-  float m = -INFINITY;
-  for (int l = 0; l < 16; l++) m = mx[l] > m ? mx[l] : m;
-  for (int i = n16; i < n; i++) m = row[i] > m ? row[i] : m;
-  return m;
-}
-
 /* row[0..n) -> e^(row - max) in place; returns the sum.  16 lanes kept apart so the compiler
  * vectorizes without reassociating. */
 __attribute__((target_clones("avx512f", "default"))) static float softmax_row(float *row, int n) {
-  float m = row_max(row, n), sum[16] = {0};
+  float m = qlm_row_max(row, n), sum[16] = {0};
   int n16 = n & ~15;
   for (int i = 0; i < n16; i += 16)
     for (int l = 0; l < 16; l++) {
