@@ -9,7 +9,7 @@
  *
  * That is the arithmetic of the f32 softmax (forward.c's softmax_row, which writes e_i back in
  * place) followed by qlm_bf16_from_f32, so the bf16 weights and their sum are the same bits as
- * before this kernel — the fused loop saves the store and the re-read of the f32 weights.  Every
+ * those two in sequence; the fused loop saves the store and the re-read of the f32 weights.  Every
  * level gives the reference's bits (tests/test_attn.c). */
 #ifndef QLM_SOFTMAX_H
 #define QLM_SOFTMAX_H

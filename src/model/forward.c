@@ -50,7 +50,7 @@ struct qlm_state {
   qlm_attn_scores_fn att_scores; /* attention products (kernels/attn.h) */
   qlm_attn_pv_fn att_pv;
   bool gemm_att;               /* qlm_state_set_gemm_attention: one-sequence batches by BLAS */
-  bool bf16;                   /* qlm_state_set_bf16: multi-row linear products and attention weights·values in bf16 */
+  bool bf16;                   /* qlm_state_set_bf16: multi-row linear products, attention scores and weights·values in bf16 */
   qlm_bf16_cache bf16_cache;   /* their weights in bf16 (qlm_state_weights_changed clears it) */
   qlm_bf16 *vpack;             /* bf16 on: [n_head_kv][qlm_bgemm_packed_len(n_ctx, head_dim)] values, packed */
   qlm_bf16 *prows;             /* bf16 on: [n_threads][gatt_rows][pad2(n_ctx)] a block's attention weights */
@@ -391,7 +391,7 @@ typedef struct gatt_task {
   qlm_state *s;
   const qlm_batch *b;
   int layer;
-  int nk_all;   /* keys in the cache for this batch (its last position + 1): what vpack holds */
+  int nk_all;   /* keys in the cache for this batch (its last position + 1): what kpack and vpack hold */
 } gatt_task;
 
 /* Offset in the K and V caches of key/value head kvh's first position for t's sequence and layer. */
@@ -402,7 +402,7 @@ static size_t kv_head_base(const gatt_task *t, int kvh) {
 }
 
 /* S [m x nk] = scale · q kᵀ for query rows [r0, r0 + m) of head h (S's rows nk apart): f32 by
- * BLAS, or under bf16 by kernels/bgemm.h from this block's queries rounded to bf16 and the keys
+ * BLAS, or under bf16 by kernels/bgemm.h from the queries qkv_range rounded to bf16 and the keys
  * packed by pack_worker (scale = 1/sqrt(head_dim) applied to the f32 sums).  bf16 q and k (2^-9
  * relative each) move a score s by up to ~2^-8 |s|, which exp makes a relative change of its
  * weight: the attention outputs move more than with f32 scores (tests/test_calib.c), as in a
@@ -416,7 +416,6 @@ static void gatt_scores(const gatt_task *t, int h, int r0, int m, int nk, float 
   const qlm_hparams *hp = &s->m->hp;
   int hd = hp->head_dim, qd = hp->n_head * hd, kvh = h / (hp->n_head / hp->n_head_kv);
   float scale = 1.0f / sqrtf((float)hd);
-  const float *q = s->q + (size_t)r0 * qd + (size_t)h * hd;
   if (s->bf16) {
     int64_t ldq = hp->n_head * qlm_pad2(hd);
     const qlm_bf16 *qr = s->qbf + r0 * ldq + h * qlm_pad2(hd);
@@ -424,6 +423,7 @@ static void gatt_scores(const gatt_task *t, int h, int r0, int m, int nk, float 
     qlm_bgemm_op(qr, ldq, kp, hd, S, nk, m, nk, hd, scale);
     return;
   }
+  const float *q = s->q + (size_t)r0 * qd + (size_t)h * hd;
   size_t base = kv_head_base(t, kvh);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, q, qd, s->k_cache + base, s->kv_dim, 0.0f, S,
               nk);
@@ -482,8 +482,8 @@ static void gatt_worker(void *arg, int ith, int nth) {
   }
 }
 
-/* bf16 attention: every key/value head's cached values at positions [0, nk_all) packed
- * (kernels/bgemm.h), one head per thread at a time. */
+/* bf16 attention: every key/value head's cached keys (as Kᵀ) and values at positions [0, nk_all)
+ * packed (kernels/bgemm.h), one head per thread at a time. */
 static void pack_worker(void *arg, int ith, int nth) {
   const gatt_task *t = arg;
   qlm_state *s = t->s;
@@ -571,6 +571,7 @@ typedef struct qkv_job {
   const qlm_batch *b;
   const qlm_layer *L;
   int layer;
+  bool q_bf16;  /* also the queries in bf16 (s->qbf): the bf16 BLAS attention reads them */
 } qkv_job;
 
 /* One row's queries [n_head * head_dim] into bf16 [n_head][pad2(head_dim)] (the X rows of the bf16
@@ -603,7 +604,7 @@ static void qkv_range(const void *job, int r0, int r1) {
     size_t off = (size_t)j->b->seq[r] * s->seq_stride + ((size_t)j->layer * s->n_ctx + (size_t)j->b->pos[r]) * kvd;
     memcpy(s->k_cache + off, k, kvd * sizeof(float));
     memcpy(s->v_cache + off, v, kvd * sizeof(float));
-    if (s->bf16) q_to_bf16(hp, q, s->qbf + (size_t)r * (size_t)hp->n_head * (size_t)qlm_pad2(hp->head_dim));
+    if (j->q_bf16) q_to_bf16(hp, q, s->qbf + (size_t)r * (size_t)hp->n_head * (size_t)qlm_pad2(hp->head_dim));
   }
 }
 
@@ -660,9 +661,10 @@ static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b
   const qlm_lin_in *in[3] = {&L->in_q, &L->in_k, &L->in_v};
   float *Y[3] = {s->q, s->k, s->v};
   linear_group(s, W, in, 3, xn, T, Y);
-  qkv_job j = {s, b, L, il};
+  bool gemm = gemm_attention_fits(s, b);
+  qkv_job j = {.s = s, .b = b, .L = L, .layer = il, .q_bf16 = gemm && s->bf16};
   for_rows(s, T, qkv_range, &j);
-  if (gemm_attention_fits(s, b)) {
+  if (gemm) {
     gatt_task gt = {.s = s, .b = b, .layer = il, .nk_all = b->pos[T - 1] + 1};
     if (s->bf16) qlm_pool_run(s->pool, pack_worker, &gt);
     qlm_pool_run(s->pool, gatt_worker, &gt);
