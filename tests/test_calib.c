@@ -444,7 +444,7 @@ static void test_bf16_attention(void **st) {
     for (int k = 0; k < 3; k++) {
       const float *a;
       qlm_state_clear(s[k], 0);
-      assert_int_equal(qlm_stage_attention(g_m, s[k], &b, il, x, &a, &err), 0);
+      assert_int_equal(qlm_stage_attention(g_m, s[k], &b, il, x, NULL, &a, &err), 0);
       memcpy(att[k], a, na * sizeof *a);
     }
     assert_memory_equal(att[1], att[2], na * sizeof *att[1]);

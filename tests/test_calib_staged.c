@@ -98,14 +98,23 @@ static void test_stages_equal_forward_layer(void **st) {
         qlm_state_clear(s, 0);
         assert_int_equal(qlm_stage_qkv_input(m, s, &b, il, xb, &X[0], &err), 0);
         assert_memory_equal(X[0], ref.x[0], (size_t)T * cols[0] * sizeof(float));
-        assert_int_equal(qlm_stage_attention(m, s, &b, il, xb, &X[1], &err), 0);
-        assert_memory_equal(X[1], ref.x[1], (size_t)T * cols[1] * sizeof(float));
-        memcpy(att, X[1], (size_t)T * cols[1] * sizeof *att); /* a caller's copy, as the calibration keeps it */
+        /* into the caller's buffer, as the calibration keeps it */
+        assert_int_equal(qlm_stage_attention(m, s, &b, il, xb, att, &X[1], &err), 0);
+        assert_ptr_equal(X[1], att);
+        assert_memory_equal(att, ref.x[1], (size_t)T * cols[1] * sizeof(float));
         assert_int_equal(qlm_stage_attn_residual(m, s, &b, il, att, xb, &err), 0);
         assert_int_equal(qlm_stage_ffn_input(m, s, &b, il, xb, &X[2], &err), 0);
         assert_memory_equal(X[2], ref.x[2], (size_t)T * cols[2] * sizeof(float));
-        assert_int_equal(qlm_stage_ffn_act(m, s, &b, il, xb, &X[3], &err), 0);
+        float *h = malloc((size_t)T * cols[3] * sizeof *h);
+        const float *Xh;
+        assert_int_equal(qlm_stage_ffn_act(m, s, &b, il, xb, h, &Xh, &err), 0);
+        assert_ptr_equal(Xh, h);
+        assert_memory_equal(h, ref.x[3], (size_t)T * cols[3] * sizeof(float));
+        /* and in the state's own buffer again (out was for that call only) */
+        assert_int_equal(qlm_stage_ffn_act(m, s, &b, il, xb, NULL, &X[3], &err), 0);
+        assert_ptr_not_equal(X[3], h);
         assert_memory_equal(X[3], ref.x[3], (size_t)T * cols[3] * sizeof(float));
+        free(h);
         assert_int_equal(qlm_stage_ffn_residual(m, s, &b, il, X[3], xb, &err), 0);
         assert_memory_equal(xa, xb, n * sizeof *xa);
         for (int k = 0; k < QLM_N_SLOTS; k++) free(ref.x[k]);
@@ -118,7 +127,7 @@ static void test_stages_equal_forward_layer(void **st) {
     assert_non_null(strstr(err.msg, "layer"));
     qlm_state_clear(s, 0);
     pos[0] = 1; /* a gap before the first row */
-    assert_int_equal(qlm_stage_attention(m, s, &b, 0, xa, &X, &err), QLM_EUSAGE);
+    assert_int_equal(qlm_stage_attention(m, s, &b, 0, xa, NULL, &X, &err), QLM_EUSAGE);
     assert_non_null(strstr(err.msg, "position"));
     qlm_state_free(s);
     free(xa), free(xb), free(tok), free(pos), free(seq);

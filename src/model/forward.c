@@ -852,7 +852,7 @@ int qlm_stage_qkv_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, in
   return QLM_OK;
 }
 
-int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, float *out,
                         const float **X, qlm_error *err) {
   int rc = check_stage(m, s, b, il, err);
   if (!rc) rc = check_batch(m, s, b, err);
@@ -860,8 +860,11 @@ int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, in
   if (m->hp.rope_style != QLM_ROPE_NONE) rope_table(s, b);
   const qlm_layer *L = &m->layers[il];
   norm_rows(s, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
+  float *att = s->att; /* the attention writes s->att: pointed at out for this call */
+  if (out) s->att = out;
   attention_block(m, s, b, il, s->xn);
   *X = s->att;
+  s->att = att;
   return QLM_OK;
 }
 
@@ -883,14 +886,17 @@ int qlm_stage_ffn_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, in
   return QLM_OK;
 }
 
-int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, const float **X,
-                      qlm_error *err) {
+int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, float *out,
+                      const float **X, qlm_error *err) {
   int rc = check_stage(m, s, b, il, err);
   if (rc) return rc;
   const qlm_layer *L = &m->layers[il];
   norm_rows(s, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
+  float *hb = s->hb; /* the activation is made in s->hb: pointed at out for this call */
+  if (out) s->hb = out;
   ffn_activation(m, s, il, s->xn, b->n);
   *X = s->hb;
+  s->hb = hb;
   return QLM_OK;
 }
 

@@ -200,17 +200,19 @@ int qlm_forward_layer_inputs(const qlm_model *m, qlm_state *s, const qlm_batch *
  *   qlm_stage_ffn_residual   x += w_down · h + b_down                      (h: that X)
  * compute bit for bit what qlm_forward_layer computes (with the matrices the model holds at each
  * call).  *X points into s and stays valid until the next call on s; att and h may be those
- * pointers or the caller's copies. */
+ * pointers or the caller's copies.  qlm_stage_attention and qlm_stage_ffn_act write X into out
+ * instead when out is not NULL (the caller's [T x n_head*head_dim] or [T x n_ff], *X = out): a
+ * caller that keeps X for a later stage is spared a copy. */
 int qlm_stage_qkv_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
                         const float **X, qlm_error *err);
-int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
+int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, float *out,
                         const float **X, qlm_error *err);
 int qlm_stage_attn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *att, float *x,
                             qlm_error *err);
 int qlm_stage_ffn_input(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x,
                         const float **X, qlm_error *err);
-int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, const float **X,
-                      qlm_error *err);
+int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *x, float *out,
+                      const float **X, qlm_error *err);
 int qlm_stage_ffn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *h, float *x,
                            qlm_error *err);
 
