@@ -293,8 +293,9 @@ static void test_op_fma_subnormals(void **state) {
 
 /* qlm_bgemm_op_upper: the reference equals qlm_bgemm_op_ref with X = Bᵀ written out as rows (the
  * same chains: reading row i out of B's lanes is only addressing), and the AVX-512 kernel equals
- * the reference bit for bit on the upper triangle, for row ranges starting at 0, 16 and 48, odd
- * K, N with a partial group, and B packed for more rows than used. */
+ * the reference bit for bit on the upper triangle and writes nothing left of a row's diagonal
+ * group, for row ranges starting at 0, 16 and 48, odd K, N with a partial group, and B packed for
+ * more rows than used. */
 static void test_op_upper(void **state) {
   (void)state;
   uint64_t s = 29;
@@ -323,7 +324,13 @@ static void test_op_upper(void **state) {
                        (long long)i, (long long)j, (double)want[i * N + j], (double)viaop[i * N + j]);
         for (int k = 0; k < N_KERNELS; k++) {
           if (!kernel_runs(k)) continue;
+          for (int64_t e = 0; e < N * N; e++) got[e] = -7.0f;
           k_kernels[k].upper(B, kpack, got, N, i0, i1, N, K);
+          for (int64_t i = 0; i < N; i++) /* nothing outside rows [i0, i1), nothing left of row i's group */
+            for (int64_t j = 0; j < N; j++)
+              if ((i < i0 || i >= i1 || j < i / 16 * 16) && got[i * N + j] != -7.0f)
+                fail_msg("K=%lld N=%lld rows [%lld,%lld): %s wrote (%lld,%lld)", (long long)K, (long long)N,
+                         (long long)i0, (long long)i1, k_kernels[k].name, (long long)i, (long long)j);
           for (int64_t i = i0; i < i1; i++)
             for (int64_t j = i; j < N; j++)
               if (memcmp(&want[i * N + j], &got[i * N + j], sizeof *want))

@@ -73,8 +73,9 @@ void qlm_bgemm_pack_t(const float *src, int64_t ld, int64_t K, int64_t j0, int64
 /* Bᵀ B from one packed B (K x N, packed for kpack >= K rows): Y[i·ldy + j] = Σ_k B(k, i) B(k, j)
  * for i in [i0, i1), j in [i, N) — the upper triangle of a Hessian XᵀX whose X rows were packed
  * as B's rows, with no transposed copy: row i's pairs are lane i % 16 of B's group i / 16.  The
- * arithmetic of qlm_bgemm_op (one chain per output), i0 a multiple of 16; the AVX-512 kernel also
- * writes some entries left of the diagonal (whole 16-column groups), the reference does not. */
+ * arithmetic of qlm_bgemm_op (one chain per output), i0 a multiple of 16; the SIMD kernels also
+ * write the entries left of the diagonal in its 16-column group (j >= i / 16 * 16), none further
+ * left; the reference writes only j >= i. */
 void qlm_bgemm_op_upper_ref(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0, int64_t i1,
                             int64_t N, int64_t K);
 void qlm_bgemm_op_upper_avx512bf16(const qlm_bf16 *packed, int64_t kpack, float *Y, int64_t ldy, int64_t i0,
