@@ -8,8 +8,9 @@
  * Shapes cover tails (head sizes not a multiple of 4/8/16, groups of 1..6 query heads).
  * softmax (kernels/softmax.h, the bf16 calibration's attention weights): the reference within
  *   its rounding of the softmax computed in double, the padding zeroed and nothing past it
- *   written; the AVX-512 row bit-identical to the reference (NaN and clamped scores included),
- *   skipped, and reported as skipped, on a CPU (or QLM_SIMD) without AVX-512. */
+ *   written, its e^x within 1.5 ulp of exp's; the AVX2, AVX-512 and AVX-512 BF16 rows
+ *   bit-identical to the reference (NaN and clamped scores included), each skipped, and reported
+ *   as skipped, on a CPU (or QLM_SIMD) without its instructions. */
 #include "testutil.h"
 
 #include <math.h>
@@ -121,8 +122,8 @@ static void test_softmax_bf16_reference(void **st) {
     double m = -INFINITY, sum = 0.0;
     for (int i = 0; i < n; i++) m = row[i] > m ? row[i] : m;
     for (int i = 0; i < n; i++) sum += exp((double)row[i] - m);
-    /* each e_i within ~2 ulp (vexp.h), summed in lanes of <= 128 terms then 16 lanes: below
-     * (2 + 128 + 16) 2^-24 relative, ~8.7e-6 */
+    /* each e_i within 1.5 ulp (test_softmax_exp), summed in lanes of <= 128 terms then 16 lanes:
+     * below (2 + 128 + 16) 2^-24 relative, ~8.7e-6 */
     if (fabs(tot - sum) > 1e-5 * sum) fail_msg("n %d: sum %.9g, want %.9g", n, (double)tot, sum);
     for (int i = 0; i < n; i++) {
       double e = exp((double)row[i] - m), got = qlm_bf16_to_f32(out[i]);
@@ -135,9 +136,11 @@ static void test_softmax_bf16_reference(void **st) {
   free(row), free(out);
 }
 
-static void test_softmax_bf16_avx512_equals_reference(void **st) {
-  (void)st;
-  if (qlm_cpu_simd_level() < QLM_SIMD_AVX512) skip();
+typedef float softmax_fn(const float *row, int n, qlm_bf16 *out, int n_pad);
+
+/* fn's row bit for bit as the reference's: sums, weights and padding (skipped where !runs). */
+static void softmax_equals_reference(softmax_fn *fn, bool runs) {
+  if (!runs) skip();
   uint64_t rng = 14;
   float *row = malloc(sizeof(float) * MAX_N);
   qlm_bf16 *want = malloc(sizeof(qlm_bf16) * (MAX_N + PAD)), *got = malloc(sizeof(qlm_bf16) * (MAX_N + PAD));
@@ -147,26 +150,62 @@ static void test_softmax_bf16_avx512_equals_reference(void **st) {
         int n = k_softmax_ns[c];
         score_row(row, n, rep < 2 ? 12.0f : 100.0f, odd, &rng);
         memset(got, 0xAB, sizeof(qlm_bf16) * (size_t)(n + PAD));
-        float a = qlm_softmax_bf16_ref(row, n, want, n + PAD), b = qlm_softmax_bf16_avx512(row, n, got, n + PAD);
+        float a = qlm_softmax_bf16_ref(row, n, want, n + PAD), b = fn(row, n, got, n + PAD);
         if (memcmp(&a, &b, sizeof a)) fail_msg("n %d: sum %a, reference %a", n, (double)b, (double)a);
         assert_memory_equal(want, got, sizeof(qlm_bf16) * (size_t)(n + PAD));
       }
   /* 2^20 weights: about 16 land on each of the rounding's edge cases (low 16 bits 0x7fff, 0x8000) */
   for (int rep = 0; rep < 512; rep++) {
     score_row(row, MAX_N, 20.0f, false, &rng);
-    float a = qlm_softmax_bf16_ref(row, MAX_N, want, MAX_N), b = qlm_softmax_bf16_avx512(row, MAX_N, got, MAX_N);
+    float a = qlm_softmax_bf16_ref(row, MAX_N, want, MAX_N), b = fn(row, MAX_N, got, MAX_N);
     assert_memory_equal(&a, &b, sizeof a);
     assert_memory_equal(want, got, sizeof(qlm_bf16) * MAX_N);
   }
   free(row), free(want), free(got);
 }
 
+static void test_softmax_bf16_avx2_equals_reference(void **st) {
+  (void)st;
+  softmax_equals_reference(qlm_softmax_bf16_avx2, qlm_cpu_simd_level() >= QLM_SIMD_AVX2);
+}
+
+static void test_softmax_bf16_avx512_equals_reference(void **st) {
+  (void)st;
+  softmax_equals_reference(qlm_softmax_bf16_avx512, qlm_cpu_simd_level() >= QLM_SIMD_AVX512);
+}
+
+static void test_softmax_bf16_avx512bf16_equals_reference(void **st) {
+  (void)st;
+  softmax_equals_reference(qlm_softmax_bf16_avx512bf16, qlm_bgemm_fast());
+}
+
+/* qlm_softmax_exp against exp in double over [-87, 0] (every 2^-12): within 1.5 ulp (Cephes'
+ * polynomial ~1 ulp, plus the reduction's and the last steps' roundings; 0.995 measured); e^0 = 1
+ * exactly; x below -87 gives e^-87, a normal float. */
+static void test_softmax_exp(void **st) {
+  (void)st;
+  double worst = 0.0;
+  for (double x = -87.0; x <= 0.0; x += 0x1p-12) {
+    float got = qlm_softmax_exp((float)x);
+    double want = exp((double)(float)x), ulp = nextafterf((float)want, INFINITY) - (float)want;
+    double err = fabs(got - want) / ulp;
+    worst = err > worst ? err : worst;
+  }
+  if (worst > 1.5) fail_msg("qlm_softmax_exp: %.3f ulp", worst);
+  assert_true(qlm_softmax_exp(0.0f) == 1.0f);
+  assert_true(qlm_softmax_exp(-1000.0f) == qlm_softmax_exp(-87.0f));
+  assert_true(qlm_softmax_exp(-87.0f) >= 0x1p-126f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_scores_levels),
       cmocka_unit_test(test_pv_levels),
+      cmocka_unit_test(test_softmax_exp),
       cmocka_unit_test(test_softmax_bf16_reference),
+      cmocka_unit_test(test_softmax_bf16_avx2_equals_reference),
       cmocka_unit_test(test_softmax_bf16_avx512_equals_reference),
+      cmocka_unit_test(test_softmax_bf16_avx512bf16_equals_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
