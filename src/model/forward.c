@@ -681,34 +681,37 @@ static void attn_residual(const qlm_model *m, qlm_state *s, int il, const float 
   add_residual(s, x, s->tmp, L->bo, T, m->hp.n_embd);
 }
 
-/* The feed-forward's hidden activation of the normalized input xn [T x n_embd]: s->hb [T x n_ff]
- * = silu(w_gate · xn) * (w_up · xn), or gelu(w_up · xn + b_up) for gpt2 (s->hb2: scratch). */
-/* h[i] = silu(h[i]) * u[i] (kernels/vexp.h's exp: vectorized, the same bits at every level) */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void swiglu(float *h, const float *u, size_t n) {
-  for (size_t i = 0; i < n; i++) h[i] = qlm_silu(h[i]) * u[i];
+/* The feed-forward's hidden activation of the normalized input xn [T x n_embd]: out [T x n_ff]
+ * = silu(w_gate · xn) * (w_up · xn), or gelu(w_up · xn + b_up) for gpt2; the products in s->hb
+ * and s->hb2 (out may be s->hb). */
+/* o[i] = silu(h[i]) * u[i] (kernels/vexp.h's exp: vectorized, the same bits at every level) */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void swiglu(float *o, const float *h, const float *u,
+                                                                               size_t n) {
+  for (size_t i = 0; i < n; i++) o[i] = qlm_silu(h[i]) * u[i];
 }
 
-/* Rows [r0, r1) of s->hb: gelu(hb + b_up) (gpt2) or silu(hb) * hb2. */
+/* Rows [r0, r1) of out: gelu(hb + b_up) (gpt2; hb keeps hb + b_up) or silu(hb) * hb2. */
 typedef struct act_job {
   qlm_state *s;
   const float *b_up; /* gpt2 */
+  float *out;
 } act_job;
 
 static void act_range(const void *job, int r0, int r1) {
   const act_job *j = job;
   const qlm_model *m = j->s->m;
   size_t F = (size_t)m->hp.n_ff;
-  float *h = j->s->hb + (size_t)r0 * F;
+  float *h = j->s->hb + (size_t)r0 * F, *o = j->out + (size_t)r0 * F;
   if (m->hp.arch == QLM_ARCH_GPT2)
-    for (int r = r0; r < r1; r++, h += F) {
+    for (int r = r0; r < r1; r++, h += F, o += F) {
       add_bias_row(h, j->b_up, (int)F);
-      for (size_t i = 0; i < F; i++) h[i] = gelu(h[i]);
+      for (size_t i = 0; i < F; i++) o[i] = gelu(h[i]);
     }
   else
-    swiglu(h, j->s->hb2 + (size_t)r0 * F, (size_t)(r1 - r0) * F);
+    swiglu(o, h, j->s->hb2 + (size_t)r0 * F, (size_t)(r1 - r0) * F);
 }
 
-static void ffn_activation(const qlm_model *m, qlm_state *s, int il, const float *xn, int T) {
+static void ffn_activation(const qlm_model *m, qlm_state *s, int il, const float *xn, int T, float *out) {
   const qlm_layer *L = &m->layers[il];
   if (m->hp.arch == QLM_ARCH_GPT2) {
     linear(s, &L->w_up, &L->in_up, xn, T, s->hb);
@@ -718,7 +721,7 @@ static void ffn_activation(const qlm_model *m, qlm_state *s, int il, const float
     float *Y[2] = {s->hb, s->hb2};
     linear_group(s, W, in, 2, xn, T, Y);
   }
-  act_job j = {s, L->b_up};
+  act_job j = {s, L->b_up, out};
   for_rows(s, T, act_range, &j);
 }
 
@@ -745,7 +748,7 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
 
   norm_rows(s, s->xn, s->x, T, L->ffn_norm, L->ffn_norm_b);
   call_hook(hook, il, QLM_SLOT_UP, s->xn, T, E);
-  ffn_activation(m, s, il, s->xn, T);
+  ffn_activation(m, s, il, s->xn, T, s->hb);
   call_hook(hook, il, QLM_SLOT_DOWN, s->hb, T, F);
   if (inputs_only) return;
   ffn_residual(m, s, il, s->hb, T, s->x);
@@ -892,11 +895,10 @@ int qlm_stage_ffn_act(const qlm_model *m, qlm_state *s, const qlm_batch *b, int 
   if (rc) return rc;
   const qlm_layer *L = &m->layers[il];
   norm_rows(s, s->xn, x, b->n, L->ffn_norm, L->ffn_norm_b);
-  float *hb = s->hb; /* the activation is made in s->hb: pointed at out for this call */
-  if (out) s->hb = out;
-  ffn_activation(m, s, il, s->xn, b->n);
-  *X = s->hb;
-  s->hb = hb;
+  /* out is written by the activation's elementwise pass (streaming; the products stay in the
+   * state's buffers, which the cache holds) */
+  *X = out ? out : s->hb;
+  ffn_activation(m, s, il, s->xn, b->n, out ? out : s->hb);
   return QLM_OK;
 }
 
