@@ -224,8 +224,9 @@ static bool kernel_runs(int k) {
   return k == 0 ? qlm_bgemm_fast() : qlm_cpu_simd_level() >= (k == 1 ? QLM_SIMD_AVX512 : QLM_SIMD_AVX2);
 }
 
-/* Kernel k equals the reference bit for bit: every tile shape (rows 1..13 over the 6- and 4-row
- * tiles, 1..5 groups and partial last groups over the 4-, 3- and 1-group tiles), odd K, row
+/* Kernel k equals the reference bit for bit: every tile shape (rows 1..13 over the 8- and 6-row
+ * tiles, 1..5 groups and partial last groups over the 3-group tiles, N = 64 over AVX-512 BF16's
+ * 4-group tile), odd K, row
  * strides above K, subnormal operands, alpha != 1, and products over the first K rows of a B
  * packed for more (as the attention's value blocks use it); the output's other columns
  * untouched. */
