@@ -39,7 +39,9 @@ static inline __attribute__((always_inline)) void op_tile(const int rm, const in
       }
     }
   }
+#pragma GCC unroll 8 /* whole: a loop left would keep acc in memory (spills and reloads a tile) */
   for (int r = 0; r < rm; r++)
+#pragma GCC unroll 4
     for (int g = 0; g < rg; g++) {
       if (g == rg - 1) _mm512_mask_storeu_ps(Y + r * ldy + g * 16, last, acc[r][g]);
       else _mm512_storeu_ps(Y + r * ldy + g * 16, acc[r][g]);
