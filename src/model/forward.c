@@ -529,6 +529,8 @@ int qlm_state_set_bf16(qlm_state *s, bool on, qlm_error *err) {
 
 void qlm_state_weights_changed(qlm_state *s) { qlm_bf16_cache_clear(&s->bf16_cache); }
 
+struct qlm_pool *qlm_state_pool(qlm_state *s) { return s->pool; }
+
 int qlm_state_set_gemm_attention(qlm_state *s, bool on, qlm_error *err) {
   (void)err; /* its buffer is the state's (QLM_SB_GATT_SCORES) */
   s->gemm_att = on;

@@ -226,6 +226,11 @@ int qlm_stage_ffn_residual(const qlm_model *m, qlm_state *s, const qlm_batch *b,
 #define QLM_GATT_ROWS 64
 int qlm_state_set_gemm_attention(qlm_state *s, bool on, qlm_error *err);
 
+/* The state's worker threads (n_threads of qlm_state_new, the caller's thread counted), for a
+ * caller that runs work of its own between forwards on the same threads (the calibration's
+ * statistics); owned by s. */
+struct qlm_pool *qlm_state_pool(qlm_state *s);
+
 /* Multi-row products (T > 1) of the linear layers in bf16 with f32 sums (qlm_matmul_bf16), and
  * the BLAS attention's scores and weights·values products in bf16 (kernels/bgemm.h qlm_bgemm_op;
  * the softmax stays f32): the calibration forward's --calib-dtype bf16, about twice the f32 rate

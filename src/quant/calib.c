@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/mapfile.h"
 #include "core/memlimit.h"
@@ -146,7 +145,7 @@ typedef struct acc_ctx {
   int calls[QLM_N_SLOTS];/* calls seen per slot in this layer (index into call_absmax) */
   bool want_hessian;
   bool hessian_only;     /* no column statistics (qlm_calib_opts) */
-  qlm_pool *pool;        /* the accumulation's threads (the forward's pool is idle meanwhile) */
+  qlm_pool *pool;        /* the accumulation's threads: the forward's pool (qlm_state_pool) */
   double stats_s;        /* wall seconds in accumulate (the phase report, QLM_CALIB_TIMES) */
 } acc_ctx;
 
@@ -450,13 +449,12 @@ typedef struct calib_pass {
   float *tmp;            /* [max cols^2] the Hessian scratch (NULL without Hessians) */
   qlm_state *s;
   qlm_layer_stats st;
-  qlm_pool *pool;
+  qlm_pool *pool;        /* the state's (not owned) */
   acc_ctx a;
   qlm_batch b;           /* sample 0's batch (sample_batch moves it) */
 } calib_pass;
 
 static void pass_close(calib_pass *p) {
-  qlm_pool_free(p->pool);
   stats_free(&p->st);
   qlm_state_free(p->s);
   free(p->tmp);
@@ -509,11 +507,10 @@ static int pass_open(calib_pass *p, qlm_model *m, const int32_t *tokens, int n_s
     bk.token += (size_t)k * seq_len;
     rc = qlm_embed(m, &bk, p->xs + (size_t)k * p->stride, err);
   }
-  long nproc = sysconf(_SC_NPROCESSORS_ONLN); /* as qlm_state_new reads n_threads <= 0 */
-  int nt = n_threads > 0 ? n_threads : nproc > 0 ? (int)(nproc < 256 ? nproc : 256) : 1;
-  if (nt > CALIB_MAX_THREADS) nt = CALIB_MAX_THREADS;
-  p->pool = !rc && nt > 1 ? qlm_pool_new(nt) : NULL;
-  if (!rc && nt > 1 && !p->pool) rc = qlm_fail(err, QLM_ENOMEM, "calibration: cannot create a pool of %d threads", nt);
+  /* The forward's threads also accumulate: with a pool of their own, whichever pool was idle
+   * spun and yielded for a while after every hand-over, taking a core from the busy one (2.5% of
+   * a 2-thread calibration's CPU in spinning and sched_yield). */
+  p->pool = p->s ? qlm_state_pool(p->s) : NULL;
   p->a.st = &p->st, p->a.tmp = p->tmp, p->a.want_hessian = o->want_hessian, p->a.hessian_only = o->hessian_only;
   p->a.max_calls = n_samples, p->a.pool = p->pool;
   if (rc) pass_close(p);
