@@ -338,12 +338,14 @@ typedef struct att_task {
   qlm_state *s;
   const qlm_batch *b;
   int layer;
+  float *out;  /* [T x n_head*head_dim] the attention outputs */
 } att_task;
 
 /* One (row, kv head, part) item: for query heads [h0, h1) of those sharing that key/value head
  * (GQA), softmax(q·K^T / sqrt(hd)) V over positions 0..pos of the row's sequence.  sc holds one
  * row of n_ctx scores per query head. */
-static void attend(qlm_state *s, const qlm_batch *b, int layer, int r, int kvh, int h0, int h1, float *sc) {
+static void attend(qlm_state *s, const qlm_batch *b, int layer, int r, int kvh, int h0, int h1, float *sc,
+                   float *out) {
   const qlm_hparams *hp = &s->m->hp;
   int hd = hp->head_dim, gs = h1 - h0, pos = b->pos[r], nk = pos + 1;
   size_t qd = (size_t)hp->n_head * hd, ldsc = (size_t)s->n_ctx;
@@ -352,7 +354,7 @@ static void attend(qlm_state *s, const qlm_batch *b, int layer, int r, int kvh, 
   size_t base = (size_t)b->seq[r] * s->seq_stride + (size_t)layer * s->n_ctx * s->kv_dim + (size_t)kvh * hd;
   const float *K = s->k_cache + base, *V = s->v_cache + base;
   s->att_scores(q, gs, hd, K, (size_t)s->kv_dim, nk, 1.0f / sqrtf((float)hd), sc, ldsc);
-  float *o = s->att + q0;
+  float *o = out + q0;
   for (int j0 = 0; j0 < gs; j0 += 8) { /* 8 heads' 1 / denominators at a time */
     int g = gs - j0 < 8 ? gs - j0 : 8;
     float inv[8];
@@ -371,7 +373,7 @@ static void att_worker(void *arg, int ith, int nth) {
   /* items interleaved over threads: rows at later positions cost more, striding balances them */
   for (int j = ith; j < n_items; j += nth) {
     int part = j % parts, g = j / parts;
-    attend(t->s, t->b, t->layer, g / n_kv, g % n_kv, part * per, part * per + per, sc);
+    attend(t->s, t->b, t->layer, g / n_kv, g % n_kv, part * per, part * per + per, sc, t->out);
   }
 }
 
@@ -392,6 +394,7 @@ typedef struct gatt_task {
   const qlm_batch *b;
   int layer;
   int nk_all;   /* keys in the cache for this batch (its last position + 1): what kpack and vpack hold */
+  float *out;   /* [T x n_head*head_dim] the attention outputs */
 } gatt_task;
 
 /* Offset in the K and V caches of key/value head kvh's first position for t's sequence and layer. */
@@ -475,7 +478,7 @@ static void gatt_worker(void *arg, int ith, int nth) {
       inv[i] = 1.0f / softmax_row(row, n);
       memset(row + n, 0, (size_t)(nk - n) * sizeof *row);
     }
-    float *o = s->att + (size_t)r0 * qd + (size_t)h * hd;
+    float *o = t->out + (size_t)r0 * qd + (size_t)h * hd;
     gatt_values(t, ith, h, m, nk, S, o);
     for (int i = 0; i < m; i++)
       for (int d = 0; d < hd; d++) o[(size_t)i * qd + d] *= inv[i];
@@ -653,9 +656,9 @@ static void linear_group(qlm_state *s, const qlm_mat *const W[], const qlm_lin_i
 }
 
 /* q, k, v of the normalized input xn [T x n_embd] (biases, rope at the positions of rope_table),
- * their keys/values stored in s's cache at b's positions, and attention over the cache:
- * s->att [T x n_head*head_dim] (the input of wo). */
-static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *xn) {
+ * their keys/values stored in s's cache at b's positions, and attention over the cache: out
+ * [T x n_head*head_dim] (the input of wo; s->att, or a caller's buffer). */
+static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b, int il, const float *xn, float *out) {
   const qlm_hparams *hp = &m->hp;
   const qlm_layer *L = &m->layers[il];
   int T = b->n;
@@ -667,11 +670,11 @@ static void attention_block(const qlm_model *m, qlm_state *s, const qlm_batch *b
   qkv_job j = {.s = s, .b = b, .L = L, .layer = il, .q_bf16 = gemm && s->bf16};
   for_rows(s, T, qkv_range, &j);
   if (gemm) {
-    gatt_task gt = {.s = s, .b = b, .layer = il, .nk_all = b->pos[T - 1] + 1};
+    gatt_task gt = {.s = s, .b = b, .layer = il, .nk_all = b->pos[T - 1] + 1, .out = out};
     if (s->bf16) qlm_pool_run(s->pool, pack_worker, &gt);
     qlm_pool_run(s->pool, gatt_worker, &gt);
   } else {
-    att_task at = {.s = s, .b = b, .layer = il};
+    att_task at = {.s = s, .b = b, .layer = il, .out = out};
     qlm_pool_run(T * hp->n_head > 1 ? s->pool : NULL, att_worker, &at);
   }
 }
@@ -744,7 +747,7 @@ static void layer_forward(const qlm_model *m, qlm_state *s, const qlm_batch *b, 
 
   norm_rows(s, s->xn, s->x, T, L->attn_norm, L->attn_norm_b);
   call_hook(hook, il, QLM_SLOT_QKV, s->xn, T, E);
-  attention_block(m, s, b, il, s->xn);
+  attention_block(m, s, b, il, s->xn, s->att);
   call_hook(hook, il, QLM_SLOT_O, s->att, T, QD);
   attn_residual(m, s, il, s->att, T, s->x);
 
@@ -865,11 +868,8 @@ int qlm_stage_attention(const qlm_model *m, qlm_state *s, const qlm_batch *b, in
   if (m->hp.rope_style != QLM_ROPE_NONE) rope_table(s, b);
   const qlm_layer *L = &m->layers[il];
   norm_rows(s, s->xn, x, b->n, L->attn_norm, L->attn_norm_b);
-  float *att = s->att; /* the attention writes s->att: pointed at out for this call */
-  if (out) s->att = out;
-  attention_block(m, s, b, il, s->xn);
-  *X = s->att;
-  s->att = att;
+  *X = out ? out : s->att;
+  attention_block(m, s, b, il, s->xn, out ? out : s->att);
   return QLM_OK;
 }
 
